@@ -96,6 +96,37 @@ def resnet56_cifar(input_shape=(32, 32, 3), num_classes=10):
     return _cifar_resnet((16, 32, 64), (9, 9, 9), input_shape, num_classes,
                          "resnet56_cifar")
 
+def _bottleneck(x, width, strides, name):
+    """ResNet-50 v1.5 bottleneck: 1x1 -> 3x3 (carries the stride) -> 1x1 (4x width)."""
+    shortcut = x
+    y = _conv_bn_relu(x, width, f"{name}_1", kernel_size=1)
+    y = _conv_bn_relu(y, width, f"{name}_2", strides=strides)
+    y = _conv_bn_relu(y, 4 * width, f"{name}_3", kernel_size=1, relu=False)
+    if strides != 1 or x.shape[-1] != 4 * width:
+        shortcut = _conv_bn_relu(x, 4 * width, f"{name}_shortcut", kernel_size=1,
+                                 strides=strides, relu=False)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def resnet50_v1_5(input_shape=(224, 224, 3), num_classes=1000):
+    """ResNet-50 v1.5 (torchvision's, pruned in the AutoCompress ImageNet tables).
+
+    It differs from ``tf_keras.applications.ResNet50`` (v1) only in putting each
+    stage's stride in the 3x3 CONV: 4.1 G MACs instead of v1's 3.9 G.
+    """
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = _conv_bn_relu(inputs, 64, "stem", kernel_size=7, strides=2)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), 1):
+        for block in range(1, blocks + 1):
+            strides = 2 if (stage > 1 and block == 1) else 1
+            x = _bottleneck(x, width, strides, f"stage{stage}_block{block}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="resnet50_v1_5")
+
+
 # (expansion t, output channels c, repeats n, stride s) of MobileNetV2; the
 # CIFAR variant of the LcP paper sets the stem and blocks two and four to stride 1,
 # so 32x32 inputs end in 8x8 maps.
@@ -175,6 +206,7 @@ MODELS = {
     "resnet18_cifar": resnet18_cifar,
     "resnet56_cifar": resnet56_cifar,
     "mobilenetv2_cifar": mobilenetv2_cifar,
+    "resnet50_v1_5": resnet50_v1_5,
     "vgg16": _application(keras.applications.VGG16, (224, 224, 3)),
     "resnet50": _application(keras.applications.ResNet50, (224, 224, 3)),
     "mobilenetv2": _application(keras.applications.MobileNetV2, (224, 224, 3)),

@@ -1,0 +1,197 @@
+"""Cost model: parameters and multiply-accumulates (MACs), per layer and in total.
+
+``count(model, masks=None)`` counts a dense model, a model plus masks, or a
+compacted model, so that a masked model and its compact model count the same:
+
+* parameters are the learnable weights, as published tables count them:
+  BatchNormalization's moving mean and variance are statistics, not
+  parameters (they fold into the CONV before them at inference);
+* without masks every parameter counts (the model as stored: dense or compact);
+* with masks, a kernel counts the entries its closed mask keeps, and a bias or
+  a per-channel vector of BatchNormalization (gamma, beta, moving mean and
+  variance) counts only the entries of live channels;
+* MACs of a CONV/Dense layer = counted kernel entries x output positions;
+  layers without kernels cost no MACs (BatchNormalization folds into the
+  CONV before it at inference).
+
+A compact model that keeps zero columns (column pruning that does not empty a
+whole channel) counts the same as its masked model when given its own masks
+(``compact.compact`` returns them).
+
+"CONV" means Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose
+layers, the layers the AutoCompress tables report.
+"""
+import dataclasses
+
+import numpy as np
+
+from tfautocompress._keras import check_model, keras
+
+_CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+               keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    name: str
+    type: str
+    params: int
+    macs: int
+    output_shape: tuple
+    conv: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CostReport:
+    """Per-layer costs of one model; totals as properties."""
+
+    layers: tuple
+
+    @property
+    def params(self):
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def macs(self):
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def conv_params(self):
+        return sum(layer.params for layer in self.layers if layer.conv)
+
+    @property
+    def conv_macs(self):
+        return sum(layer.macs for layer in self.layers if layer.conv)
+
+    def ratios(self, pruned):
+        """Pruning ratios (this / pruned, N x) of ``pruned``'s report against this one."""
+        return {
+            "params_ratio": _ratio(self.params, pruned.params),
+            "macs_ratio": _ratio(self.macs, pruned.macs),
+            "conv_params_ratio": _ratio(self.conv_params, pruned.conv_params),
+            "conv_macs_ratio": _ratio(self.conv_macs, pruned.conv_macs),
+        }
+
+    def to_dict(self):
+        return {
+            "params": self.params, "macs": self.macs,
+            "conv_params": self.conv_params, "conv_macs": self.conv_macs,
+            "layers": [dataclasses.asdict(layer) for layer in self.layers],
+        }
+
+    def table(self):
+        """A human-readable per-layer table with totals."""
+        header = f"{'layer':<32} {'type':<22} {'output':<18} {'params':>12} {'MACs':>15}"
+        lines = [header, "-" * len(header)]
+        for layer in self.layers:
+            if layer.params or layer.macs:
+                shape = "x".join(str(d) for d in layer.output_shape)
+                lines.append(f"{layer.name:<32} {layer.type:<22} {shape:<18} "
+                             f"{layer.params:>12,} {layer.macs:>15,}")
+        lines.append("-" * len(header))
+        lines.append(f"{'CONV total':<74} {self.conv_params:>12,} {self.conv_macs:>15,}")
+        lines.append(f"{'total':<74} {self.params:>12,} {self.macs:>15,}")
+        return "\n".join(lines)
+
+
+def _ratio(dense, pruned):
+    return float(dense) / pruned if pruned else float("inf")
+
+
+def count(model, masks=None):
+    """Count params and MACs of ``model``; ``masks`` (layer name -> 0/1) prune it first.
+
+    The masks are closed over the channel graph (``graph.close_masks``), so a
+    pruned filter also removes its BatchNormalization entries and its
+    consumers' input channels, as compaction would.
+    """
+    check_model(model)
+    if masks:
+        from tfautocompress import graph  # the graph depends on nothing here
+
+        masks = graph.close_masks(model, masks)
+    masks = masks or {}
+    return CostReport(tuple(_layer_cost(layer, masks.get(layer.name))
+                            for layer in _leaf_layers(model)))
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _layer_cost(layer, mask):
+    out_shape = _output_shape(layer)
+    kernel = _kernel(layer)
+    if kernel is None:
+        params = sum(_live_count(w, mask) for w in _parameters(layer))
+        return LayerCost(layer.name, type(layer).__name__, int(params), 0, out_shape,
+                         False)
+    kept = np.ones(kernel.shape, bool) if mask is None else np.asarray(mask) != 0
+    live = _live_filters(layer, kept)
+    params, macs = 0, 0
+    positions = _output_positions(layer, out_shape)
+    for weight in _parameters(layer):
+        n = int(np.prod(weight.shape))
+        if weight is kernel:
+            n = int(np.count_nonzero(kept))
+            macs += n * positions
+        elif isinstance(layer, keras.layers.SeparableConv2D) and "depthwise" in weight.name:
+            macs += n * positions
+        elif weight.shape.rank == 1 and weight.shape[0] == live.size:  # bias
+            n = int(live.sum())
+        params += n
+    return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape,
+                     isinstance(layer, _CONV_TYPES))
+
+
+def _kernel(layer):
+    """The weight whose output channels are the layer's filters, or None."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return layer.pointwise_kernel
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return layer.depthwise_kernel
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        return layer.kernel
+    return None
+
+
+def _live_filters(layer, kept):
+    """Boolean per output channel: does the filter keep any weight?"""
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # (kh, kw, cout, cin)
+        return np.any(kept, axis=(0, 1, 3))
+    if isinstance(layer, keras.layers.DepthwiseConv2D):  # (kh, kw, cin, mult)
+        return np.any(kept, axis=(0, 1)).reshape(-1)
+    return np.any(kept.reshape(-1, kept.shape[-1]), axis=0)
+
+
+def _parameters(layer):
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [w for w in (layer.gamma, layer.beta) if w is not None]
+    return layer.weights
+
+
+def _live_count(weight, channel_mask):
+    """Entries of ``weight``; a per-channel vector counts only live channels."""
+    if (channel_mask is not None and weight.shape.rank == 1
+            and weight.shape[0] == np.size(channel_mask)):
+        return int(np.count_nonzero(channel_mask))
+    return int(np.prod(weight.shape))
+
+
+def _output_shape(layer):
+    shape = layer.output_shape
+    if isinstance(shape, list):  # a layer with several outputs: report the first
+        shape = shape[0]
+    return tuple(int(d) for d in shape[1:] if d is not None)
+
+
+def _output_positions(layer, out_shape):
+    """How many times the kernel is applied per example."""
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        in_shape = layer.input_shape
+        return int(np.prod(in_shape[1:-1]))
+    return int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1

@@ -1,0 +1,261 @@
+"""Data sets: train / validation / test splits as batched ``tf.data.Dataset``s.
+
+``load(source, ...)`` is the one entry point. ``source`` is
+
+* ``"digits"`` — scikit-learn's real handwritten digits (1,797 8x8 images, offline),
+  resized to ``image_size`` (default 32x32x3), stratified split fixed by ``seed``;
+* a tensorflow-datasets image-classification name (``cifar10``, ``mnist``,
+  ``fashion_mnist``, ``imagenette``, ``imagenet2012``, ...), read from ``data_dir``;
+* a path to an ``.npz`` file holding ``x_train, y_train, x_test, y_test``
+  (optionally ``x_val, y_val``);
+* a path to an image folder with one sub-folder per class.
+
+Images come out as float32 in [0, 1]; labels as int32 class indices. The
+validation split is always disjoint from the test split; searches and
+accuracy bounds use validation, reports use test.
+"""
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfautocompress._keras import keras
+
+TFDS_NAMES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagenette",
+              "imagenet2012")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclasses.dataclass
+class Splits:
+    """Batched train (shuffled, optionally augmented) / validation / test data sets."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+    input_shape: tuple
+    num_classes: int
+    sizes: dict  # {"train": n, "val": n, "test": n}
+    name: str
+
+
+def load(source="digits", *, batch_size=32, image_size=None, channels=None,
+         val_fraction=0.15, test_fraction=0.2, augment=False, seed=0,
+         data_dir=None):
+    """Load ``source`` (see the module docstring) as :class:`Splits`.
+
+    ``image_size`` (an int or (h, w)) resizes; ``channels`` (1 or 3) converts;
+    ``val_fraction`` is carved out of the training data (and ``test_fraction``
+    too, for sources that ship no test split); ``augment`` adds random flips
+    and 4-pixel-padded random crops to training batches (the CIFAR recipe).
+    """
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1:
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must "
+            "both lie strictly between 0 and 1.")
+    common = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if source == "digits":
+        arrays = _digits(**common)
+        image_size = 32 if image_size is None else image_size
+        channels = 3 if channels is None else channels
+    elif str(source).endswith(".npz"):
+        arrays = _npz(source, **common)
+    elif os.path.isdir(str(source)):
+        arrays = _image_folder(source, **common)
+    elif source in TFDS_NAMES or _is_tfds_name(source):
+        return _tfds(source, batch_size=batch_size, image_size=image_size,
+                     channels=channels, augment=augment, data_dir=data_dir, **common)
+    else:
+        raise ValueError(
+            f"unknown data set {source!r}. Accepted: 'digits' (offline), a "
+            f"tensorflow-datasets name ({', '.join(TFDS_NAMES)}, ...) with "
+            "--data_dir holding its prepared files, a path to an .npz file with "
+            "x_train/y_train/x_test/y_test, or a folder with one sub-folder of "
+            "images per class.")
+    num_classes = int(max(y.max() for _, y in arrays.values())) + 1
+    datasets = {split: tf.data.Dataset.from_tensor_slices(xy)
+                for split, xy in arrays.items()}
+    return _finish(datasets, {k: len(v[1]) for k, v in arrays.items()}, num_classes,
+                   str(source), batch_size, image_size, channels, augment, seed)
+
+
+def _split(x, y, val_fraction, test_fraction, seed, has_test=False):
+    """Stratified, seeded split of (x, y) into train/val(/test) index sets."""
+    from sklearn.model_selection import train_test_split
+
+    arrays = {}
+    if not has_test:
+        x, x_test, y, y_test = train_test_split(
+            x, y, test_size=test_fraction, stratify=y, random_state=seed)
+        arrays["test"] = (x_test, y_test)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=val_fraction, stratify=y, random_state=seed + 1)
+    arrays["train"] = (x_train, y_train)
+    arrays["val"] = (x_val, y_val)
+    return arrays
+
+
+def _digits(val_fraction, test_fraction, seed):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images[..., None] / 16.0).astype(np.float32)  # 8x8x1 in [0, 1]
+    return _split(x, digits.target.astype(np.int32), val_fraction, test_fraction, seed)
+
+
+def _npz(path, val_fraction, test_fraction, seed):
+    if not os.path.isfile(path):
+        raise ValueError(f"data file {path!r} does not exist; give the path of an "
+                         ".npz file with x_train, y_train, x_test, y_test.")
+    with np.load(path) as f:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+        if missing:
+            raise ValueError(
+                f"data file {path!r} lacks {sorted(missing)}; it holds {sorted(f.files)}. "
+                "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., "
+                "y_test=...[, x_val=..., y_val=...]).")
+        arrays = {k: f[k] for k in f.files}
+    x_train, y_train = _as_images(arrays["x_train"]), arrays["y_train"].astype(np.int32)
+    out = {"test": (_as_images(arrays["x_test"]), arrays["y_test"].astype(np.int32))}
+    if "x_val" in arrays:
+        out["train"] = (x_train, y_train)
+        out["val"] = (_as_images(arrays["x_val"]), arrays["y_val"].astype(np.int32))
+    else:
+        out.update(_split(x_train, y_train, val_fraction, test_fraction, seed,
+                          has_test=True))
+    return out
+
+
+def _as_images(x):
+    """uint8 [0, 255] or float images, (n, h, w) or (n, h, w, c) -> float32 [0, 1] NHWC."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(f"images must have shape (n, h, w[, c]), got {x.shape}.")
+    if x.dtype == np.uint8:
+        return (x / 255.0).astype(np.float32)
+    return x.astype(np.float32)
+
+
+def _image_folder(path, val_fraction, test_fraction, seed):
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        names = sorted(n for n in os.listdir(os.path.join(path, cls))
+                       if n.lower().endswith(_IMAGE_SUFFIXES))
+        files += [os.path.join(path, cls, n) for n in names]
+        labels += [label] * len(names)
+    if len(classes) < 2 or not files:
+        raise ValueError(
+            f"image folder {path!r} must hold one sub-folder per class (at least two) "
+            f"with {'/'.join(_IMAGE_SUFFIXES)} images; found classes {classes} and "
+            f"{len(files)} images.")
+    images = [keras.utils.img_to_array(keras.utils.load_img(f)) for f in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images in {path!r} have different shapes {sorted(shapes)}; "
+                         "resize them to one size first.")
+    x = (np.stack(images) / 255.0).astype(np.float32)
+    return _split(x, np.asarray(labels, np.int32), val_fraction, test_fraction, seed)
+
+
+def _is_tfds_name(name):
+    import tensorflow_datasets as tfds
+
+    return isinstance(name, str) and name in tfds.list_builders()
+
+
+def _tfds(name, batch_size, image_size, channels, augment, data_dir, val_fraction,
+          test_fraction, seed):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise ValueError(f"tensorflow-datasets {name!r} is not an image-classification "
+                         "data set (it needs 'image' and 'label' features).")
+    if image_size is None and None in features["image"].shape:
+        raise ValueError(f"tensorflow-datasets {name!r} has images of varying size; "
+                         "pass image_size (e.g. --image_size=224).")
+    # Validation is carved from the end of train; the test split is the data
+    # set's own test split (its validation split where it has no test split).
+    train_pct = int(round(100 * (1 - val_fraction)))
+    test_split = "validation" if name in ("imagenette", "imagenet2012") else "test"
+    splits = {"train": f"train[:{train_pct}%]", "val": f"train[{train_pct}%:]",
+              "test": test_split}
+    try:
+        datasets = {k: builder.as_dataset(split=s, as_supervised=True,
+                                          shuffle_files=(k == "train"),
+                                          read_config=tfds.ReadConfig(shuffle_seed=seed))
+                    for k, s in splits.items()}
+    except (AssertionError, ValueError, FileNotFoundError) as err:
+        raise ValueError(
+            f"tensorflow-datasets {name!r} is not prepared in data_dir={data_dir!r} "
+            f"({err}). Prepare it where the network is reachable "
+            f"(tfds.builder({name!r}).download_and_prepare()) and pass that "
+            "--data_dir.") from err
+    datasets = {k: ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0,
+                                        tf.cast(y, tf.int32)))
+                for k, ds in datasets.items()}
+    sizes = {k: _num_examples(builder.info, s, datasets[k]) for k, s in splits.items()}
+    return _finish(datasets, sizes, features["label"].num_classes, name,
+                   batch_size, image_size, channels, augment, seed)
+
+
+def _num_examples(info, split, dataset):
+    try:
+        return info.splits[split].num_examples
+    except (KeyError, ValueError):  # split metadata absent (e.g. tfds mock data)
+        return int(dataset.reduce(0, lambda n, _: n + 1))
+
+
+def _finish(datasets, sizes, num_classes, name, batch_size, image_size, channels,
+            augment, seed):
+    """Resize/convert channels, shuffle + augment train, batch and prefetch."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+
+    def prepare(x, y):
+        if image_size is not None:
+            x = tf.image.resize(x, image_size)
+        if channels == 3 and x.shape[-1] == 1:
+            x = tf.image.grayscale_to_rgb(x)
+        elif channels == 1 and x.shape[-1] == 3:
+            x = tf.image.rgb_to_grayscale(x)
+        elif channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1, 3 or None, got {channels}.")
+        return x, y
+
+    out = {}
+    for split, ds in datasets.items():
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        if split == "train":
+            ds = ds.cache().shuffle(min(sizes["train"], 10000), seed=seed,
+                                    reshuffle_each_iteration=True)
+            ds = ds.batch(batch_size)
+            if augment:
+                ds = ds.map(_augment_batch(seed), num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.cache().batch(batch_size)
+        out[split] = ds.prefetch(tf.data.AUTOTUNE)
+    input_shape = tuple(int(d) for d in out["train"].element_spec[0].shape[1:])
+    return Splits(out["train"], out["val"], out["test"], input_shape, int(num_classes),
+                  {k: int(v) for k, v in sizes.items()}, name)
+
+
+def _augment_batch(seed):
+    flip = keras.layers.RandomFlip("horizontal", seed=seed)
+    crop_pad = 4
+
+    def augment(x, y):
+        h, w = x.shape[1], x.shape[2]
+        x = flip(x, training=True)
+        x = tf.image.pad_to_bounding_box(x, crop_pad, crop_pad, h + 2 * crop_pad,
+                                         w + 2 * crop_pad)
+        x = tf.image.random_crop(x, tf.stack([tf.shape(x)[0], h, w, x.shape[3]]),
+                                 seed=seed)
+        return x, y
+
+    return augment
