@@ -1,0 +1,279 @@
+"""ADMM regularization as a tf_keras callback (AutoCompress §3.3; progressive ADMM Eqs. 4–6).
+
+``model.fit(..., callbacks=[ADMM(policy)])`` minimises, for every layer i of the
+policy, the training loss plus ``rho_i / 2 * ||W_i - Z_i + U_i||_F^2`` (Eq. 4: the
+*squared* Frobenius norm). Every ``update_every`` steps (or once per epoch):
+
+    Z_i <- Pi_i(W_i + U_i)        (Eq. 5, the scheme's Euclidean projection)
+    U_i <- U_i + W_i - Z_i        (Eq. 6)
+
+and, with multi-rho (Ye et al. 2018), every ``rho_every`` updates
+``rho_i <- min(rho_factor * rho_i, rho_max)`` with ``U_i`` rescaled by
+``rho_old / rho_new`` so that the unscaled dual ``rho_i * U_i`` is unchanged
+(Boyd et al. 2011, §3.4.1). ``Z_i`` starts at ``Pi_i(W_i)``, ``U_i`` at 0.
+
+Z, U and rho live in non-trainable ``tf.Variable``s read by a loss callable
+that the callback adds to the model at ``on_train_begin`` (and rebuilds the
+compiled train function, so the model may have been compiled before or after the
+callback existed) and removes at ``on_train_end``. The projection runs in NumPy
+at each update, off the per-step path. State persists across ``fit`` calls on
+the same model.
+
+Logged at every epoch end into ``logs`` (put ``ADMM`` before ``TensorBoard`` /
+``CSVLogger`` in the callback list so that they see the keys):
+
+* ``admm_res/<layer>``: primal residual ``||W - Z|| / ||W||`` of the latest
+  update (before the first update: the distance of W to its constraint set);
+  ``admm_res`` is the mean over layers;
+* ``admm_zero/<layer>``: share of the kernel's weights with
+  ``|w| <= near_zero * max|W|``; ``admm_zero`` is the mean over layers;
+* ``admm_rho``: the mean rho over layers.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+from tfautocompress import schemes as schemes_lib
+from tfautocompress._keras import check_model, keras
+
+__all__ = ["ADMM", "policy_schemes", "prunable_layer", "kernel_variable"]
+
+# Defaults tuned for short fine-tuning budgets (a few epochs per ADMM round with
+# Adam at lr 1e-3); see the ADMM docstring for the reasons.
+RHO = 1e-3
+RHO_FACTOR = 1.5
+RHO_EVERY = 1
+RHO_MAX = 1e-1
+UPDATE_EVERY = "epoch"
+NEAR_ZERO = 1e-2
+
+
+def policy_schemes(policy):
+    """``{layer name: Scheme}`` from a mapping or an object with ``.schemes()``."""
+    mapping = policy.schemes() if hasattr(policy, "schemes") else policy
+    if not hasattr(mapping, "items"):
+        raise TypeError(
+            f"policy must be a mapping {{layer name: Scheme}} or have a .schemes() "
+            f"method returning one, got {type(policy).__name__}.")
+    result = {}
+    for name, scheme in mapping.items():
+        if not isinstance(scheme, schemes_lib.Scheme):
+            raise TypeError(
+                f"policy entry for layer {name!r} is a {type(scheme).__name__}; "
+                "accepted: a tfautocompress.schemes.Scheme (Filter, Column, Combined, ...).")
+        result[str(name)] = scheme
+    if not result:
+        raise ValueError("policy is empty: give at least one {layer name: Scheme}.")
+    return result
+
+
+def prunable_layer(model, name):
+    """Layer ``name`` of ``model``, looking inside TF-MOT pruning wrappers."""
+    for layer in model.layers:
+        inner = layer.layer if isinstance(layer, pruning_wrapper.PruneLowMagnitude) else layer
+        if inner.name == name:
+            return inner
+    raise ValueError(
+        f"policy names layer {name!r}, which model {model.name!r} does not have; "
+        f"its layers are: {', '.join(l.name for l in model.layers)}.")
+
+
+def kernel_variable(layer):
+    """The prunable kernel variable of a Conv2D/SeparableConv2D/DepthwiseConv2D/Dense."""
+    kind = schemes_lib.kernel_kind(layer)
+    if kind == "depthwise":
+        return layer.depthwise_kernel
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return layer.pointwise_kernel
+    return layer.kernel
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One layer's ADMM state."""
+
+    name: str
+    kind: str
+    scheme: object
+    kernel: tf.Variable
+    z: tf.Variable
+    u: tf.Variable
+    rho: tf.Variable
+    residual: float = 0.0
+
+
+class ADMM(keras.callbacks.Callback):
+    """ADMM structured-pruning regularization for ``model.fit``.
+
+    Args:
+      policy: ``{layer name: Scheme}`` or an object with ``.schemes()``.
+      rho: initial penalty rho_0 (the paper's 1e-4 assumes ~200 epochs per round;
+        with a few epochs 1e-3 lets the penalty reach the weights at all).
+      rho_factor: multi-rho growth factor (1 keeps rho constant).
+      rho_every: grow rho every this many Z/U updates.
+      rho_max: cap on rho; None: max(1e-1, rho) (above ~1e-1 the penalty
+        dominates the loss gradient and ADMM degenerates into a projection).
+      update_every: a positive number of training steps between Z/U updates,
+        or ``"epoch"`` (at every epoch end; with ~40 steps per epoch on digits
+        this gives Adam time to follow each new Z).
+      near_zero: relative threshold of the ``admm_zero`` log.
+      hard_prune_on_train_end: project W at the end of every ``fit``; the masks
+        are then in ``self.masks``.
+    """
+
+    def __init__(self, policy, rho=RHO, rho_factor=RHO_FACTOR, rho_every=RHO_EVERY,
+                 rho_max=None, update_every=UPDATE_EVERY, near_zero=NEAR_ZERO,
+                 hard_prune_on_train_end=False):
+        super().__init__()
+        self._schemes = policy_schemes(policy)
+        rho_max = max(RHO_MAX, rho) if rho_max is None else rho_max
+        for flag, value in (("rho", rho), ("rho_max", rho_max)):
+            if not value > 0:
+                raise ValueError(f"ADMM {flag} must be > 0, got {value!r}.")
+        if rho_max < rho:
+            raise ValueError(f"ADMM rho_max={rho_max!r} must be >= rho={rho!r}.")
+        if not rho_factor >= 1:
+            raise ValueError(f"ADMM rho_factor must be >= 1, got {rho_factor!r}.")
+        if isinstance(rho_every, bool) or not isinstance(rho_every, int) or rho_every < 1:
+            raise ValueError(f"ADMM rho_every must be a positive int, got {rho_every!r}.")
+        if update_every != "epoch" and (
+                isinstance(update_every, bool) or not isinstance(update_every, int)
+                or update_every < 1):
+            raise ValueError(
+                f"ADMM update_every must be a positive int (steps) or 'epoch', "
+                f"got {update_every!r}.")
+        self.rho0, self.rho_factor, self.rho_every = float(rho), float(rho_factor), rho_every
+        self.rho_max, self.update_every = float(rho_max), update_every
+        self.near_zero = float(near_zero)
+        self.hard_prune_on_train_end = hard_prune_on_train_end
+        self.updates = 0  # Z/U updates done so far
+        self.masks = None
+        self._steps = 0
+        self._slots = None
+        self._slots_model = None
+        self._supports_tf_logs = True
+
+    # -- state ---------------------------------------------------------------
+    def _build(self, model):
+        """Create Z, U, rho for ``model`` (once per model)."""
+        if self._slots_model is model:
+            return
+        check_model(model)
+        slots = []
+        with model.distribute_strategy.scope():
+            for name, scheme in self._schemes.items():
+                layer = prunable_layer(model, name)
+                kind = schemes_lib.kernel_kind(layer)
+                kernel = kernel_variable(layer)
+                w = kernel.numpy().astype(np.float32)
+                z = scheme.project(w, kind)
+                var = lambda value, what: tf.Variable(  # noqa: E731
+                    value, trainable=False, dtype=tf.float32, name=f"admm_{what}_{name}")
+                slot = _Slot(name, kind, scheme, kernel, var(z, "z"),
+                             var(np.zeros_like(w), "u"), var(self.rho0, "rho"))
+                slot.residual = _relative(w - z, w)
+                slots.append(slot)
+        self._slots, self._slots_model = slots, model
+        self.updates, self._steps, self.masks = 0, 0, None
+
+    @property
+    def state(self):
+        """``{layer: {"z", "u", "rho"}}`` as NumPy values (for inspection and tests)."""
+        return {s.name: {"z": s.z.numpy(), "u": s.u.numpy(), "rho": float(s.rho.numpy())}
+                for s in self._slots or ()}
+
+    def penalty(self):
+        """``sum_i rho_i / 2 * ||W_i - Z_i + U_i||_F^2`` as a scalar tensor."""
+        terms = [0.5 * s.rho * tf.reduce_sum(tf.square(tf.cast(s.kernel, tf.float32) - s.z + s.u))
+                 for s in self._slots]
+        return tf.add_n(terms)
+
+    def update(self):
+        """One ADMM iteration: Z = Pi(W + U), U += W - Z, then the rho schedule."""
+        for s in self._slots:
+            w = s.kernel.numpy().astype(np.float32)
+            v = w + s.u.numpy()
+            z = s.scheme.project(v, s.kind)
+            s.z.assign(z)
+            s.u.assign(v - z)
+            s.residual = _relative(w - z, w)
+        self.updates += 1
+        if self.updates % self.rho_every == 0:
+            for s in self._slots:
+                old = float(s.rho.numpy())
+                new = min(old * self.rho_factor, self.rho_max)
+                s.rho.assign(new)
+                s.u.assign(s.u * (old / new))
+
+    def hard_prune(self):
+        """Project every policy kernel onto its scheme's set in place; return the masks.
+
+        Returns ``{layer name: 0/1 float32 mask of the kernel's shape}``.
+        """
+        if self._slots is None:
+            raise ValueError("ADMM.hard_prune() needs a model: call model.fit with "
+                             "this callback first (or set_model(model)).")
+        masks = {}
+        for s in self._slots:
+            w = s.kernel.numpy()
+            masks[s.name] = s.scheme.mask(w, s.kind).astype(np.float32)
+            s.kernel.assign(w * masks[s.name].astype(w.dtype))
+        self.masks = masks
+        return masks
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._build(model)
+
+    # -- loss registration ---------------------------------------------------
+    def _registered(self):
+        return [f for f in self.model._callable_losses
+                if getattr(f, "args", (None,))[0] == self.penalty]
+
+    def _reset_functions(self):
+        self.model.train_function = None
+        self.model.test_function = None
+
+    def on_train_begin(self, logs=None):
+        if not self._registered():
+            self.model.add_loss(self.penalty)
+        # fit() already fetched a (possibly cached, penalty-free) train function.
+        self.model.test_function = None
+        self.model.train_function = self.model.make_train_function(force=True)
+
+    def on_train_end(self, logs=None):
+        for f in self._registered():
+            self.model._callable_losses.remove(f)
+        self._reset_functions()
+        if self.hard_prune_on_train_end:
+            self.hard_prune()
+
+    # -- updates and logs ----------------------------------------------------
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self.update_every != "epoch" and self._steps % self.update_every == 0:
+            self.update()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.update_every == "epoch":
+            self.update()
+        if logs is None:
+            return
+        residuals, zeros = [], []
+        for s in self._slots:
+            w = np.abs(s.kernel.numpy())
+            zero = float(np.mean(w <= self.near_zero * w.max())) if w.size else 0.0
+            logs[f"admm_res/{s.name}"] = s.residual
+            logs[f"admm_zero/{s.name}"] = zero
+            residuals.append(s.residual)
+            zeros.append(zero)
+        logs["admm_res"] = float(np.mean(residuals))
+        logs["admm_zero"] = float(np.mean(zeros))
+        logs["admm_rho"] = float(np.mean([s.rho.numpy() for s in self._slots]))
+
+
+def _relative(diff, reference):
+    norm = float(np.linalg.norm(reference))
+    return float(np.linalg.norm(diff)) / norm if norm > 0 else 0.0
