@@ -1,0 +1,120 @@
+"""Physical surgery: a smaller dense model computing what the masked model computes.
+
+``compact(model, masks)`` closes the masks (``graph.close_masks``) and rebuilds
+the model as an ordinary functional tf_keras model — same layer names and
+configs, fewer ``filters``/``units`` — without the dead filters, their biases
+and BatchNorm entries, and the consumers' input channels that read them. Kept
+weights are copied with the masks applied, so zeros that do not empty a whole
+channel stay as zeros. ``apply_masks(model, masks)`` is the reference it matches:
+a copy of the same shape with kernels multiplied by the closed masks and every
+per-channel weight of a dead channel (bias, BN γ/β/mean/variance, depthwise
+kernel) zeroed, so that a dead channel is exactly zero wherever it goes.
+
+In inference mode ``compact(m, masks)(x) == apply_masks(m, masks)(x)`` up to
+float rounding; ``graph.analyze(m).kept_channels(masks)`` tells what each
+layer keeps.
+"""
+import numpy as np
+import tensorflow as tf
+
+from tfautocompress import graph as graph_lib
+from tfautocompress._keras import keras
+
+__all__ = ["compact", "apply_masks"]
+
+
+def compact(model, masks):
+    """A new functional model without the channels that ``masks`` kill (see module doc).
+
+    ``masks``: layer name → kernel-shaped 0/1 array (any structure; closed here).
+    A group whose channels all die keeps one (zero) channel, since a layer needs one.
+    """
+    return _Surgery(model, masks, shrink=True).run()
+
+
+def apply_masks(model, masks):
+    """A masked copy of ``model``: kernels × closed masks, dead channels zeroed.
+
+    The original is unchanged; the copy has the same layers, names and shapes, so
+    it can be trained, evaluated or counted like the original.
+    """
+    return _Surgery(model, masks, shrink=False).run()
+
+
+class _Surgery:
+    def __init__(self, model, masks, shrink):
+        self.model = model
+        self.graph = graph_lib.analyze(model)
+        self.closed, self.alive = self.graph.close(masks)
+        self.keep = self.graph._keep(self.alive) if shrink else np.ones_like(self.alive)
+        self.shrink = shrink
+        self.new_layers = {}  # id(old layer) -> new layer or model
+
+    def run(self):
+        model = self.model
+        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
+                              name=t._keras_history.layer.name)  # noqa: SLF001
+                  for t in model.inputs]
+        return self._rebuild(model, inputs)
+
+    def _rebuild(self, model, inputs):
+        outputs = graph_lib.walk(model, inputs, self._visit)
+        return keras.Model(tf.nest.pack_sequence_as(model.input, inputs),
+                           tf.nest.pack_sequence_as(model.output, outputs),
+                           name=model.name)
+
+    def _visit(self, node, value_of):
+        layer = node.layer
+        new = self.new_layers.get(id(layer))
+        first = new is None
+        if first:
+            if graph_lib._is_graph_model(layer):  # noqa: SLF001
+                inputs = [keras.Input(batch_shape=value_of(t).shape, dtype=t.dtype,
+                                      name=t_in._keras_history.layer.name)  # noqa: SLF001
+                          for t, t_in in zip(node.keras_inputs, layer.inputs)]
+                new = self._rebuild(layer, inputs)
+            else:
+                new = type(layer).from_config(self._config(layer))
+            self.new_layers[id(layer)] = new
+        args, kwargs = tf.nest.map_structure(value_of, (node.call_args, node.call_kwargs))
+        outputs = new(*args, **kwargs)
+        if first and not graph_lib._is_graph_model(layer):  # noqa: SLF001
+            new.set_weights(self._weights(layer))
+        return tf.nest.flatten(outputs)
+
+    def _config(self, layer):
+        config = layer.get_config()
+        name, graph = layer.name, self.graph
+        if not self.shrink or name not in graph.ops:
+            return config
+        index = graph.out_index.get(name, graph.in_index[name])
+        return graph.ops[name].prune_config(config, int(self.keep[index].sum()))
+
+    def _weights(self, layer):
+        """The layer's weights, masked and (when shrinking) without the dead channels."""
+        name, graph = layer.name, self.graph
+        op = graph.ops.get(name)
+        if op is None:
+            return layer.get_weights()
+        attrs = {a for a, *_ in op.in_weights + op.out_weights}
+        values = {a: getattr(layer, a).numpy() for a in attrs
+                  if getattr(layer, a, None) is not None}
+        if op.kernel in self.closed and name in self.closed:
+            values[op.kernel] = values[op.kernel] * self.closed[name]
+        entries = [(graph.in_index, a, axis, graph_lib._repeat(layer, op, a))  # noqa: SLF001
+                   for a, axis, _ in op.in_weights]
+        entries += [(graph.out_index, a, axis, 1) for a, axis in op.out_weights]
+        for index_of, attr, axis, times in entries:
+            if attr in values and name in index_of:
+                index = index_of[name]
+                values[attr] = self._select(values[attr], self.alive[index].repeat(times),
+                                            self.keep[index].repeat(times), axis)
+        by_variable = {id(getattr(layer, a)): a for a in values}
+        return [values[by_variable[id(v)]] if id(v) in by_variable else v.numpy()
+                for v in layer.weights]
+
+    def _select(self, array, alive, keep, axis):
+        shape = [1] * array.ndim
+        shape[axis] = -1
+        array = array * alive.reshape(shape).astype(array.dtype)
+        return np.compress(keep, array, axis=axis) if self.shrink else array
