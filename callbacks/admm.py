@@ -37,8 +37,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from tfautocompress import schemes as schemes_lib
 from tfautocompress._keras import check_model, keras
+from tfautocompress.wrappers import StructuredPruneLowMagnitude
 
-__all__ = ["ADMM", "policy_schemes", "prunable_layer", "kernel_variable"]
+__all__ = ["ADMM", "policy_schemes", "kernel_variable"]
 
 # Defaults tuned for short fine-tuning budgets (a few epochs per ADMM round with
 # Adam at lr 1e-3); see the ADMM docstring for the reasons.
@@ -69,12 +70,16 @@ def policy_schemes(policy):
     return result
 
 
-def prunable_layer(model, name):
-    """Layer ``name`` of ``model``, looking inside TF-MOT pruning wrappers."""
+def _find_layer(model, name):
+    """``(layer, kernel mask variable or None)`` for layer ``name`` of ``model``,
+    looking inside TF-MOT pruning wrappers (a ``StructuredPruneLowMagnitude``
+    contributes its mask: masked ADMM sees the weight ``W * mask``)."""
     for layer in model.layers:
-        inner = layer.layer if isinstance(layer, pruning_wrapper.PruneLowMagnitude) else layer
-        if inner.name == name:
-            return inner
+        if isinstance(layer, pruning_wrapper.PruneLowMagnitude) and layer.layer.name == name:
+            mask = layer.mask if isinstance(layer, StructuredPruneLowMagnitude) else None
+            return layer.layer, mask
+        if layer.name == name:
+            return layer, None
     raise ValueError(
         f"policy names layer {name!r}, which model {model.name!r} does not have; "
         f"its layers are: {', '.join(l.name for l in model.layers)}.")
@@ -98,10 +103,19 @@ class _Slot:
     kind: str
     scheme: object
     kernel: tf.Variable
+    mask: object  # the wrapper's mask variable (masked ADMM) or None
     z: tf.Variable
     u: tf.Variable
     rho: tf.Variable
     residual: float = 0.0
+
+    def weight(self):
+        """The weight W the ADMM sees, as a float32 tensor."""
+        w = tf.cast(self.kernel, tf.float32)
+        return w if self.mask is None else w * self.mask
+
+    def weight_numpy(self):
+        return self.weight().numpy()
 
 
 class ADMM(keras.callbacks.Callback):
@@ -164,15 +178,15 @@ class ADMM(keras.callbacks.Callback):
         slots = []
         with model.distribute_strategy.scope():
             for name, scheme in self._schemes.items():
-                layer = prunable_layer(model, name)
+                layer, mask = _find_layer(model, name)
                 kind = schemes_lib.kernel_kind(layer)
-                kernel = kernel_variable(layer)
-                w = kernel.numpy().astype(np.float32)
+                slot = _Slot(name, kind, scheme, kernel_variable(layer), mask,
+                             None, None, None)
+                w = slot.weight_numpy()
                 z = scheme.project(w, kind)
                 var = lambda value, what: tf.Variable(  # noqa: E731
                     value, trainable=False, dtype=tf.float32, name=f"admm_{what}_{name}")
-                slot = _Slot(name, kind, scheme, kernel, var(z, "z"),
-                             var(np.zeros_like(w), "u"), var(self.rho0, "rho"))
+                slot.z, slot.u, slot.rho = var(z, "z"), var(np.zeros_like(w), "u"), var(self.rho0, "rho")
                 slot.residual = _relative(w - z, w)
                 slots.append(slot)
         self._slots, self._slots_model = slots, model
@@ -186,14 +200,14 @@ class ADMM(keras.callbacks.Callback):
 
     def penalty(self):
         """``sum_i rho_i / 2 * ||W_i - Z_i + U_i||_F^2`` as a scalar tensor."""
-        terms = [0.5 * s.rho * tf.reduce_sum(tf.square(tf.cast(s.kernel, tf.float32) - s.z + s.u))
+        terms = [0.5 * s.rho * tf.reduce_sum(tf.square(s.weight() - s.z + s.u))
                  for s in self._slots]
         return tf.add_n(terms)
 
     def update(self):
         """One ADMM iteration: Z = Pi(W + U), U += W - Z, then the rho schedule."""
         for s in self._slots:
-            w = s.kernel.numpy().astype(np.float32)
+            w = s.weight_numpy()
             v = w + s.u.numpy()
             z = s.scheme.project(v, s.kind)
             s.z.assign(z)
@@ -210,16 +224,19 @@ class ADMM(keras.callbacks.Callback):
     def hard_prune(self):
         """Project every policy kernel onto its scheme's set in place; return the masks.
 
-        Returns ``{layer name: 0/1 float32 mask of the kernel's shape}``.
+        Returns ``{layer name: 0/1 float32 mask of the kernel's shape}``; in
+        masked ADMM the masks lie inside the wrappers' masks.
         """
         if self._slots is None:
             raise ValueError("ADMM.hard_prune() needs a model: call model.fit with "
                              "this callback first (or set_model(model)).")
         masks = {}
         for s in self._slots:
-            w = s.kernel.numpy()
-            masks[s.name] = s.scheme.mask(w, s.kind).astype(np.float32)
-            s.kernel.assign(w * masks[s.name].astype(w.dtype))
+            mask = s.scheme.mask(s.weight_numpy(), s.kind).astype(np.float32)
+            if s.mask is not None:
+                mask *= s.mask.numpy()
+            masks[s.name] = mask
+            s.kernel.assign(s.kernel.numpy() * mask.astype(s.kernel.dtype.as_numpy_dtype))
         self.masks = masks
         return masks
 
@@ -263,7 +280,7 @@ class ADMM(keras.callbacks.Callback):
             return
         residuals, zeros = [], []
         for s in self._slots:
-            w = np.abs(s.kernel.numpy())
+            w = np.abs(s.weight_numpy())
             zero = float(np.mean(w <= self.near_zero * w.max())) if w.size else 0.0
             logs[f"admm_res/{s.name}"] = s.residual
             logs[f"admm_zero/{s.name}"] = zero

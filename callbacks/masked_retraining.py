@@ -1,0 +1,46 @@
+"""Masked retraining (progressive ADMM §2.3): retrain only the weights that survive.
+
+    pruned = masked_retraining.wrap(model, masks)        # closed masks, wrapped copy
+    pruned.compile(...)
+    pruned.fit(..., callbacks=masked_retraining.callbacks())
+    final = masked_retraining.strip(pruned)               # plain model, exact zeros
+
+``wrap`` closes the masks over the channel graph (BN gamma/beta of pruned filters,
+consumers' dead input channels) and wraps the layers in
+``StructuredPruneLowMagnitude`` with fixed masks. The wrapped layer computes with
+``W * mask``, so pruned weights get exactly zero gradients; the callback is
+TF-MOT's own ``UpdatePruningStep``, which advances the wrappers' step and
+re-applies ``W := W * mask`` at every epoch end, so the stored weights stay
+exactly zero too. ``strip`` is TF-MOT's ``strip_pruning``.
+"""
+import tensorflow_model_optimization as tfmot
+
+from tfautocompress.graph import close_masks
+from tfautocompress.wrappers import prune_structured
+
+__all__ = ["wrap", "callbacks", "strip", "retrain"]
+
+
+def wrap(model, masks):
+    """An uncompiled copy of ``model`` whose masked weights stay exactly zero."""
+    return prune_structured(model, close_masks(model, masks))
+
+
+def callbacks():
+    """The callbacks masked retraining needs in ``fit``."""
+    return [tfmot.sparsity.keras.UpdatePruningStep()]
+
+
+def strip(model):
+    """A plain tf_keras model (wrappers removed) whose pruned weights are exact zeros."""
+    return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def retrain(model, masks, train, *, epochs, compile_fn, validation_data=None,
+            extra_callbacks=(), verbose=0):
+    """``wrap`` → ``compile_fn(wrapped)`` → ``fit`` → ``strip``; returns ``(model, history)``."""
+    pruned = wrap(model, masks)
+    compile_fn(pruned)
+    history = pruned.fit(train, validation_data=validation_data, epochs=epochs,
+                         callbacks=callbacks() + list(extra_callbacks), verbose=verbose)
+    return strip(pruned), history.history

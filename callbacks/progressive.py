@@ -1,0 +1,107 @@
+"""Progressive pruning (progressive ADMM §2.4, Algorithm 1 and Fig. 2).
+
+A *partial pruning* takes a model to one policy: ADMM regularization, hard prune
+(Euclidean projection), masked retraining. Started from an earlier partial model
+it is *masked* ADMM: the earlier model is wrapped with its masks, so its pruned
+weights never revive, and layers whose scheme does not change get no ADMM term
+(the paper's rho_i = 0).
+
+``progressive_prune`` reaches a high rate through policies of rising fraction: the
+first ``pool_size`` are pruned directly from the dense model; each later one is
+tried from every model in the pool, the best (validation accuracy) is kept and
+replaces the pool model it started from (Fig. 2).
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from tfautocompress._keras import keras
+from tfautocompress.baseline import accuracy
+from tfautocompress.callbacks import masked_retraining
+from tfautocompress.callbacks.admm import ADMM, policy_schemes
+
+__all__ = ["Recipe", "PartialModel", "partial_prune", "progressive_prune"]
+
+
+@dataclasses.dataclass
+class Recipe:
+    """How a partial pruning trains: data, ``compile_fn(model)``, epochs, ADMM kwargs."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    compile_fn: Callable
+    admm_epochs: int = 10
+    retrain_epochs: int = 10
+    admm: dict = dataclasses.field(default_factory=dict)
+    verbose: int = 0
+
+
+@dataclasses.dataclass
+class PartialModel:
+    """A partial pruning result: a plain model whose pruned weights are exact zeros."""
+
+    model: keras.Model
+    masks: dict  # {layer: kernel-shaped 0/1 mask}, before graph closing
+    schemes: dict  # {layer: Scheme} reached
+    score: float  # validation accuracy
+    history: dict  # {"admm": fit logs, "retrain": fit logs}
+    parent: Optional[int] = None  # index in progressive_prune's trace it started from
+
+
+def _copy(model):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def partial_prune(model, policy, recipe, start=None):
+    """ADMM → hard prune → masked retraining of ``model`` to ``policy``.
+
+    ``start``: a :class:`PartialModel` to continue from (masked ADMM; ``model`` is
+    then unused). Neither ``model`` nor ``start`` is modified.
+    """
+    schemes = policy_schemes(policy)
+    prior = dict(start.masks) if start is not None else {}
+    base = start.model if start is not None else model
+    changed = {name: scheme for name, scheme in schemes.items()
+               if start is None or start.schemes.get(name) != scheme}
+    work = masked_retraining.wrap(base, prior) if prior else _copy(base)
+    masks, history = dict(prior), {"admm": {}}
+    if changed:
+        admm = ADMM(changed, **recipe.admm)
+        recipe.compile_fn(work)
+        extra = masked_retraining.callbacks() if prior else []
+        history["admm"] = work.fit(recipe.train, validation_data=recipe.val,
+                                   epochs=recipe.admm_epochs, callbacks=[admm] + extra,
+                                   verbose=recipe.verbose).history
+        masks.update(admm.hard_prune())
+    if prior:
+        work = masked_retraining.strip(work)
+    pruned, history["retrain"] = masked_retraining.retrain(
+        work, masks, recipe.train, epochs=recipe.retrain_epochs,
+        compile_fn=recipe.compile_fn, validation_data=recipe.val, verbose=recipe.verbose)
+    return PartialModel(pruned, masks, {**(start.schemes if start else {}), **schemes},
+                        accuracy(pruned, recipe.val), history)
+
+
+def progressive_prune(model, policies, recipe, pool_size=3):
+    """Prune ``model`` through ``policies`` (rising fractions) keeping a pool of partial models.
+
+    Returns ``(final, trace)``: the partial model of the last policy and every
+    partial model kept, in order (``parent`` indexes this list).
+    """
+    policies = list(policies)
+    if not policies:
+        raise ValueError("progressive_prune needs at least one policy, got none.")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"pool_size must be a positive int, got {pool_size!r}.")
+    trace = [partial_prune(model, policy, recipe) for policy in policies[:pool_size]]
+    pool = list(range(len(trace)))  # indices into trace
+    for policy in policies[pool_size:]:
+        tried = [partial_prune(model, policy, recipe, start=trace[i]) for i in pool]
+        best = max(range(len(tried)), key=lambda k: tried[k].score)
+        tried[best].parent = pool[best]
+        trace.append(tried[best])
+        pool[best] = len(trace) - 1
+    return trace[-1], trace
