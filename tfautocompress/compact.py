@@ -23,13 +23,18 @@ from tfautocompress._keras import keras
 __all__ = ["compact", "apply_masks"]
 
 
-def compact(model, masks):
+def compact(model, masks, return_masks=False):
     """A new functional model without the channels that ``masks`` kill (see module doc).
 
     ``masks``: layer name → kernel-shaped 0/1 array (any structure; closed here).
     A group whose channels all die keeps one (zero) channel, since a layer needs one.
+    With ``return_masks`` returns ``(compact_model, compact_masks)``: the closed
+    masks cut to the compact shapes, which still mark the zeros kept inside
+    (``cost.count(compact_model, compact_masks)`` counts as ``cost.count(model, masks)``).
     """
-    return _Surgery(model, masks, shrink=True).run()
+    surgery = _Surgery(model, masks, shrink=True)
+    new_model = surgery.run()
+    return (new_model, surgery.compact_masks()) if return_masks else new_model
 
 
 def apply_masks(model, masks):
@@ -92,29 +97,47 @@ class _Surgery:
 
     def _weights(self, layer):
         """The layer's weights, masked and (when shrinking) without the dead channels."""
-        name, graph = layer.name, self.graph
-        op = graph.ops.get(name)
+        name = layer.name
+        op = self.graph.ops.get(name)
         if op is None:
             return layer.get_weights()
         attrs = {a for a, *_ in op.in_weights + op.out_weights}
         values = {a: getattr(layer, a).numpy() for a in attrs
                   if getattr(layer, a, None) is not None}
-        if op.kernel in self.closed and name in self.closed:
+        if name in self.closed and op.kernel is not None:
             values[op.kernel] = values[op.kernel] * self.closed[name]
-        entries = [(graph.in_index, a, axis, graph_lib._repeat(layer, op, a))  # noqa: SLF001
-                   for a, axis, _ in op.in_weights]
-        entries += [(graph.out_index, a, axis, 1) for a, axis in op.out_weights]
-        for index_of, attr, axis, times in entries:
-            if attr in values and name in index_of:
-                index = index_of[name]
-                values[attr] = self._select(values[attr], self.alive[index].repeat(times),
-                                            self.keep[index].repeat(times), axis)
+        values = {a: self._cut(layer, op, a, v) for a, v in values.items()}
         by_variable = {id(getattr(layer, a)): a for a in values}
         return [values[by_variable[id(v)]] if id(v) in by_variable else v.numpy()
                 for v in layer.weights]
 
-    def _select(self, array, alive, keep, axis):
-        shape = [1] * array.ndim
-        shape[axis] = -1
-        array = array * alive.reshape(shape).astype(array.dtype)
-        return np.compress(keep, array, axis=axis) if self.shrink else array
+    def _cut(self, layer, op, attr, array):
+        """Zero ``array`` (weight ``attr`` of ``layer``) on dead channels, then drop
+        the channels not kept (when shrinking), on its input and output axes."""
+        graph = self.graph
+        sides = [(graph.in_index, axis, graph_lib._repeat(layer, op, a))  # noqa: SLF001
+                 for a, axis, _ in op.in_weights if a == attr]
+        sides += [(graph.out_index, axis, 1) for a, axis in op.out_weights if a == attr]
+        for index_of, axis, times in sides:
+            if layer.name not in index_of:
+                continue
+            index = index_of[layer.name]
+            shape = [1] * array.ndim
+            shape[axis] = -1
+            array = array * self.alive[index].repeat(times).reshape(shape).astype(array.dtype)
+            if self.shrink:
+                array = np.compress(self.keep[index].repeat(times), array, axis=axis)
+        return array
+
+    def compact_masks(self):
+        """The closed masks cut like the weights they mask."""
+        graph, cut = self.graph, {}
+        for name, mask in self.closed.items():
+            layer, op = graph.layers[name], graph.ops.get(name)
+            if op is None:
+                cut[name] = mask
+            elif op.channel_mask:
+                cut[name] = mask[self.keep[graph.in_index[name]]]
+            else:
+                cut[name] = self._cut(layer, op, op.kernel, mask)
+        return cut
