@@ -1,0 +1,385 @@
+"""Enhanced simulated annealing as a keras-tuner Oracle (AutoCompress Algorithm 1).
+
+One oracle searches one progressive round. The round's target compression
+ratio (dense / kept, N x, on ``objective`` params or MACs) is about
+``round_ratio`` times the previous round's, with a small seeded variance, and is
+a hard constraint: every proposed action reaches it (analytically, see
+``policy``). Proposals follow the guided heuristic — a layer with more weights
+never gets a smaller prune fraction — and are normalised to the target by a
+bounded bisection on a common scale of the fractions.
+
+Trials are the initial action, then batches of ``iterations`` neighbours of the
+current action per temperature (evaluated in parallel by distributed workers).
+A finished batch is folded in trial order: each neighbour is accepted if it
+scores higher, else with probability ``exp(-dE / (k T))`` (dE = accuracy loss);
+then ``T <- cooling * T``. The search stops below ``stop_temperature`` or at
+``max_trials``, whichever comes first.
+
+A trial's values are the policy as plain scalars (``fraction/<layer>``,
+``filter_share/<layer>``) plus ``sa/temperature``, ``sa/parent`` and
+``sa/level``; the ``sa/`` entries are left out of the values hash. The whole
+space is declared up front (``allow_new_entries=False``).
+"""
+import logging
+import math
+import traceback
+
+import keras_tuner
+import numpy as np
+from keras_tuner.engine import trial as trial_module
+
+from tfautocompress import policy as policy_lib
+
+__all__ = ["EnhancedSAOracle", "follows_size_order", "InfeasibleTargetError"]
+
+_STATUS = trial_module.TrialStatus
+_LOG = logging.getLogger(__name__)
+_BISECTION_STEPS = 60
+_PERTURB_ATTEMPTS = 8
+_TOLERANCE = 1e-12
+
+
+class InfeasibleTargetError(ValueError):
+    """The target compression ratio cannot be reached within the space."""
+
+
+def follows_size_order(policy):
+    """True iff no layer with more weights has a smaller prune fraction."""
+    specs = sorted(policy.space.layers, key=lambda s: s.params)
+    fractions = [policy.actions.get(s.name, policy_lib.LayerAction()).fraction for s in specs]
+    return all(fractions[i] <= fractions[j] + _TOLERANCE
+               for i in range(len(specs)) for j in range(i + 1, len(specs))
+               if specs[i].params < specs[j].params)
+
+
+class EnhancedSAOracle(keras_tuner.Oracle):
+    """Algorithm 1 over a ``PolicySpace``; the trial score is an accuracy to maximise.
+
+    Args:
+      space: ``policy.PolicySpace`` of the model to prune.
+      objective: ``"params"`` or ``"macs"``: what the compression ratio counts.
+      target_compression_ratio: dense / kept (N x) of this round; if None,
+        ``previous_compression_ratio * round_ratio * (1 + round_variance * u)``,
+        ``u`` uniform in [-1, 1] from the seed.
+      start_temperature, stop_temperature, cooling, boltzmann: SA schedule
+        (cooling eta = 0.7 and k = 1e-3 as in the paper's §4).
+      iterations: neighbours proposed (and evaluated in parallel) per temperature.
+      perturb_share: share of layers a perturbation changes (at least one).
+      step: perturbation magnitude at the start temperature; it shrinks with T.
+      metric: name of the metric the tuner reports (maximised).
+      max_trials: optional cap on the trial count (required if cooling == 1).
+    """
+
+    def __init__(self, space, objective="params", target_compression_ratio=None,
+                 previous_compression_ratio=1.0, round_ratio=2.0, round_variance=0.05,
+                 start_temperature=20.0, stop_temperature=0.5, cooling=0.7,
+                 boltzmann=1e-3, iterations=4, perturb_share=0.3, step=0.5,
+                 metric="val_accuracy", max_trials=None, seed=0, **kwargs):
+        if not isinstance(space, policy_lib.PolicySpace):
+            raise TypeError(f"space must be a policy.PolicySpace, got {type(space).__name__}.")
+        self.space = space
+        self.cost_objective = policy_lib.check_objective(objective)
+        self._check_schedule(start_temperature, stop_temperature, cooling, boltzmann,
+                             iterations, max_trials)
+        self.start_temperature, self.stop_temperature = float(start_temperature), float(stop_temperature)
+        self.cooling, self.boltzmann = float(cooling), float(boltzmann)
+        self.iterations = int(iterations)
+        self.perturb_share, self.step = float(perturb_share), float(step)
+        budget = 1 + self._levels() * self.iterations if cooling < 1 else max_trials
+        super().__init__(objective=keras_tuner.Objective(metric, "max"),
+                         max_trials=min(budget, max_trials or budget),
+                         hyperparameters=self._space_hyperparameters(),
+                         allow_new_entries=False, tune_new_entries=False,
+                         seed=int(seed), **kwargs)
+        self.seed = int(seed)  # the base class replaces a 0 seed by a random one
+        self._draws = 0
+        if target_compression_ratio is None:
+            u = self._rng().uniform(-1.0, 1.0)
+            target_compression_ratio = (previous_compression_ratio * round_ratio
+                                        * (1.0 + round_variance * u))
+        self.target_compression_ratio = float(target_compression_ratio)
+        self._check_feasible()
+        self._temperature = self.start_temperature
+        self._level = 0
+        self._current = None   # {"trial_id", "score", "values"}
+        self._best = None
+        self._batch = {"level": -1, "proposals": [], "trial_ids": []}
+        self._folded = []
+
+    # ------------------------------------------------------------ checks ---
+    @staticmethod
+    def _check_schedule(start, stop, cooling, boltzmann, iterations, max_trials):
+        if not 0 < stop <= start:
+            raise ValueError(f"temperatures: need 0 < stop_temperature <= start_temperature, "
+                             f"got stop={stop}, start={start}.")
+        if not 0 < cooling <= 1:
+            raise ValueError(f"cooling={cooling} must be in (0, 1].")
+        if cooling == 1 and not max_trials:
+            raise ValueError("cooling=1 never reaches the stop temperature: give max_trials.")
+        if boltzmann <= 0:
+            raise ValueError(f"boltzmann={boltzmann} must be > 0.")
+        if int(iterations) < 1:
+            raise ValueError(f"iterations={iterations} must be >= 1.")
+
+    def _levels(self):
+        """Temperatures T0 * cooling**i that are >= the stop temperature."""
+        return int(math.floor(math.log(self.stop_temperature / self.start_temperature)
+                              / math.log(self.cooling) + 1e-9)) + 1
+
+    def _check_feasible(self):
+        target = self.target_compression_ratio
+        if not target >= 1.0:
+            raise InfeasibleTargetError(
+                f"target_compression_ratio={target} must be >= 1 (dense / kept).")
+        best = max(self._ratio(self._uniform(self.space.max_fraction, share))
+                   for share in self._shares())
+        if best < target:
+            raise InfeasibleTargetError(
+                f"target compression ratio {target:.3f}x ({self.cost_objective}) is "
+                f"infeasible: with every layer at max_fraction={self.space.max_fraction} "
+                f"the space reaches at most {best:.3f}x. Raise max_fraction, add layers "
+                "to the space or lower the target.")
+
+    def _shares(self):
+        return (0.0, 0.5, 1.0) if self.space.scheme_set == "filter+column" else (1.0,)
+
+    def _uniform(self, fraction, share):
+        return {n: policy_lib.LayerAction(fraction, share) for n in self.space.names}
+
+    def _ratio(self, actions):
+        return self.space.compression_ratio(actions, self.cost_objective)
+
+    # ------------------------------------------------------- hyperparams ---
+    def _space_hyperparameters(self):
+        hp = keras_tuner.HyperParameters()
+        for name in policy_lib.PruningPolicy.value_names(self.space):
+            high = self.space.max_fraction if name.startswith("fraction/") else 1.0
+            hp.Float(name, 0.0, high)
+        hp.Fixed("sa/temperature", self.start_temperature)
+        hp.Fixed("sa/parent", "")
+        hp.Fixed("sa/level", 0)
+        return hp
+
+    def _compute_values_hash(self, values):
+        return super()._compute_values_hash(
+            {k: v for k, v in values.items() if not k.startswith("sa/")})
+
+    # ----------------------------------------------------------- actions ---
+    def _rng(self):
+        """A generator for the next draw: seed + counter, so resumes never replay."""
+        rng = np.random.default_rng([self.seed, self._draws])
+        self._draws += 1
+        return rng
+
+    def _guided(self, raw, shares):
+        """Sort ``raw`` fractions onto the layers by size, scale them to the target."""
+        order = sorted(range(len(self.space.layers)), key=lambda i: self.space.layers[i].params)
+        sorted_raw = sorted(raw)
+        ranked = [0.0] * len(raw)
+        for rank, index in enumerate(order):
+            ranked[index] = max(sorted_raw[rank], 1e-6)
+        low, high = 0.0, self.space.max_fraction / min(ranked)
+        actions = self._scaled(ranked, shares, high)
+        if self._ratio(actions) < self.target_compression_ratio:
+            return None
+        for _ in range(_BISECTION_STEPS):
+            middle = 0.5 * (low + high)
+            if self._ratio(self._scaled(ranked, shares, middle)) >= self.target_compression_ratio:
+                high = middle
+            else:
+                low = middle
+        return policy_lib.PruningPolicy(self.space, self._scaled(ranked, shares, high))
+
+    def _scaled(self, ranked, shares, scale):
+        return {spec.name: policy_lib.LayerAction(min(self.space.max_fraction, scale * r), s)
+                for spec, r, s in zip(self.space.layers, ranked, shares)}
+
+    def _initial_policy(self):
+        rng = self._rng()
+        n = len(self.space.layers)
+        shares = (rng.uniform(0.0, 1.0, n) if self.space.scheme_set == "filter+column"
+                  else np.ones(n))
+        for _ in range(_PERTURB_ATTEMPTS):
+            policy = self._guided(list(rng.uniform(0.1, 1.0, n)), [float(s) for s in shares])
+            if policy is not None:
+                return policy
+            shares = np.ones(n)  # filter-only shares always reach the checked bound
+        raise InfeasibleTargetError(f"no initial action reaches the target "
+                                    f"{self.target_compression_ratio:.3f}x.")
+
+    def _neighbour(self, values, temperature):
+        """Perturb a random subset of layers, magnitude ``step * T / T0``."""
+        current = policy_lib.PruningPolicy.from_values(self.space, values)
+        names = self.space.names
+        raw = [current.actions[n].fraction for n in names]
+        shares = [current.actions[n].filter_share for n in names]
+        sigma = self.step * temperature / self.start_temperature
+        rng = self._rng()
+        count = max(1, int(round(self.perturb_share * len(names))))
+        for _ in range(_PERTURB_ATTEMPTS):
+            new_raw, new_shares = list(raw), list(shares)
+            for i in rng.choice(len(names), size=min(count, len(names)), replace=False):
+                new_raw[i] = max(raw[i], 1e-3) * math.exp(sigma * rng.standard_normal())
+                if self.space.scheme_set == "filter+column":
+                    new_shares[i] = min(1.0, max(0.0, shares[i] + sigma * rng.standard_normal()))
+            policy = self._guided(new_raw, new_shares)
+            if policy is not None:
+                return policy
+        return current  # bounded: re-evaluate the current action
+
+    # ------------------------------------------------------------ oracle ---
+    def populate_space(self, trial_id):
+        self._fold_if_ready()
+        if not self._batch["proposals"]:
+            if self._in_flight():
+                return {"status": _STATUS.IDLE}
+            if self._current is not None and self._level >= self._max_level():
+                return {"status": _STATUS.STOPPED, "values": None}
+            self._new_batch()
+        values = self._batch["proposals"].pop(0)
+        self._batch["trial_ids"].append(trial_id)
+        return {"status": _STATUS.RUNNING, "values": values}
+
+    def _max_level(self):
+        return self._levels() if self.cooling < 1 else math.inf
+
+    def _in_flight(self):
+        ended = set(self.end_order)
+        return any(t not in ended for t in self._batch["trial_ids"])
+
+    def _new_batch(self):
+        meta = {"sa/temperature": self._temperature, "sa/level": self._level}
+        if self._current is None:
+            proposals = [dict(self._initial_policy().to_values(), **meta, **{"sa/parent": ""})]
+        else:
+            parent = self._current["trial_id"]
+            proposals = [dict(self._neighbour(self._current["values"], self._temperature)
+                              .to_values(), **meta, **{"sa/parent": parent})
+                         for _ in range(self.iterations)]
+        self._batch = {"level": self._level, "proposals": proposals, "trial_ids": []}
+
+    def _fold_if_ready(self):
+        """Fold a finished batch into the SA state once (idempotent on replays)."""
+        batch = self._batch
+        if batch["proposals"] or not batch["trial_ids"] or self._in_flight():
+            return
+        if all(t in self._folded for t in batch["trial_ids"]):
+            return
+        initial = self._current is None
+        for trial_id in sorted(batch["trial_ids"], key=self.start_order.index):
+            trial = self.trials[trial_id]
+            score = trial.score if trial.status == _STATUS.COMPLETED else None
+            if self._current is None or self._accept(self._current["score"], score):
+                self._current = {"trial_id": trial_id, "score": _clean(score),
+                                 "values": _clean_values(trial.hyperparameters.values)}
+            self._folded.append(trial_id)
+        if not initial:
+            self._level += 1
+            self._temperature *= self.cooling
+
+    def _accept(self, current_score, score):
+        """Metropolis: better is kept; worse with probability exp(-dE / (k T))."""
+        if score is None:
+            return False
+        if current_score is None or score >= current_score:
+            return True
+        energy = current_score - score  # the accuracy loss
+        return self._rng().uniform() < math.exp(-energy / (self.boltzmann * self._temperature))
+
+    def _note_best(self, trial):
+        if trial.status != _STATUS.COMPLETED or trial.score is None:
+            return
+        key = (trial.score, -self.start_order.index(trial.trial_id))
+        best = self._best
+        if best is None or key > (best["score"], -self.start_order.index(best["trial_id"])):
+            self._best = {"trial_id": trial.trial_id, "score": _clean(trial.score),
+                          "values": _clean_values(trial.hyperparameters.values)}
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        try:
+            return super().create_trial(tuner_id)
+        except Exception:  # never leak the lock or kill the chief's server
+            _LOG.error("EnhancedSAOracle.create_trial failed; stopping tuner %s:\n%s",
+                       tuner_id, traceback.format_exc())
+            self.tuner_ids.discard(tuner_id)
+            return trial_module.Trial(self.get_space(), status=_STATUS.STOPPED)
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        try:
+            return super().update_trial(trial_id, metrics, step=step)
+        except Exception:
+            _LOG.error("EnhancedSAOracle.update_trial(%s) failed:\n%s", trial_id,
+                       traceback.format_exc())
+            trial = self.trials.get(trial_id)
+            return trial if trial is not None else trial_module.Trial(
+                self.get_space(), trial_id=trial_id, status=_STATUS.FAILED)
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        try:
+            super().end_trial(trial)
+        except Exception:
+            _LOG.error("EnhancedSAOracle.end_trial(%s) failed:\n%s", trial.trial_id,
+                       traceback.format_exc())
+        try:
+            self._note_best(self.trials[trial.trial_id])
+            self._fold_if_ready()
+            self.save()
+        except Exception:
+            _LOG.error("EnhancedSAOracle: folding trial %s failed:\n%s", trial.trial_id,
+                       traceback.format_exc())
+
+    # ------------------------------------------------------------ result ---
+    def best_policy(self):
+        """The best-scoring ``PruningPolicy`` so far (ties: the earliest trial)."""
+        if self._best is None:
+            raise ValueError("no completed trial yet: run the search first.")
+        return policy_lib.PruningPolicy.from_values(self.space, self._best["values"])
+
+    def current_policy(self):
+        if self._current is None:
+            raise ValueError("no completed trial yet: run the search first.")
+        return policy_lib.PruningPolicy.from_values(self.space, self._current["values"])
+
+    @property
+    def temperature(self):
+        return self._temperature
+
+    def get_state(self):
+        state = super().get_state()
+        state["sa"] = {
+            "target_compression_ratio": self.target_compression_ratio,
+            "temperature": self._temperature, "level": self._level,
+            "seed": self.seed, "draws": self._draws,
+            "current": self._current, "best": self._best,
+            "batch": self._batch, "folded": list(self._folded),
+        }
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        sa = state["sa"]
+        self.target_compression_ratio = sa["target_compression_ratio"]
+        self._temperature, self._level = sa["temperature"], sa["level"]
+        self.seed, self._draws = sa["seed"], sa["draws"]
+        self._current, self._best = sa["current"], sa["best"]
+        self._batch, self._folded = sa["batch"], list(sa["folded"])
+
+
+def _clean(value):
+    return None if value is None else float(value)
+
+
+def _clean_values(values):
+    """Trial values as JSON-clean Python scalars."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (bool, str)):
+            out[key] = value
+        elif isinstance(value, (int, np.integer)):
+            out[key] = int(value)
+        else:
+            out[key] = float(value)
+    return out

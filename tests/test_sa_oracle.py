@@ -1,0 +1,203 @@
+"""EnhancedSAOracle without models: create_trial/end_trial with a synthetic score."""
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+from keras_tuner.engine import trial as trial_module
+
+from tfautocompress import policy as policy_lib
+from tfautocompress.search import sa_oracle
+
+STATUS = trial_module.TrialStatus
+
+# Five layers of different sizes, the largest ones wide enough for fine rounding.
+SPACE = policy_lib.PolicySpace(
+    layers=[policy_lib.LayerSpec(f"conv{i}", "conv", f, c, p)
+            for i, (f, c, p) in enumerate([(64, 27, 1024), (128, 576, 256), (256, 1152, 64),
+                                           (512, 2304, 16), (512, 4608, 4)])],
+    scheme_set="filter+column", max_fraction=0.99, fixed_params=5000, fixed_macs=10000)
+# The synthetic optimum: each layer's best fraction and filter share.
+OPTIMUM = {"conv0": (0.1, 0.9), "conv1": (0.3, 0.5), "conv2": (0.5, 0.5),
+           "conv3": (0.8, 0.3), "conv4": (0.9, 0.2)}
+
+
+def score(values):
+    """Accuracy-like score in (0, 1], 1 at OPTIMUM."""
+    loss = sum((values[f"fraction/{n}"] - f) ** 2 + 0.1 * (values[f"filter_share/{n}"] - s) ** 2
+               for n, (f, s) in OPTIMUM.items())
+    return math.exp(-loss)
+
+
+def make_oracle(tmp_path, project="p", **kwargs):
+    kwargs.setdefault("target_compression_ratio", 4.0)
+    oracle = sa_oracle.EnhancedSAOracle(SPACE, seed=kwargs.pop("seed", 3), **kwargs)
+    oracle._set_project_dir(str(tmp_path), project)
+    oracle.verbose = 0
+    return oracle
+
+
+def run_one(oracle, tuner_id="tuner0", score_fn=score):
+    trial = oracle.create_trial(tuner_id)
+    if trial.status != STATUS.RUNNING:
+        return trial
+    oracle.update_trial(trial.trial_id, {"val_accuracy": score_fn(trial.hyperparameters.values)})
+    trial.status = STATUS.COMPLETED
+    oracle.end_trial(trial)
+    return trial
+
+
+def run_search(oracle, limit=500, score_fn=score):
+    trials = []
+    for _ in range(limit):
+        trial = run_one(oracle, score_fn=score_fn)
+        if trial.status == STATUS.STOPPED:
+            return trials
+        trials.append(trial)
+    raise AssertionError("search did not stop within the limit")
+
+
+def test_every_action_is_guided_and_hits_the_target(tmp_path):
+    oracle = make_oracle(tmp_path)
+    trials = run_search(oracle)
+    assert len(trials) == oracle.max_trials == 1 + oracle._levels() * oracle.iterations
+    for trial in trials:
+        policy = policy_lib.PruningPolicy.from_values(SPACE, trial.hyperparameters.values)
+        assert sa_oracle.follows_size_order(policy)
+        assert 4.0 <= policy.compression_ratio("params") <= 4.0 * 1.01
+    best = oracle.best_policy()
+    assert score(best.to_values()) == max(t.score for t in oracle.trials.values())
+    assert score(best.to_values()) > score(trials[0].hyperparameters.values)
+    assert oracle.temperature < oracle.stop_temperature
+
+
+@pytest.mark.parametrize("target,max_fraction", [(40.0, 0.99), (90.0, 0.995)])
+def test_high_targets_end_within_budget(tmp_path, target, max_fraction):
+    space = policy_lib.PolicySpace(SPACE.layers, "filter", max_fraction, 5000, 10000)
+    oracle = sa_oracle.EnhancedSAOracle(space, objective="macs", target_compression_ratio=target,
+                                        max_trials=12, seed=1)
+    oracle._set_project_dir(str(tmp_path), "high")
+    oracle.verbose = 0
+    values = [t.hyperparameters.values for t in run_search(
+        oracle, score_fn=lambda v: 1.0 - v["fraction/conv0"])]
+    assert len(values) == 12
+    for v in values:
+        policy = policy_lib.PruningPolicy.from_values(space, v)
+        assert policy.compression_ratio("macs") >= target
+        assert sa_oracle.follows_size_order(policy)
+
+
+def test_infeasible_target_fails_at_construction():
+    space = policy_lib.PolicySpace(SPACE.layers, "filter", 0.9, 5000, 10000)
+    with pytest.raises(sa_oracle.InfeasibleTargetError, match=r"max_fraction=0.9 .*at most 9.9"):
+        sa_oracle.EnhancedSAOracle(space, target_compression_ratio=40.0)
+
+
+def test_round_target_is_about_twice_the_previous_and_seeded():
+    targets = [sa_oracle.EnhancedSAOracle(SPACE, previous_compression_ratio=3.0,
+                                          round_variance=0.05, seed=s).target_compression_ratio
+               for s in (1, 2, 1)]
+    assert targets[0] == targets[2] != targets[1]
+    assert all(6.0 * 0.95 <= t <= 6.0 * 1.05 for t in targets)
+
+
+def test_bad_schedule_is_rejected():
+    with pytest.raises(ValueError, match="cooling=1 never"):
+        sa_oracle.EnhancedSAOracle(SPACE, cooling=1.0)
+    with pytest.raises(ValueError, match="stop_temperature"):
+        sa_oracle.EnhancedSAOracle(SPACE, start_temperature=1.0, stop_temperature=2.0)
+
+
+def test_metropolis_acceptance_rate(tmp_path):
+    """Every neighbour scores dE below its parent: the rate is exp(-dE / (k T))."""
+    temperature, k, n = 2.0, 1e-3, 300
+    delta = -math.log(0.3) * k * temperature  # acceptance probability 0.3
+    oracle = make_oracle(tmp_path, start_temperature=temperature, stop_temperature=temperature,
+                         cooling=1.0, boltzmann=k, iterations=1, max_trials=n + 1, seed=7)
+    scores = {}
+
+    def parent_minus_delta(values):
+        parent = values["sa/parent"]
+        return 0.9 if parent == "" else scores[parent] - delta
+
+    trials = []
+    for _ in range(n + 1):
+        trial = oracle.create_trial("tuner0")
+        value = parent_minus_delta(trial.hyperparameters.values)
+        scores[trial.trial_id] = value
+        oracle.update_trial(trial.trial_id, {"val_accuracy": value})
+        trial.status = STATUS.COMPLETED
+        oracle.end_trial(trial)
+        trials.append(trial)
+    parents = [t.hyperparameters.values["sa/parent"] for t in trials[1:]]
+    # Neighbour i+1's parent is neighbour i iff neighbour i was accepted.
+    accepted = sum(parents[i + 1] == trials[i + 1].trial_id for i in range(n - 1))
+    rate, p = accepted / (n - 1), 0.3
+    half_width = 3.3 * math.sqrt(p * (1 - p) / (n - 1))  # ~99.9% binomial interval
+    assert abs(rate - p) < half_width, (rate, p, half_width)
+    assert 0 < accepted < n - 1
+
+
+def test_kill_and_resume_gives_the_same_policy(tmp_path):
+    reference = make_oracle(tmp_path, project="whole")
+    run_search(reference)
+
+    first = make_oracle(tmp_path, project="killed")
+    for _ in range(6):
+        run_one(first)
+    in_flight = first.create_trial("tuner0")  # killed while this trial runs
+    assert in_flight.status == STATUS.RUNNING
+    resumed = make_oracle(tmp_path, project="killed")
+    resumed.reload()
+    retried = run_one(resumed)
+    assert retried.trial_id == in_flight.trial_id
+    assert retried.hyperparameters.values == in_flight.hyperparameters.values
+    run_search(resumed)
+    assert resumed.best_policy() == reference.best_policy()
+    assert resumed.current_policy() == reference.current_policy()
+    assert resumed.get_state()["sa"]["draws"] == reference.get_state()["sa"]["draws"]
+
+
+def test_parallel_batch_idle_and_arrival_order(tmp_path):
+    """Neighbours of one temperature run at once; results in any order fold the same."""
+    results = []
+    for reverse in (False, True):
+        oracle = make_oracle(tmp_path, project=f"order{reverse}", iterations=3)
+        run_one(oracle, "w0")  # the initial action
+        batch = [oracle.create_trial(f"w{i}") for i in range(3)]
+        assert [t.status for t in batch] == [STATUS.RUNNING] * 3
+        assert {t.hyperparameters.values["sa/parent"] for t in batch} == {"0" * len(batch[0].trial_id)}
+        assert oracle.create_trial("w3").status == STATUS.IDLE
+        state = oracle.get_state()["sa"]
+        assert oracle.create_trial("w3").status == STATUS.IDLE
+        assert oracle.get_state()["sa"] == state  # IDLE has no side effects
+        for trial in (reversed(batch) if reverse else batch):
+            oracle.update_trial(trial.trial_id, {"val_accuracy": score(trial.hyperparameters.values)})
+            trial.status = STATUS.COMPLETED
+            oracle.end_trial(trial)
+        results.append((oracle.get_state()["sa"]["current"], oracle.temperature))
+    assert results[0] == results[1]
+
+
+def test_state_is_json_clean(tmp_path):
+    import json
+
+    oracle = make_oracle(tmp_path)
+    for _ in range(3):
+        run_one(oracle)
+    state = oracle.get_state()
+    assert json.loads(json.dumps(state, allow_nan=False)) == json.loads(json.dumps(state))
+
+
+def test_failed_trials_are_rejected_and_search_continues(tmp_path):
+    oracle = make_oracle(tmp_path, iterations=2)
+    run_one(oracle)
+    trial = oracle.create_trial("tuner0")
+    trial.status = STATUS.FAILED
+    oracle.end_trial(trial)
+    other = run_one(oracle)
+    assert other.status == STATUS.COMPLETED
+    assert oracle.get_state()["sa"]["current"]["trial_id"] in {"00", other.trial_id}
+    assert oracle.get_state()["sa"]["level"] == 1
