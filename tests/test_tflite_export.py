@@ -1,0 +1,161 @@
+"""tflite_tools.export: four modes of a trained digits_vgg, sidecars, atomic writes, CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfautocompress import artifacts, data, zoo
+from tfautocompress._keras import keras
+from tfautocompress.tflite_tools import benchmark, export
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", batch_size=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """digits_vgg after 24 training steps (~95 % val accuracy): clear top-1 decisions."""
+    keras.utils.set_random_seed(0)
+    model = zoo.build("digits_vgg")
+    for layer in model.layers:  # BN statistics that settle within a short run
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.5
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(digits.train.take(24), epochs=1, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(trained, digits, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exports")
+    return {mode: export.export(trained, folder / f"digits_{mode}.tflite", mode,
+                                representative_data=digits.train.take(2))
+            for mode in export.MODES}
+
+
+@pytest.mark.parametrize("mode", export.MODES)
+def test_every_mode_matches_the_keras_model(mode, trained, digits, exported):
+    result = benchmark.check_equivalence(trained, exported[mode]["path"], digits.val)
+    assert result["mode"] == mode and result["samples"] == digits.sizes["val"]
+    assert result["passed"], result
+    if mode == "float32":
+        assert result["max_abs_diff"] <= 1e-4
+    if mode in ("dynamic", "int8"):
+        assert result["top1_agreement"] >= 0.99
+
+
+def test_sidecar_describes_the_file(trained, exported):
+    for mode, info in exported.items():
+        sidecar = artifacts.read_json(info["path"] + ".json")
+        assert sidecar == {k: v for k, v in info.items() if k != "path"}
+        assert sidecar["mode"] == mode and sidecar["sparse"] is False
+        assert sidecar["size_bytes"] == os.path.getsize(info["path"])
+        assert sidecar["weights_sha256"] == export.weights_sha256(trained)
+        assert sidecar["tf_version"] == tf.__version__
+        (inp,), (out,) = sidecar["inputs"], sidecar["outputs"]
+        assert inp["shape_signature"] == [-1, 32, 32, 3] and out["shape"] == [1, 10]
+        expected_dtype = "int8" if mode == "int8" else "float32"
+        assert inp["dtype"] == out["dtype"] == expected_dtype
+        assert (inp["quantization"]["scale"] > 0) == (mode == "int8")
+
+
+def test_quantized_files_are_smaller(exported):
+    size = {mode: info["size_bytes"] for mode, info in exported.items()}
+    assert size["float16"] < 0.55 * size["float32"]
+    assert size["dynamic"] < 0.3 * size["float32"]
+    assert size["int8"] < 0.3 * size["float32"]
+
+
+def test_writes_leave_only_the_model_and_its_sidecar(exported):
+    folder = os.path.dirname(exported["float32"]["path"])
+    expected = {f"digits_{m}.tflite{ext}" for m in export.MODES for ext in ("", ".json")}
+    assert set(os.listdir(folder)) == expected
+
+
+def test_errors_leave_nothing_behind(tmp_path):
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="float32, float16, dynamic, int8"):
+        export.export(model, tmp_path / "m.tflite", mode="fp8")
+    with pytest.raises(ValueError, match="representative_data"):
+        export.export(model, tmp_path / "m.tflite", mode="int8")
+    with pytest.raises(ValueError, match="sparse"):
+        export.export(model, tmp_path / "m.tflite", mode="int8", sparse=True,
+                      representative_data=np.zeros((2, 8, 8, 1), np.float32))
+    erf = keras.Model(model.inputs, keras.layers.Lambda(tf.math.erf)(model.outputs[0]))
+    with pytest.raises(Exception, match="Erf"):  # not a TFLite builtin op
+        export.export(erf, tmp_path / "m.tflite")
+    assert os.listdir(tmp_path) == []
+
+
+def test_sparse_encoding_shrinks_a_pruned_model(tmp_path):
+    inputs = keras.Input((64,), name="input")
+    hidden = keras.layers.Dense(256, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
+    kernel, bias = model.get_layer("hidden").get_weights()
+    keep = np.random.default_rng(0).uniform(size=kernel.shape) < 0.2
+    model.get_layer("hidden").set_weights([kernel * keep, bias])
+    dense = export.export(model, tmp_path / "dense.tflite")
+    sparse = export.export(model, tmp_path / "sparse.tflite", sparse=True)
+    assert sparse["sparse"] and sparse["size_bytes"] < 0.6 * dense["size_bytes"]
+    x = np.random.default_rng(1).uniform(size=(4, 64)).astype(np.float32)
+    assert benchmark.check_equivalence(model, sparse["path"], x)["passed"]
+
+
+def test_weights_hash_follows_the_weights():
+    model = _tiny_model()
+    before = export.weights_sha256(model)
+    assert export.weights_sha256(model) == before
+    kernel, bias = model.get_layer("conv").get_weights()
+    model.get_layer("conv").set_weights([kernel, bias + 1.0])
+    assert export.weights_sha256(model) != before
+
+
+def test_input_batches_accepts_arrays_pairs_and_datasets():
+    model = _tiny_model()
+    x = np.ones((3, 8, 8, 1), np.float32)
+    pairs = tf.data.Dataset.from_tensor_slices((x, np.zeros(3))).batch(2)
+    assert [b[0].shape for b in export.input_batches(model, x)] == [(3, 8, 8, 1)]
+    assert [b[0].shape for b in export.input_batches(model, pairs)] == [(2, 8, 8, 1),
+                                                                       (1, 8, 8, 1)]
+    with pytest.raises(ValueError, match=r"'input'.*\(batch, 8, 8, 1\).*\(3, 8, 8\)"):
+        list(export.input_batches(model, np.ones((3, 8, 8))))
+
+
+def test_export_cli_writes_models_and_a_summary(tmp_path):
+    model_path = str(tmp_path / "tiny.keras")
+    artifacts.save_model(_tiny_model(), model_path)
+    out = tmp_path / "out"
+    run = _cli(["--model", model_path, "--output_dir", str(out), "--modes",
+                "float32,float16", "--runs", "3", "--warmup", "1"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((out / "tflite_summary.json").read_text())
+    assert set(summary["exports"]) == {"float32", "float16"}
+    for entry in summary["exports"].values():
+        assert os.path.isfile(entry["export"]["path"])
+        assert entry["gpu_compatibility"]["compatible"] is True
+        assert entry["host_benchmark"]["latency_ms"]["median"] > 0
+        assert "available" in entry["gpu_run"]
+
+    bad = _cli(["--model", model_path, "--output_dir", str(out), "--modes", "int8"])
+    assert bad.returncode != 0 and "--dataset" in bad.stderr
+
+
+def _cli(args):
+    code = "from tfautocompress.tflite_tools.cli import export_main; export_main()"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def _tiny_model(filters=4):
+    inputs = keras.Input((8, 8, 1), name="input")
+    x = keras.layers.Conv2D(filters, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(x))

@@ -1,0 +1,178 @@
+"""Host latency of a ``.tflite`` through LiteRT, and its equivalence with the Keras model.
+
+``benchmark`` times ``Interpreter.invoke`` (XNNPACK on CPU, ``num_threads``
+configurable) or, with ``accelerator="gpu"``, a LiteRT ``CompiledModel`` on the
+GPU accelerator. Its dict has the same keys as ``android.parse_benchmark_output``
+(``init_ms``, ``first_inference_ms``, ``warmup_ms``, ``latency_ms`` with
+mean/std/min/max/median, ``memory_mb`` with init/overall), plus ``p90``.
+"""
+import os
+import resource
+import statistics
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from tfautocompress.tflite_tools import export as export_lib
+from tfautocompress.tflite_tools import gpu as gpu_lib
+
+ACCELERATORS = ("cpu", "gpu")
+# How check_equivalence judges each export mode: (figure, bound).
+CRITERIA = {
+    "float32": ("max_abs_diff", 1e-4),
+    "float16": ("max_abs_diff", 1e-2),
+    "dynamic": ("top1_agreement", 0.99),
+    "int8": ("top1_agreement", 0.99),
+}
+
+
+def benchmark(tflite_path, threads=1, warmup=5, runs=50, accelerator="cpu", seed=0):
+    """Time ``runs`` inferences after ``warmup`` ones on seeded random inputs."""
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"accelerator={accelerator!r}; accepted: {', '.join(ACCELERATORS)}.")
+    if int(threads) < 1 or int(warmup) < 1 or int(runs) < 1:
+        raise ValueError(f"threads={threads}, warmup={warmup} and runs={runs} must all "
+                         "be at least 1.")
+    path = _existing(tflite_path)
+    rss_before = _rss_mb()
+    start = time.perf_counter()
+    invoke = _gpu_invoker(path, seed) if accelerator == "gpu" \
+        else _cpu_invoker(path, int(threads), seed)
+    init_ms = (time.perf_counter() - start) * 1e3
+    rss_init = _rss_mb()
+    warmup_ms = [_timed(invoke) for _ in range(int(warmup))]
+    latencies = [_timed(invoke) for _ in range(int(runs))]
+    return {
+        "platform": "host",
+        "model": path,
+        "model_size_bytes": os.path.getsize(path),
+        "accelerator": accelerator,
+        "threads": int(threads),
+        "warmup": int(warmup),
+        "runs": int(runs),
+        "init_ms": init_ms,
+        "first_inference_ms": warmup_ms[0],
+        "warmup_ms": statistics.fmean(warmup_ms),
+        "latency_ms": latency_summary(latencies),
+        "memory_mb": {"init": rss_init - rss_before, "overall": _rss_mb() - rss_before,
+                      "peak_rss": _peak_rss_mb()},
+    }
+
+
+def latency_summary(latencies_ms):
+    """mean/std/min/max/median/p90 of a list of latencies, in ms."""
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std()),
+            "min": float(values.min()), "max": float(values.max()),
+            "median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+
+
+def run_tflite(tflite_path, arrays, threads=None):
+    """Outputs (float32, dequantized) of the ``.tflite`` on one batch of float inputs."""
+    interpreter = Interpreter(model_path=_existing(tflite_path), num_threads=threads)
+    inputs = interpreter.get_input_details()
+    for detail, array in zip(inputs, arrays):
+        interpreter.resize_tensor_input(detail["index"], array.shape)
+    interpreter.allocate_tensors()
+    for detail, array in zip(inputs, arrays):
+        interpreter.set_tensor(detail["index"], _quantize(array, detail))
+    interpreter.invoke()
+    return [_dequantize(interpreter.get_tensor(d["index"]), d)
+            for d in interpreter.get_output_details()]
+
+
+def check_equivalence(model, tflite_path, data):
+    """Compare the ``.tflite`` with ``model`` on ``data`` by its export mode's criterion.
+
+    ``data`` takes the forms of ``export.input_batches``. Float32 must match within
+    1e-4 max abs, float16 within 1e-2; dynamic and int8 need top-1 agreement >= 99 %.
+    """
+    mode = export_lib.read_sidecar(tflite_path)["mode"]
+    max_abs, agree, samples = 0.0, [], 0
+    for arrays in export_lib.input_batches(model, data):
+        expected = model(arrays if len(arrays) > 1 else arrays[0], training=False)
+        expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple))
+                                            else [expected])]
+        for want, got in zip(expected, run_tflite(tflite_path, arrays)):
+            max_abs = max(max_abs, float(np.abs(want - got).max()))
+            if want.ndim >= 2 and want.shape[-1] > 1:
+                agree.append(want.argmax(-1).ravel() == got.argmax(-1).ravel())
+        samples += len(arrays[0])
+    if not samples:
+        raise ValueError("data holds no samples to compare the model on.")
+    figures = {"max_abs_diff": max_abs,
+               "top1_agreement": float(np.concatenate(agree).mean()) if agree else None}
+    figure, bound = CRITERIA[mode]
+    if figures[figure] is None:
+        raise ValueError(f"mode {mode!r} is judged by top-1 agreement, but model "
+                         f"{model.name!r} has no class-score output (last dim > 1).")
+    passed = figures[figure] <= bound if figure == "max_abs_diff" else figures[figure] >= bound
+    return {"mode": mode, "samples": samples, **figures,
+            "criterion": f"{figure} {'<=' if figure == 'max_abs_diff' else '>='} {bound}",
+            "passed": bool(passed)}
+
+
+def _cpu_invoker(path, threads, seed):
+    interpreter = Interpreter(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    rng = np.random.default_rng(seed)
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"],
+                               gpu_lib.random_input(rng, detail["shape"], detail["dtype"]))
+    return interpreter.invoke
+
+
+def _gpu_invoker(path, seed):
+    try:
+        model = gpu_lib.compiled_gpu_model(path)
+    except gpu_lib.GpuUnavailableError as err:
+        raise gpu_lib.GpuUnavailableError(
+            f"accelerator='gpu' cannot run {path!r}: {err}. Use accelerator='cpu' "
+            "on this machine.") from err
+    inputs, outputs = gpu_lib.compiled_model_buffers(model, seed)
+    return lambda: model.run_by_index(0, inputs, outputs)
+
+
+def _quantize(array, detail):
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(dtype, np.integer) or scale == 0:
+        return array.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(array, detail):
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(array.dtype, np.integer) or scale == 0:
+        return array.astype(np.float32)
+    return ((array.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def _timed(invoke):
+    start = time.perf_counter()
+    invoke()
+    return (time.perf_counter() - start) * 1e3
+
+
+def _rss_mb():
+    """Current resident set size in MB (Linux ``/proc``; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 2**10
+
+
+def _existing(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"TFLite model {path!r} does not exist; export one with "
+                         "tflite_tools.export.export or give the path of a .tflite file.")
+    return path

@@ -1,0 +1,135 @@
+"""absl entry points: ``tfautocompress-export`` and ``tfautocompress-android-benchmark``.
+
+setup.py console_scripts:
+``tfautocompress-export=tfautocompress.tflite_tools.cli:export_main`` and
+``tfautocompress-android-benchmark=tfautocompress.tflite_tools.cli:android_main``.
+"""
+import json
+import os
+
+from absl import app, flags
+
+SUMMARY_NAME = "tflite_summary.json"
+
+
+def export_main():
+    """``tfautocompress-export``: .keras -> .tflite per mode + GPU check + host benchmark."""
+    flags.DEFINE_string("model", None, "A .keras file saved with tf_keras.")
+    flags.DEFINE_string("output_dir", None, "Where the .tflite files and "
+                        f"{SUMMARY_NAME} are written.")
+    flags.DEFINE_list("modes", ["float32", "float16"],
+                      "Comma list of float32, float16, dynamic, int8.")
+    flags.DEFINE_bool("sparse", False, "Also encode remaining zero weights sparsely.")
+    flags.DEFINE_string("dataset", None, "Data for int8 calibration and the equivalence "
+                        "check (tfautocompress.data.load source, e.g. 'digits'); "
+                        "required for int8.")
+    flags.DEFINE_integer("calibration_batches", 4, "Training batches used to calibrate int8.")
+    flags.DEFINE_integer("check_batches", 4, "Validation batches for the equivalence check.")
+    flags.DEFINE_integer("threads", 1, "CPU threads for the host benchmark.")
+    flags.DEFINE_integer("runs", 50, "Timed runs of the host benchmark.")
+    flags.DEFINE_integer("warmup", 5, "Warm-up runs of the host benchmark.")
+    flags.mark_flags_as_required(["model", "output_dir"])
+    app.run(_export)
+
+
+def android_main():
+    """``tfautocompress-android-benchmark``: benchmark_model over adb, CPU (and GPU)."""
+    flags.DEFINE_string("tflite", None, "The .tflite model to benchmark.")
+    flags.DEFINE_string("benchmark_binary", None,
+                        "TFLite's benchmark_model binary built for the device's ABI.")
+    flags.DEFINE_integer("threads", 4, "CPU threads (--num_threads of benchmark_model).")
+    flags.DEFINE_bool("use_gpu", False, "Also run with the GPU delegate (--use_gpu=true).")
+    flags.DEFINE_string("device", None, "adb serial, when several devices are attached.")
+    flags.DEFINE_integer("timeout_s", 600, "Timeout of each adb call, in seconds.")
+    flags.DEFINE_string("output", None, "JSON file for the results (written atomically).")
+    flags.mark_flags_as_required(["tflite", "benchmark_binary"])
+    app.run(_android)
+
+
+def _export(argv):
+    del argv
+    from tfautocompress import artifacts
+    from tfautocompress._keras import keras
+    from tfautocompress.tflite_tools import benchmark, export, gpu
+
+    f = flags.FLAGS
+    _require_file("--model", f.model, ".keras")
+    unknown = [m for m in f.modes if m not in export.MODES]
+    if unknown or not f.modes:
+        raise app.UsageError(f"--modes={','.join(f.modes)}: {unknown or 'empty'} not "
+                             f"accepted; choose from {','.join(export.MODES)}.")
+    if "int8" in f.modes and not f.dataset:
+        raise app.UsageError("--modes includes int8, which needs --dataset to calibrate "
+                             "on (e.g. --dataset=digits).")
+    model = keras.models.load_model(f.model, compile=False)
+    splits = _splits(model, f.dataset) if f.dataset else None
+    stem = os.path.splitext(os.path.basename(f.model))[0]
+    summary = {"model": os.path.abspath(f.model), "exports": {}}
+    for mode in f.modes:
+        path = os.path.join(f.output_dir, f"{stem}_{mode}.tflite")
+        calibration = splits.train.take(f.calibration_batches) if mode == "int8" else None
+        entry = {"export": export.export(model, path, mode, calibration, sparse=f.sparse)}
+        compat = gpu.gpu_compatibility(path).to_json()
+        del compat["raw"]
+        entry["gpu_compatibility"] = compat
+        entry["gpu_run"] = gpu.gpu_accelerated_run(path)
+        entry["host_benchmark"] = benchmark.benchmark(path, threads=f.threads,
+                                                      warmup=f.warmup, runs=f.runs)
+        if splits is not None:
+            entry["equivalence"] = benchmark.check_equivalence(
+                model, path, splits.val.take(f.check_batches))
+        summary["exports"][mode] = entry
+        print(_summary_line(mode, entry))
+    out = os.path.join(f.output_dir, SUMMARY_NAME)
+    artifacts.write_json(out, summary)
+    print(f"summary: {out}")
+
+
+def _android(argv):
+    del argv
+    from tfautocompress import artifacts
+    from tfautocompress.tflite_tools import android
+
+    f = flags.FLAGS
+    _require_file("--tflite", f.tflite, ".tflite")
+    _require_file("--benchmark_binary", f.benchmark_binary)
+    if f.threads < 1:
+        raise app.UsageError(f"--threads={f.threads} must be at least 1.")
+    configs = {"cpu": False, **({"gpu": True} if f.use_gpu else {})}
+    try:
+        results = {name: android.run_android_benchmark(
+            f.tflite, f.benchmark_binary, threads=f.threads, use_gpu=use_gpu,
+            device=f.device, timeout_s=f.timeout_s) for name, use_gpu in configs.items()}
+    except android.AndroidBenchmarkError as err:
+        raise SystemExit(f"tfautocompress-android-benchmark: {err}") from err
+    if f.output:
+        artifacts.write_json(f.output, results)
+    print(json.dumps(results, indent=2))
+
+
+def _splits(model, source):
+    from tfautocompress import data
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) == 3:
+        return data.load(source, image_size=shape[:2], channels=shape[2])
+    return data.load(source)
+
+
+def _require_file(flag, path, suffix=None):
+    if not os.path.isfile(path):
+        raise app.UsageError(f"{flag}={path!r} does not exist; give an existing file.")
+    if suffix and not path.endswith(suffix):
+        raise app.UsageError(f"{flag}={path!r} is not a {suffix} file.")
+
+
+def _summary_line(mode, entry):
+    bench = entry["host_benchmark"]
+    gpu = "yes" if entry["gpu_compatibility"]["compatible"] else \
+        "no (" + ", ".join(entry["gpu_compatibility"]["incompatible_ops"]) + ")"
+    line = (f"{mode:8s} {entry['export']['size_bytes'] / 2**20:8.2f} MB  "
+            f"median {bench['latency_ms']['median']:8.3f} ms  GPU-compatible: {gpu}")
+    if "equivalence" in entry:
+        eq = entry["equivalence"]
+        line += f"  equivalence: {'pass' if eq['passed'] else 'FAIL'} ({eq['criterion']})"
+    return line
