@@ -123,11 +123,16 @@ def _check_fraction(name, value):
     return value
 
 
-def _keep_largest(norms, n_prune):
-    """0/1 float32 mask over a 1-D array of norms keeping all but the ``n_prune``
+def _keep_largest(norms, n_prune, dtype=np.float32):
+    """0/1 mask over a 1-D array of norms keeping all but the ``n_prune``
     smallest (stable: among equal norms the lower index goes first)."""
-    keep = np.ones(norms.shape, np.float32)
-    keep[np.argsort(norms, kind="stable")[:n_prune]] = 0.0
+    keep = np.ones(norms.shape, dtype)
+    if n_prune == 0:
+        return keep
+    cut = np.partition(norms, n_prune - 1)[n_prune - 1]  # largest pruned norm
+    below = norms < cut
+    keep[below] = 0.0
+    keep[np.flatnonzero(norms == cut)[: n_prune - np.count_nonzero(below)]] = 0.0
     return keep
 
 
@@ -253,32 +258,25 @@ class Combined(Scheme):
         prune_f = prune_count(self.filter_fraction, n_filters)
         prune_c = prune_count(self.column_fraction, n_cols)
 
-        def best_filters(cols):
-            return _keep_largest(cols @ energy, prune_f)
-
-        def best_cols(filters):
-            return _keep_largest(energy @ filters, prune_c)
-
-        def kept(cols, filters):
-            return cols @ energy @ filters
-
-        starts = []
-        filters = best_filters(np.ones(n_cols, np.float32))
-        starts.append((best_cols(filters), filters))
-        cols = best_cols(np.ones(n_filters, np.float32))
-        starts.append((cols, best_filters(cols)))
-        best = None
-        for cols, filters in starts:
-            value = kept(cols, filters)
+        def ascend(cols):
+            """Alternate best filters | columns and best columns | filters from
+            ``cols`` while the kept energy rises (monotone, at most a cap of rounds)."""
+            best = (-1.0, cols, None)
             for _ in range(_COMBINED_MAX_ROUNDS):
-                new_filters = best_filters(cols)
-                new_cols = best_cols(new_filters)
-                new_value = kept(new_cols, new_filters)
-                if not new_value > value:
+                filters = _keep_largest(cols @ energy, prune_f, np.float64)
+                per_col = energy @ filters
+                cols = _keep_largest(per_col, prune_c, np.float64)
+                value = per_col @ cols
+                if not value > best[0]:
                     break
-                cols, filters, value = new_cols, new_filters, new_value
-            if best is None or value > best[0]:
                 best = (value, cols, filters)
+            return best
+
+        # From all columns, round one is filter-then-column; from the best
+        # columns of the whole kernel, it is column-then-filter.
+        all_cols = np.ones(n_cols)
+        best_cols = _keep_largest(energy.sum(axis=1), prune_c, np.float64)
+        best = max(ascend(all_cols), ascend(best_cols), key=lambda result: result[0])
         _, cols, filters = best
         return np.outer(cols, filters).astype(np.float32).reshape(kernel.shape)
 
