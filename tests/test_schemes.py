@@ -113,6 +113,8 @@ def test_irregular_is_closest_point_by_brute_force(w, fraction):
 def test_ties_are_broken_by_index():
     w = np.ones((3, 4), np.float32)  # dense: 4 equal filters
     np.testing.assert_array_equal(Filter(0.5).mask(w)[0], [0, 0, 1, 1])
+    w = np.array([[1, 2, 2, 2, 3, 0.5]], np.float32)  # prune 0.5, 1 and the first 2
+    np.testing.assert_array_equal(Filter(0.5).mask(w)[0], [0, 0, 1, 1, 1, 0])
 
 
 def test_at_least_one_group_is_kept():
