@@ -1,0 +1,161 @@
+"""Fast evaluation of pruning policies as a keras-tuner ``BaseTuner`` (AutoCompress §3.1 (ii)).
+
+``PruningTuner`` keeps one tf_keras model and a dense copy of its weights. A
+trial decodes the policy from the trial's values, computes magnitude masks on the
+dense kernels, closes them over the channel graph (dead filters zero their bias
+and BatchNorm gamma/beta, so a dead channel is zero downstream as in the compact
+model), assigns the masked weights in place, runs one compiled forward pass over a
+cached validation subset and restores the dense weights. Nothing is rebuilt,
+recompiled or saved with Keras 3; no keras-tuner callback reaches tf_keras.
+"""
+import time
+
+import numpy as np
+import tensorflow as tf
+from keras_tuner.engine import base_tuner
+
+from tfautocompress import graph as graph_lib
+from tfautocompress import masks as masks_lib
+from tfautocompress import policy as policy_lib
+from tfautocompress._keras import check_model, keras
+
+__all__ = ["PruningTuner"]
+
+_IDLE_SLEEP_S = (0.05, 1.0)  # back-off while the oracle answers IDLE: first, at most
+
+
+class PruningTuner(base_tuner.BaseTuner):
+    """Scores each trial's policy by validation accuracy after magnitude pruning.
+
+    Args:
+      oracle: an ``EnhancedSAOracle`` (or any Oracle whose trial values encode a
+        ``PruningPolicy`` over ``space``).
+      model: the tf_keras model to prune (not modified after a trial).
+      validation_data: a batched ``tf.data.Dataset`` of ``(x, y)`` or a tuple of
+        arrays ``(x, y)`` — the validation split, never the test split.
+      subset_size: how many validation examples to score on (all if None).
+      space: the ``PolicySpace``; defaults to ``oracle.space``.
+      batch_size: forward-pass batch size.
+      **kwargs: ``directory``, ``project_name``, ``overwrite`` of ``BaseTuner``.
+    """
+
+    def __init__(self, oracle, model, validation_data, subset_size=None, space=None,
+                 batch_size=256, **kwargs):
+        self.space = space if space is not None else getattr(oracle, "space", None)
+        if not isinstance(self.space, policy_lib.PolicySpace):
+            raise TypeError("PruningTuner needs a policy.PolicySpace: pass space= or an "
+                            f"oracle with .space; got {type(self.space).__name__}.")
+        self.model = check_model(model)
+        self._graph = graph_lib.analyze(model)
+        self._x, self._y = _subset(validation_data, subset_size)
+        self._batch_size = int(batch_size)
+        self._forward = tf.function(lambda x: self.model(x, training=False))
+        self._dense = {}
+        for name in self._graph.layers:
+            layer = model.get_layer(name)
+            for attr in ("kernel", "pointwise_kernel", "depthwise_kernel", "bias", "gamma", "beta"):
+                variable = getattr(layer, attr, None)
+                if isinstance(variable, tf.Variable):
+                    self._dense[(name, attr)] = (variable, variable.numpy())
+        self._idle_polls = 0
+        super().__init__(oracle=oracle, hypermodel=None, **kwargs)
+
+    # --------------------------------------------------------- evaluation ---
+    def evaluate(self, policy):
+        """Validation-subset accuracy (a Python float) of ``policy``'s magnitude masks."""
+        kernels = {name: self._dense[(name, _kernel_attr(self.model.get_layer(name)))][1]
+                   for name in policy.schemes()}
+        masks = masks_lib.magnitude_masks(self.model, policy, graph=self._graph,
+                                          kernels=kernels)
+        closed, _ = self._graph.close(masks)
+        touched = []
+        try:
+            for name, mask in closed.items():
+                touched += self._apply(name, mask)
+            return self._accuracy()
+        finally:
+            for variable, dense in touched:
+                variable.assign(dense)
+
+    def _apply(self, name, mask):
+        layer = self.model.get_layer(name)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            attrs = [(a, mask) for a in ("gamma", "beta") if (name, a) in self._dense]
+        else:
+            kernel_attr = _kernel_attr(layer)
+            alive = _alive_filters(mask, kernel_attr)
+            attrs = [(kernel_attr, mask)]
+            if (name, "bias") in self._dense and alive.size == self._dense[(name, "bias")][1].size:
+                attrs.append(("bias", alive))
+        touched = []
+        for attr, factor in attrs:
+            variable, dense = self._dense[(name, attr)]
+            variable.assign(dense * factor.astype(dense.dtype))
+            touched.append((variable, dense))
+        return touched
+
+    def _accuracy(self):
+        correct = 0
+        for start in range(0, len(self._y), self._batch_size):
+            logits = self._forward(self._x[start:start + self._batch_size])
+            correct += int(tf.reduce_sum(tf.cast(
+                tf.argmax(logits, axis=-1, output_type=tf.int32)
+                == self._y[start:start + self._batch_size], tf.int32)))
+        return correct / len(self._y)
+
+    # ------------------------------------------------------------- tuner ---
+    def run_trial(self, trial, *args, **kwargs):
+        policy = policy_lib.PruningPolicy.from_values(self.space, trial.hyperparameters.values)
+        return float(self.evaluate(policy))
+
+    def pre_create_trial(self):
+        """Back off while the oracle answers IDLE (two create_trial calls in a row)."""
+        if self._idle_polls:
+            time.sleep(min(_IDLE_SLEEP_S[0] * 2 ** (self._idle_polls - 1), _IDLE_SLEEP_S[1]))
+        self._idle_polls += 1
+
+    def on_trial_begin(self, trial):
+        self._idle_polls = 0
+        super().on_trial_begin(trial)
+
+    def best_policy(self):
+        """The best ``PruningPolicy`` found (asks the chief oracle in distributed mode)."""
+        trials = [t for t in self.oracle.get_best_trials(1) if t.score is not None]
+        if not trials:
+            raise ValueError("no completed trial yet: run search() first.")
+        return policy_lib.PruningPolicy.from_values(self.space, trials[0].hyperparameters.values)
+
+
+def _kernel_attr(layer):
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "depthwise_kernel"
+    return "pointwise_kernel" if isinstance(layer, keras.layers.SeparableConv2D) else "kernel"
+
+
+def _alive_filters(mask, kernel_attr):
+    """1/0 per output channel: does the filter keep any weight?"""
+    axes = (0, 1) if kernel_attr == "depthwise_kernel" else tuple(range(mask.ndim - 1))
+    return np.any(mask != 0, axis=axes).reshape(-1).astype(np.float32)
+
+
+def _subset(data, size):
+    """The first ``size`` examples of ``data`` as (x, y int32) tensors."""
+    if isinstance(data, tuple) and len(data) == 2:
+        xs, ys = [np.asarray(data[0])], [np.asarray(data[1])]
+    elif isinstance(data, tf.data.Dataset):
+        xs, ys, count = [], [], 0
+        for x, y in data:
+            xs.append(x.numpy())
+            ys.append(y.numpy())
+            count += len(ys[-1])
+            if size is not None and count >= size:
+                break
+    else:
+        raise TypeError("validation_data must be a batched tf.data.Dataset of (x, y) or a "
+                        f"tuple (x, y) of arrays, got {type(data).__name__}.")
+    x, y = np.concatenate(xs), np.concatenate(ys).reshape(-1).astype(np.int32)
+    if size is not None:
+        x, y = x[:size], y[:size]
+    if not len(y):
+        raise ValueError("validation_data is empty.")
+    return tf.constant(x), tf.constant(y)
