@@ -47,7 +47,7 @@ class GpuCompatibility:
 
     compatible: bool
     incompatible_ops: list  # op names, each once, in graph order
-    details: list  # one line per incompatible node
+    details: list  # one line per finding: "Subgraph#i Op#j NAME: why"
     raw: str  # the analyzer's full report
 
     def to_json(self):
@@ -79,9 +79,10 @@ def parse_analyzer_report(raw):
                 details.append(f"Subgraph#{subgraph} Op#{node[0]} {node[1]}: not an op "
                                "type the TFLite GPU delegate supports")
         elif line.startswith(_WARNING) and node is not None:
-            ops.append(node[1])
-            details.append(f"Subgraph#{subgraph} Op#{node[0]} {node[1]}: "
-                           f"{line[len(_WARNING):].strip()}")
+            message = line[len(_WARNING):].strip()
+            if not message.startswith("Subgraph#"):  # not the subgraph's summary line
+                ops.append(node[1])
+                details.append(f"Subgraph#{subgraph} Op#{node[0]} {node[1]}: {message}")
             node = None  # one warning line per node
     return GpuCompatibility(compatible=not ops, incompatible_ops=list(dict.fromkeys(ops)),
                             details=details, raw=raw)

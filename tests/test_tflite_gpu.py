@@ -1,0 +1,77 @@
+"""tflite_tools.gpu: the Analyzer's report, op-table check, and the LiteRT GPU run."""
+import pytest
+import tensorflow as tf
+
+from tfautocompress._keras import keras
+from tfautocompress.tflite_tools import export, gpu
+
+
+def _convert(model):
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def _conv_net():
+    inputs = keras.Input((8, 8, 3), name="input")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def _top_k_net():
+    """TOPK_V2 is a TFLite builtin that the GPU delegate does not implement."""
+    inputs = keras.Input((8,), name="input")
+    x = keras.layers.Lambda(lambda t: tf.math.top_k(t, k=3).values)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+def test_conv_net_is_compatible(tmp_path):
+    path = export.export(_conv_net(), tmp_path / "conv.tflite")["path"]
+    result = gpu.gpu_compatibility(path)
+    assert result.compatible and result.incompatible_ops == [] and result.details == []
+    assert "CONV_2D" in result.raw and "DEPTHWISE_CONV_2D" in result.raw
+
+
+def test_top_k_is_reported_incompatible_by_name():
+    result = gpu.gpu_compatibility(_convert(_top_k_net()))
+    assert not result.compatible
+    assert result.incompatible_ops == ["TOPK_V2"]
+    assert result.details == ["Subgraph#0 Op#0 TOPK_V2: not an op type the TFLite GPU "
+                              "delegate supports"]
+    assert set(result.to_json()) == {"compatible", "incompatible_ops", "details", "raw"}
+
+
+def test_analyzer_warning_lines_are_attributed_to_their_op():
+    # The report format of an Analyzer built with the GPU checker
+    # (tensorflow/lite/python/analyzer_wrapper/model_analyzer.cc).
+    raw = ("Subgraph#0 main(T#0) -> [T#3]\n"
+           "  Op#0 STRIDED_SLICE(T#0, T#1, T#2, T#4) -> [T#5]\n"
+           "GPU COMPATIBILITY WARNING: STRIDED_SLICE supports for 3 or 4 dimensional "
+           "tensors only.\n"
+           "  Op#1 FULLY_CONNECTED(T#5, T#6, T#-1) -> [T#3]\n"
+           "\nGPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues "
+           "at nodes 0 with TFLite runtime version 2.9.0\n")
+    result = gpu.parse_analyzer_report(raw)
+    assert result.incompatible_ops == ["STRIDED_SLICE"]
+    assert result.details == ["Subgraph#0 Op#0 STRIDED_SLICE: STRIDED_SLICE supports for "
+                              "3 or 4 dimensional tensors only."]
+
+
+def test_unreadable_models_and_missing_files_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="could not read the model"):
+        gpu.gpu_compatibility(b"not a flatbuffer" * 4)
+    with pytest.raises(ValueError, match="does not exist"):
+        gpu.gpu_compatibility(tmp_path / "missing.tflite")
+    with pytest.raises(ValueError, match="does not exist"):
+        gpu.gpu_accelerated_run(tmp_path / "missing.tflite")
+
+
+def test_gpu_run_reports_instead_of_crashing(tmp_path):
+    path = export.export(_conv_net(), tmp_path / "conv.tflite", mode="float16")["path"]
+    result = gpu.gpu_accelerated_run(path)
+    if result["available"]:  # a machine with a GPU LiteRT can use
+        assert isinstance(result["fully_accelerated"], bool) and result["latency_ms"] > 0
+    else:
+        assert set(result) == {"available", "reason"}
+        assert "GPU" in result["reason"]
