@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from tfautocompress import cost
+from tfautocompress._keras import keras
+
+
+@pytest.mark.parametrize("name, params, macs", [
+    ("vgg16", 138.36e6, 15.5e9),          # Simonyan & Zisserman; AutoCompress Table 4
+    ("resnet50_v1_5", 25.6e6, 4.1e9),     # torchvision ResNet-50 (v1.5)
+    ("mobilenetv2", 3.5e6, 300e6),        # Sandler et al. 2018
+])
+def test_published_figures_within_one_percent(name, params, macs, zoo_model):
+    report = cost.count(zoo_model(name))
+    assert report.params == pytest.approx(params, rel=0.01)
+    assert report.macs == pytest.approx(macs, rel=0.01)
+
+
+def test_keras_resnet50_v1_matches_he_et_al(zoo_model):
+    # tf_keras.applications.ResNet50 is v1 (stride in the first 1x1): 3.8 G MACs as
+    # in He et al. 2016, Table 1; its 25.6 M params match too.
+    report = cost.count(zoo_model("resnet50"))
+    assert report.params == pytest.approx(25.6e6, rel=0.01)
+    assert report.macs == pytest.approx(3.86e9, rel=0.01)
+
+
+def _tiny():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(5, name="fc")(x))
+
+
+def test_dense_counts_by_hand():
+    report = cost.count(_tiny())
+    rows = {layer.name: layer for layer in report.layers}
+    assert (rows["conv"].params, rows["conv"].macs) == (3 * 3 * 3 * 4 + 4, 108 * 64)
+    assert rows["bn"].params == 8 and rows["bn"].macs == 0  # gamma, beta only
+    assert (rows["dw"].params, rows["dw"].macs) == (36 + 4, 36 * 16)
+    assert (rows["fc"].params, rows["fc"].macs) == (25, 20)
+    assert report.conv_params == 112 + 40 and report.conv_macs == 108 * 64 + 36 * 16
+    assert report.params == report.conv_params + 8 + 25
+    assert report.macs == report.conv_macs + 20
+
+
+def test_vgg16_cifar_conv_table(zoo_model):
+    report = cost.count(zoo_model("vgg16_cifar"))
+    assert report.conv_params == 14_710_464
+    assert report.conv_macs == 313_196_544
+    table = report.table()
+    assert "block5_3_conv" in table and "14,710,464" in table
+
+
+def test_ratios():
+    dense = cost.count(_tiny())
+    assert dense.ratios(dense) == {"params_ratio": 1.0, "macs_ratio": 1.0,
+                                   "conv_params_ratio": 1.0, "conv_macs_ratio": 1.0}
+
+
+def test_report_to_dict_is_json_clean():
+    import json
+
+    json.dumps(cost.count(_tiny()).to_dict())

@@ -1,0 +1,33 @@
+"""absl entry points of the console scripts (see setup.py)."""
+import json
+
+from absl import app, flags
+
+DEFAULT_BASELINE_DIR = "runs/baseline"
+
+
+def train_main():
+    """``tfautocompress-train``: train and save a dense baseline."""
+    flags.DEFINE_string("model", "digits_vgg", "Zoo model name (see tfautocompress.zoo).")
+    flags.DEFINE_string("dataset", "digits",
+                        "'digits', a tensorflow-datasets name, an .npz file or an "
+                        "image folder.")
+    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
+    flags.DEFINE_integer("epochs", 20, "Training epochs.")
+    flags.DEFINE_integer("batch_size", 32, "Batch size.")
+    flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+    flags.DEFINE_integer("seed", 0, "Random seed (data split, initialisation, order).")
+    flags.DEFINE_string("output_dir", DEFAULT_BASELINE_DIR,
+                        "Where <model>.keras and <model>.json are written.")
+    app.run(_train)
+
+
+def _train(argv):
+    del argv
+    from tfautocompress.baseline import train_baseline
+
+    f = flags.FLAGS
+    _, metrics = train_baseline(f.model, f.dataset, epochs=f.epochs,
+                                batch_size=f.batch_size, lr=f.lr, seed=f.seed,
+                                output_dir=f.output_dir, data_dir=f.data_dir, verbose=2)
+    print(json.dumps(metrics, indent=2))
