@@ -174,3 +174,26 @@ def test_nested_model_and_concat_compact():
     small = compact(model, masks)
     assert small.get_layer("inner").get_layer("ic").filters < 5
     _assert_same(model, masks, small, rng.normal(size=(2, 8, 8, 3)))
+
+
+def test_sequential_and_shared_layer_compact():
+    rng = np.random.default_rng(4)
+    seq = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(6, 3, name="s1"),
+                            L.BatchNormalization(name="s1_bn"), L.ReLU(name="s1_relu"),
+                            L.Flatten(name="s_flat"), L.Dense(3, name="s_out")])
+    _randomize_bn(seq, rng)
+    masks = _random_masks(seq, rng)
+    _assert_same(seq, masks, compact(seq, masks), rng.normal(size=(2, 8, 8, 2)))
+    # one Conv2D called on two branches: the branches' channels are coupled
+    x = inputs = keras.Input((6, 6, 2))
+    shared = L.Conv2D(4, 1, name="shared")
+    y = L.Add()([shared(L.Conv2D(5, 1, name="p")(x)), shared(L.Conv2D(5, 1, name="q")(x))])
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(y)))
+    coupled = [g for g in graph.analyze(model, strict=True).groups if "p" in g.producers]
+    assert len(coupled) == 1 and set(coupled[0].producers) == {"p", "q"}
+    masks = _random_masks(model, rng, filters=0.0)
+    masks["p"][..., :2] = 0
+    masks["q"][..., 1:3] = 0
+    small = compact(model, masks)
+    assert small.get_layer("shared").kernel.shape == (1, 1, 4, 4)  # channel 1 is dead in both
+    _assert_same(model, masks, small, rng.normal(size=(2, 6, 6, 2)))

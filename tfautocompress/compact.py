@@ -51,7 +51,7 @@ class _Surgery:
         self.model = model
         self.graph = graph_lib.analyze(model)
         self.closed, self.alive = self.graph.close(masks)
-        self.keep = self.graph._keep(self.alive) if shrink else np.ones_like(self.alive)
+        self.keep = self.graph.keep(self.alive) if shrink else np.ones_like(self.alive)
         self.shrink = shrink
         self.new_layers = {}  # id(old layer) -> new layer or model
 
@@ -73,7 +73,7 @@ class _Surgery:
         new = self.new_layers.get(id(layer))
         first = new is None
         if first:
-            if graph_lib._is_graph_model(layer):  # noqa: SLF001
+            if graph_lib.is_graph_model(layer):
                 inputs = [keras.Input(batch_shape=value_of(t).shape, dtype=t.dtype,
                                       name=t_in._keras_history.layer.name)  # noqa: SLF001
                           for t, t_in in zip(node.keras_inputs, layer.inputs)]
@@ -83,7 +83,7 @@ class _Surgery:
             self.new_layers[id(layer)] = new
         args, kwargs = tf.nest.map_structure(value_of, (node.call_args, node.call_kwargs))
         outputs = new(*args, **kwargs)
-        if first and not graph_lib._is_graph_model(layer):  # noqa: SLF001
+        if first and not graph_lib.is_graph_model(layer):
             new.set_weights(self._weights(layer))
         return tf.nest.flatten(outputs)
 
@@ -115,7 +115,7 @@ class _Surgery:
         """Zero ``array`` (weight ``attr`` of ``layer``) on dead channels, then drop
         the channels not kept (when shrinking), on its input and output axes."""
         graph = self.graph
-        sides = [(graph.in_index, axis, graph_lib._repeat(layer, op, a))  # noqa: SLF001
+        sides = [(graph.in_index, axis, op.repeat(layer, a))
                  for a, axis, _ in op.in_weights if a == attr]
         sides += [(graph.out_index, axis, 1) for a, axis in op.out_weights if a == attr]
         for index_of, axis, times in sides:

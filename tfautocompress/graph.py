@@ -57,8 +57,6 @@ class _Group:
 
 # A layout says where a tensor's channels (its last axis) come from: a tuple of
 # groups, each contributing all of its channels in order.
-def _layout_size(layout):
-    return sum(group.size for group in layout)
 
 
 # --------------------------------------------------------------- layer ops ---
@@ -83,6 +81,11 @@ class LayerOp:
 
     def propagate(self, layer, node, inputs, builder):
         raise NotImplementedError
+
+    def repeat(self, layer, attribute):
+        """How many entries of ``attribute``'s input axis one input channel spans."""
+        repeated = any(a == attribute and r for a, _, r in self.in_weights)
+        return getattr(layer, "depth_multiplier", 1) if repeated else 1
 
     def prune_config(self, config, kept_out):
         """The config of the compact layer, given its number of kept output channels."""
@@ -206,6 +209,11 @@ class Reshape(LayerOp):
         builder.read(layer, self, inputs[0])
         return [inputs[0]]
 
+    def repeat(self, layer, attribute):
+        """How many entries of ``attribute``'s input axis one input channel spans."""
+        repeated = any(a == attribute and r for a, _, r in self.in_weights)
+        return getattr(layer, "depth_multiplier", 1) if repeated else 1
+
     def prune_config(self, config, kept_out):
         config["target_shape"] = tuple(config["target_shape"][:-1]) + (int(kept_out),)
         return config
@@ -286,7 +294,8 @@ def op_for(layer):
 
 
 # ------------------------------------------------------------------- walk ---
-def _is_graph_model(layer):
+def is_graph_model(layer):
+    """True for a functional/Sequential model used as a layer (followed inside)."""
     return isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False)
 
 
@@ -329,7 +338,7 @@ class _Builder:
     def _visit(self, node, value_of):
         layer = node.layer
         inputs = [value_of(t) for t in node.keras_inputs]
-        if _is_graph_model(layer):
+        if is_graph_model(layer):
             return self.walk(layer, inputs)
         self._register(layer)
         op = op_for(layer)
@@ -403,12 +412,6 @@ class _Builder:
                 "channel analysis does not support (strict=True); use strict=False to "
                 "keep the channels it reads (a barrier).")
         return self.barrier(layer, node, inputs)
-
-
-def _repeat(layer, op, attribute):
-    """How many entries of ``attribute``'s input axis one input channel spans."""
-    repeated = any(a == attribute and r for a, _, r in op.in_weights)
-    return getattr(layer, "depth_multiplier", 1) if repeated else 1
 
 
 def _channels(tensor):
@@ -520,7 +523,7 @@ class ChannelGraph:
     def _rows_alive(self, name, alive):
         """Which rows (axis -2) of ``name``'s kernel read a live channel."""
         op = self.ops[name]
-        return alive[self.in_index[name]].repeat(_repeat(self.layers[name], op, op.kernel))
+        return alive[self.in_index[name]].repeat(op.repeat(self.layers[name], op.kernel))
 
     def _alive(self, masks):
         alive = self._fixed.copy()
@@ -557,7 +560,7 @@ class ChannelGraph:
                 closed[name] = alive[idx].astype(np.float32)
         return closed, alive
 
-    def _keep(self, alive):
+    def keep(self, alive):
         """Channels the compact model keeps: the alive ones, and one of each empty group
         (a layer needs at least one channel; that one carries zeros)."""
         keep = alive.copy()
@@ -576,7 +579,7 @@ class ChannelGraph:
         ``outputs`` for the filters (and biases).
         """
         _, alive = self.close(masks)
-        keep = self._keep(alive)
+        keep = self.keep(alive)
         names = set(self.in_index) | set(self.out_index)
         return {n: KeptChannels(
                     keep[self.in_index[n]] if n in self.in_index else None,
