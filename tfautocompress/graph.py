@@ -303,8 +303,9 @@ def walk(model, inputs, visit):
     """Run ``visit(node, value_of) -> flat outputs`` over a functional model's calls.
 
     ``inputs`` are the values of ``model.inputs``; ``value_of(keras_tensor)`` gives
-    the value already computed for a tensor (anything else is returned as is). Returns the values of ``model.outputs``.
-    This mirrors how tf_keras runs its own graph (nodes by decreasing depth).
+    the value already computed for a tensor (anything else is returned as is).
+    Returns the values of ``model.outputs``. This mirrors how tf_keras runs its
+    own graph (nodes by decreasing depth).
     """
     values = {id(t): v for t, v in zip(model.inputs, inputs)}
     nodes_by_depth = model._nodes_by_depth  # noqa: SLF001 - the layer graph itself
@@ -460,7 +461,7 @@ class ChannelGraph:
         self.model = model
         self.layers = builder.layers
         self.ops = builder.ops
-        self.barriers = tuple(builder.barriers)
+        self.barriers = tuple(dict.fromkeys(builder.barriers))
         roots = list({id(g.root()): g.root() for g in builder.all_groups}.values())
         sizes = np.array([r.size for r in roots], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
