@@ -36,10 +36,14 @@ setup(
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
     ],
-    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"]},
     entry_points={
         "console_scripts": [
             "tfautocompress-train=tfautocompress.cli:train_main",
+            "tfautocompress-admm=tfautocompress.admm_cli:main",
+            "tfautocompress-compress=tfautocompress.compress_cli:main",
+            "tfautocompress-export=tfautocompress.tflite_tools.cli:export_main",
+            "tfautocompress-android-benchmark=tfautocompress.tflite_tools.cli:android_main",
         ],
     },
 )
