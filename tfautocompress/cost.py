@@ -16,7 +16,7 @@ compacted model, so that a masked model and its compact model count the same:
 
 A compact model that keeps zero columns (column pruning that does not empty a
 whole channel) counts the same as its masked model when given its own masks
-(``compact.compact`` returns them).
+(``compact.compact(model, masks, return_masks=True)`` returns them).
 
 "CONV" means Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose
 layers, the layers the AutoCompress tables report.

@@ -22,9 +22,8 @@ def _conv_bn_relu(x, filters, name, kernel_size=3, strides=1, relu=True):
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
               512, 512, 512, "M", 512, 512, 512, "M")
 
-def _vgg(cfg, input_shape, num_classes, name):
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = inputs
+def _vgg_features(x, cfg):
+    """CONV-BN-ReLU stacks per ``cfg`` (channels, or "M" for a 2x2 max-pool)."""
     block, index = 1, 1
     for item in cfg:
         if item == "M":
@@ -33,27 +32,21 @@ def _vgg(cfg, input_shape, num_classes, name):
         else:
             x = _conv_bn_relu(x, item, name=f"block{block}_{index}")
             index += 1
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return x
+
 
 def vgg16_cifar(input_shape=(32, 32, 3), num_classes=10):
     """VGG-16 with BatchNorm for 32x32 inputs (AutoCompress Table 1)."""
-    return _vgg(_VGG16_CFG, input_shape, num_classes, "vgg16_cifar")
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = _vgg_features(inputs, _VGG16_CFG)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="vgg16_cifar")
 
 def digits_vgg(input_shape=(32, 32, 3), num_classes=10):
     """A small VGG-style net (6 CONV layers) for the offline digits data set."""
-    cfg = (32, 32, "M", 64, 64, "M", 128, 128, "M")
     inputs = keras.Input(shape=input_shape, name="input")
-    x = inputs
-    block, index = 1, 1
-    for item in cfg:
-        if item == "M":
-            x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-            block, index = block + 1, 1
-        else:
-            x = _conv_bn_relu(x, item, name=f"block{block}_{index}")
-            index += 1
+    x = _vgg_features(inputs, (32, 32, "M", 64, 64, "M", 128, 128, "M"))
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(128, activation="relu", name="fc1")(x)
     x = layers.Dropout(0.3, name="dropout")(x)
