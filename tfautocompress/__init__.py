@@ -1,4 +1,20 @@
-"""tfautocompress: AutoCompress structured pruning for tf_keras models."""
-from tfautocompress._keras import check_model
+"""tfautocompress: AutoCompress structured pruning for tf_keras models.
 
-__all__ = ["check_model"]
+The public API; everything else is private to its module. Sub-packages:
+``tfautocompress.callbacks`` (ADMM, masked retraining, progressive pruning),
+``tfautocompress.search`` (enhanced SA Oracle, PruningTuner, baselines) and
+``tfautocompress.tflite_tools`` (export, GPU check, benchmarks).
+"""
+from tfautocompress._keras import check_model
+from tfautocompress.compact import apply_masks, compact
+from tfautocompress.cost import count
+from tfautocompress.graph import analyze, close_masks
+from tfautocompress.policy import PolicySpace, PruningPolicy
+from tfautocompress.schemes import Channel, Column, Combined, Filter, Irregular
+from tfautocompress.wrappers import StructuredPruneLowMagnitude, prune_structured
+
+__all__ = [
+    "check_model", "count", "analyze", "close_masks", "compact", "apply_masks",
+    "Irregular", "Filter", "Channel", "Column", "Combined",
+    "PolicySpace", "PruningPolicy", "StructuredPruneLowMagnitude", "prune_structured",
+]
