@@ -1,0 +1,138 @@
+"""``tfautocompress-admm``: prune a saved ``.keras`` model by ADMM → hard prune →
+masked retraining, then save the model, its masks (``.npz``) and metrics (JSON).
+
+    tfautocompress-admm --model runs/baseline/digits_vgg.keras \\
+        --filter_fraction 0.75 --column_fraction 0.5 --output_dir runs/admm
+
+``--policy FILE.json`` ({layer: scheme config}, as ``Scheme.get_config()``)
+replaces the uniform ``--filter_fraction/--column_fraction`` policy, which puts
+``Combined(filter, column)`` on every Conv2D layer.
+"""
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from tfautocompress import artifacts, schemes
+from tfautocompress.cli import DEFAULT_BASELINE_DIR
+
+FLAGS = flags.FLAGS
+DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
+
+
+def uniform_policy(model, filter_fraction, column_fraction):
+    """``{name: Combined(filter_fraction, column_fraction)}`` for every Conv2D layer."""
+    policy = {}
+    for layer in model.layers:
+        try:
+            kind = schemes.kernel_kind(layer)
+        except TypeError:
+            continue
+        if kind == "conv":
+            policy[layer.name] = schemes.Combined(filter_fraction, column_fraction)
+    if not policy:
+        raise ValueError(f"model {model.name!r} has no Conv2D layer for a uniform policy.")
+    return policy
+
+
+def load_policy(path):
+    """``{layer: Scheme}`` from a JSON file of ``{layer: Scheme.get_config()}``."""
+    config = artifacts.read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"--policy {path}: expected a JSON object {{layer: scheme "
+                         f"config}}, got {type(config).__name__}.")
+    return {name: schemes.Scheme.from_config(c) for name, c in config.items()}
+
+
+def structured_sparsity(arrays, model):
+    """``{layer: {"filter": share, "column": share}}`` of all-zero filters and
+    columns in ``arrays`` ({layer: kernel or mask}) of ``model``'s layers."""
+    result = {}
+    for name, array in arrays.items():
+        gemm = schemes.gemm_view(np.asarray(array), schemes.kernel_kind(model.get_layer(name)))
+        result[name] = {"filter": float(np.mean(~gemm.any(axis=0))),
+                        "column": float(np.mean(~gemm.any(axis=1)))}
+    return result
+
+
+def kernels(model, names):
+    """``{name: kernel as NumPy}`` of ``model``'s layers ``names``."""
+    from tfautocompress.callbacks.admm import kernel_variable
+
+    return {name: kernel_variable(model.get_layer(name)).numpy() for name in names}
+
+
+def main():
+    """Console-script entry point."""
+    flags.DEFINE_string("model", DEFAULT_MODEL, "Saved .keras model to prune.")
+    flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load).")
+    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
+    flags.DEFINE_integer("batch_size", 32, "Batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of the data split and training.")
+    flags.DEFINE_float("filter_fraction", 0.75, "Uniform share of filters removed.")
+    flags.DEFINE_float("column_fraction", 0.5, "Uniform share of columns removed.")
+    flags.DEFINE_string("policy", None, "JSON {layer: scheme config}; overrides the uniform policy.")
+    flags.DEFINE_integer("admm_epochs", 10, "Epochs of ADMM regularization.")
+    flags.DEFINE_integer("retrain_epochs", 10, "Epochs of masked retraining.")
+    flags.DEFINE_float("lr", 1e-3, "Adam learning rate (both phases).")
+    flags.DEFINE_float("rho", None, "Initial ADMM rho (default: the ADMM callback's).")
+    flags.DEFINE_float("rho_factor", None, "Multi-rho factor.")
+    flags.DEFINE_float("rho_max", None, "Cap on rho.")
+    flags.DEFINE_string("update_every", None, "Steps between Z/U updates, or 'epoch'.")
+    flags.DEFINE_string("output_dir", "runs/admm", "Where the model, masks and metrics go.")
+    app.run(_run)
+
+
+def _admm_kwargs():
+    kwargs = {k: getattr(FLAGS, k) for k in ("rho", "rho_factor", "rho_max")
+              if getattr(FLAGS, k) is not None}
+    if FLAGS.update_every is not None:
+        every = FLAGS.update_every
+        kwargs["update_every"] = every if every == "epoch" else int(every)
+    return kwargs
+
+
+def _run(argv):
+    del argv
+    from tfautocompress import data
+    from tfautocompress._keras import keras
+    from tfautocompress.baseline import accuracy, compile_for_training
+    from tfautocompress.callbacks.progressive import Recipe, partial_prune
+
+    if not os.path.exists(FLAGS.model):
+        raise ValueError(f"--model {FLAGS.model!r} does not exist; train a baseline "
+                         "with `tfautocompress-train` or pass a saved .keras file.")
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = keras.models.load_model(FLAGS.model)
+    splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                       data_dir=FLAGS.data_dir)
+    policy = (load_policy(FLAGS.policy) if FLAGS.policy else
+              uniform_policy(model, FLAGS.filter_fraction, FLAGS.column_fraction))
+    recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, FLAGS.lr),
+                    admm_epochs=FLAGS.admm_epochs, retrain_epochs=FLAGS.retrain_epochs,
+                    admm=_admm_kwargs(), verbose=2)
+    result = partial_prune(model, policy, recipe)
+    metrics = {
+        "model": FLAGS.model, "dataset": splits.name,
+        "policy": {name: s.get_config() for name, s in policy.items()},
+        "admm_epochs": FLAGS.admm_epochs, "retrain_epochs": FLAGS.retrain_epochs,
+        "baseline_test_accuracy": accuracy(model, splits.test),
+        "test_accuracy": accuracy(result.model, splits.test),
+        "val_accuracy": result.score,
+        "mask_sparsity": structured_sparsity({n: result.masks[n] for n in policy}, model),
+        "kernel_sparsity": structured_sparsity(kernels(result.model, policy), model),
+        "admm_res": [float(v) for v in result.history["admm"].get("admm_res", [])],
+    }
+    name = result.model.name
+    artifacts.save_model(result.model, os.path.join(FLAGS.output_dir, f"{name}.keras"))
+    with artifacts.atomic_path(os.path.join(FLAGS.output_dir, f"{name}_masks.npz"),
+                               suffix=".npz") as tmp:
+        np.savez(tmp, **result.masks)
+    artifacts.write_json(os.path.join(FLAGS.output_dir, f"{name}_admm.json"), metrics)
+    print(json.dumps({k: metrics[k] for k in ("baseline_test_accuracy", "test_accuracy",
+                                                "val_accuracy")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
