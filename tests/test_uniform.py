@@ -8,8 +8,8 @@ from tfautocompress.search.sa_oracle import InfeasibleTargetError
 
 def _space(scheme_set="filter"):
     specs = (P.LayerSpec("c1", "conv2d", 16, 27, 1024),
-             P.LayerSpec("c2", "conv2d", 32, 144, 256, 16, ((("c1",), 16, 9),)),
-             P.LayerSpec("c3", "conv2d", 64, 288, 64, 32, ((("c2",), 32, 9),)))
+             P.LayerSpec("c2", "conv2d", 32, 144, 256, 16, ((("c1",), 16, 1),)),
+             P.LayerSpec("c3", "conv2d", 64, 288, 64, 32, ((("c2",), 32, 1),)))
     return P.PolicySpace(specs, scheme_set=scheme_set, fixed_params=100, fixed_macs=1000)
 
 
