@@ -1,0 +1,325 @@
+"""The AutoCompress pipeline (Fig. 3, Algorithm 1): Phase I rounds, Phase II, compaction.
+
+    ac = AutoCompress(model, splits, "runs/compress", Config(max_rounds=4))
+    report = ac.run()
+
+Phase I round k: the enhanced SA (``search.EnhancedSAOracle`` + ``PruningTuner``)
+picks a policy reaching ~``round_ratio`` x the previous round's compression ratio;
+``callbacks.progressive.partial_prune`` runs ADMM -> hard prune -> masked retraining
+from the previous round. A round is kept if its validation accuracy stays within
+``max_accuracy_drop`` (percentage points) of the baseline's; the first round that
+breaks the bound is rejected and Phase I ends with the previous round. Phase I also
+ends at ``target_compression_ratio`` (objective ``params`` or ``macs``, counted on
+the CONV layers as the paper's tables), at ``max_rounds``, or when the target is
+infeasible. Phase II (``purification``) removes near-zero filters/columns and unused
+weights under the same bound; ``compact`` builds the smaller dense model; optionally
+it is exported to TFLite (fp32 / fp16), benchmarked and checked for the GPU delegate.
+
+Everything is saved under ``output_dir`` (``round_<k>/`` policy JSON, masks npz,
+model .keras, metrics JSON; ``purification/``; ``final/``) with ``state.json``, all
+atomically; a new ``AutoCompress`` on the same directory continues after the last
+finished step. Each step reseeds from ``Config.seed``, so a resumed run and an
+uninterrupted one take the same steps.
+"""
+import dataclasses
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfautocompress import artifacts, cost, policy as policy_lib
+from tfautocompress import purification, report as report_lib
+from tfautocompress._keras import check_model, keras
+from tfautocompress.baseline import accuracy, compile_for_training
+from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
+from tfautocompress.compact import apply_masks, compact
+from tfautocompress.schemes import Scheme
+from tfautocompress.search import sa_oracle, tuner as tuner_lib
+
+__all__ = ["Config", "AutoCompress"]
+
+_STATE = "state.json"
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings of one AutoCompress run (saved in ``state.json``).
+
+    ``max_accuracy_drop``: percentage points of validation accuracy the result may
+    lose against the baseline (1.0 = one point). ``target_compression_ratio``:
+    dense / kept (N x) on ``objective``; None = as far as the bound allows.
+    ``admm``: keyword arguments of ``callbacks.admm.ADMM`` (rho, rho_factor, ...).
+    """
+
+    objective: str = "params"
+    target_compression_ratio: float = None
+    max_accuracy_drop: float = 1.0
+    max_rounds: int = 5
+    round_ratio: float = 2.0
+    scheme_set: str = "filter+column"
+    max_fraction: float = 0.95
+    search_trials: int = 24
+    search_subset: int = None
+    admm_epochs: int = 4
+    retrain_epochs: int = 4
+    lr: float = 1e-3
+    admm: dict = dataclasses.field(default_factory=dict)
+    purification_trials: int = 12
+    purification_max_scale: float = 1.0
+    export_tflite: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        policy_lib.check_objective(self.objective)
+        if self.scheme_set not in policy_lib.SCHEME_SETS:
+            raise ValueError(f"scheme_set={self.scheme_set!r}; accepted: {policy_lib.SCHEME_SETS}.")
+        checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
+                  "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,
+                  "purification_trials": self.purification_trials >= 0,
+                  "max_accuracy_drop": 0 <= self.max_accuracy_drop <= 100,
+                  "round_ratio": self.round_ratio > 1, "lr": self.lr > 0,
+                  "target_compression_ratio": self.target_compression_ratio is None
+                  or self.target_compression_ratio > 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"Config.{name}={getattr(self, name)!r} is out of range: "
+                                 "rounds, trials and ADMM epochs >= 1, retrain epochs >= 0, "
+                                 "max_accuracy_drop in [0, 100] percentage points, "
+                                 "round_ratio and target_compression_ratio > 1, lr > 0.")
+
+
+class AutoCompress:
+    """Phase I rounds, Phase II purification and compaction of ``model`` (see module doc).
+
+    ``splits``: ``data.Splits`` (validation for search and bounds, test for reports).
+    ``tensorboard_dir``: per-round scalars and the ADMM/retraining epoch logs.
+    """
+
+    def __init__(self, model, splits, output_dir, config=None, tensorboard_dir=None, verbose=1):
+        self.model = check_model(model)
+        self.splits, self.output_dir = splits, os.fspath(output_dir)
+        self.config = config or Config()
+        self.verbose = verbose
+        self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
+        self._space = policy_lib.PolicySpace.from_model(model, self.config.scheme_set,
+                                                         self.config.max_fraction)
+        self._dense = cost.count(model)
+        path = os.path.join(self.output_dir, _STATE)
+        if os.path.exists(path):
+            self.state = artifacts.read_json(path)
+            if self.state["config"] != dataclasses.asdict(self.config):
+                raise ValueError(f"{path} was written with another configuration "
+                                 f"{self.state['config']}; rerun with the same settings to "
+                                 "resume, or choose a new output_dir.")
+        else:
+            self.state = {"config": dataclasses.asdict(self.config), "baseline": None,
+                          "rounds": [], "phase1_end": None, "purification": None, "final": None}
+
+    # ------------------------------------------------------------ helpers ---
+    def _save_state(self):
+        artifacts.write_json(os.path.join(self.output_dir, _STATE), self.state)
+
+    def _log(self, message):
+        if self.verbose:
+            print(f"[autocompress] {message}", flush=True)
+
+    def _metrics(self, model, masks, wall_s):
+        """Accuracies and ratios of ``model`` with ``masks`` against the dense model."""
+        counted = cost.count(model, masks) if masks else cost.count(model)
+        return {"val_accuracy": accuracy(model, self.splits.val),
+                "test_accuracy": accuracy(model, self.splits.test),
+                **self._dense.ratios(counted), "objective_ratio": self._ratio(counted),
+                "wall_s": float(wall_s)}
+
+    def _ratio(self, counted):
+        attr = "conv_params" if self.config.objective == "params" else "conv_macs"
+        return getattr(self._dense, attr) / max(getattr(counted, attr), 1)
+
+    def _floor(self):
+        return self.state["baseline"]["val_accuracy"] - self.config.max_accuracy_drop / 100.0
+
+    def _recipe(self):
+        return Recipe(self.splits.train, self.splits.val,
+                      lambda m: compile_for_training(m, self.config.lr),
+                      admm_epochs=self.config.admm_epochs,
+                      retrain_epochs=self.config.retrain_epochs, admm=dict(self.config.admm),
+                      verbose=2 if self.verbose else 0)
+
+    def _seed(self, step):
+        keras.utils.set_random_seed(self.config.seed * 1000 + step)
+
+    def _accepted(self):
+        return [r for r in self.state["rounds"] if r["accepted"]]
+
+    def _load_round(self, record):
+        folder = os.path.join(self.output_dir, record["dir"])
+        model = keras.models.load_model(os.path.join(folder, "model.keras"))
+        with np.load(os.path.join(folder, "masks.npz")) as stored:
+            masks = {k: stored[k] for k in stored.files}
+        schemes = {n: Scheme.from_config(c) for n, c in record["schemes"].items()}
+        return PartialModel(model, masks, schemes, record["val_accuracy"], {})
+
+    def _current(self):
+        """``(model, masks, partial or None)`` of the last accepted round (or the baseline)."""
+        accepted = self._accepted()
+        if not accepted:
+            return self.model, {}, None
+        partial = self._load_round(accepted[-1])
+        return partial.model, partial.masks, partial
+
+    # -------------------------------------------------------------- steps ---
+    def baseline(self):
+        """Accuracy and cost of the dense model (once)."""
+        if self.state["baseline"] is None:
+            self.state["baseline"] = dict(self._metrics(self.model, None, 0.0),
+                                          layers=report_lib.layer_summary(self.model, {}))
+            self._save_state()
+        return self.state["baseline"]
+
+    def next_round(self):
+        """Run the next Phase I round; False once Phase I is finished."""
+        self.baseline()
+        if self.state["phase1_end"] is not None:
+            return False
+        k = len(self.state["rounds"]) + 1
+        previous = self._accepted()[-1]["objective_ratio"] if self._accepted() else 1.0
+        if k > self.config.max_rounds:
+            return self._end_phase1(f"max_rounds={self.config.max_rounds} reached")
+        target = self.config.target_compression_ratio
+        if target is not None and previous >= target:
+            return self._end_phase1(f"target {target}x reached")
+        start = time.perf_counter()
+        self._seed(k)
+        model, _, partial = self._current()
+        folder = f"round_{k}"
+        try:
+            policy, searched = self._search(model, previous, target, folder, k)
+        except sa_oracle.InfeasibleTargetError as err:
+            return self._end_phase1(f"round {k}: {err}")
+        self._seed(k)
+        result = partial_prune(self.model, policy, self._recipe(), start=partial)
+        record = dict(self._metrics(result.model, result.masks, time.perf_counter() - start),
+                      round=k, dir=folder, accepted=result.score >= self._floor(),
+                      search_target_ratio=searched,
+                      schemes={n: s.get_config() for n, s in result.schemes.items()},
+                      layers=report_lib.layer_summary(self.model, result.masks))
+        self._save_round(folder, policy, result, record)
+        self._log(f"round {k}: {record['objective_ratio']:.2f}x {self.config.objective}, "
+                  f"val {record['val_accuracy']:.4f} (floor {self._floor():.4f}), "
+                  f"{'accepted' if record['accepted'] else 'rejected'}")
+        self._summaries(k, record, result.history)
+        self.state["rounds"].append(record)
+        self._save_state()
+        if not record["accepted"]:
+            return self._end_phase1(f"round {k} broke the accuracy bound")
+        return True
+
+    def _search(self, model, previous, target, folder, k):
+        cfg = self.config
+        kwargs = {}
+        if target is not None and previous * cfg.round_ratio * 1.05 >= target:
+            kwargs["target_compression_ratio"] = target
+        oracle = sa_oracle.EnhancedSAOracle(
+            self._space, cfg.objective, previous_compression_ratio=previous,
+            round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=cfg.seed + k,
+            **kwargs)
+        tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
+                                       directory=os.path.join(self.output_dir, folder),
+                                       project_name="search", overwrite=False)
+        self._log(f"round {k}: searching {oracle.target_compression_ratio:.2f}x "
+                  f"({cfg.objective}) with {oracle.max_trials} trials")
+        tuner.search(verbose=0)
+        return tuner.best_policy(), float(oracle.target_compression_ratio)
+
+    def _save_round(self, folder, policy, result, record):
+        path = os.path.join(self.output_dir, folder)
+        policy.save(os.path.join(path, "policy.json"))
+        _save_masks(os.path.join(path, "masks.npz"), result.masks)
+        artifacts.save_model(result.model, os.path.join(path, "model.keras"))
+        artifacts.write_json(os.path.join(path, "metrics.json"), record)
+
+    def _end_phase1(self, reason):
+        self.state["phase1_end"] = reason
+        self._save_state()
+        self._log(f"Phase I ends: {reason}")
+        return False
+
+    def purify(self):
+        """Phase II on the last accepted round (once)."""
+        if self.state["purification"] is None:
+            start = time.perf_counter()
+            self._seed(100)
+            model, masks, _ = self._current()
+            scales = {}
+            if masks and self.config.purification_trials:
+                masks, scales, _ = purification.search_thresholds(
+                    model, masks, self.splits.val, self._floor(),
+                    objective=self.config.objective, max_trials=self.config.purification_trials,
+                    max_scale=self.config.purification_max_scale, seed=self.config.seed,
+                    directory=self.output_dir, project_name="purification")
+            elif masks:
+                masks = purification.remove_unused(model, masks)
+            path = os.path.join(self.output_dir, "purification")
+            _save_masks(os.path.join(path, "masks.npz"), masks)
+            record = dict(self._metrics(apply_masks(model, masks), masks,
+                                        time.perf_counter() - start),
+                          scales={n: list(s) for n, s in scales.items()},
+                          layers=report_lib.layer_summary(self.model, masks))
+            artifacts.write_json(os.path.join(path, "metrics.json"), record)
+            self.state["purification"] = record
+            self._save_state()
+            self._log(f"purification: {record['objective_ratio']:.2f}x, "
+                      f"val {record['val_accuracy']:.4f}")
+        return self.state["purification"]
+
+    def finish(self):
+        """Compaction (and TFLite export) of the purified model (once)."""
+        if self.state["final"] is None:
+            start = time.perf_counter()
+            model, _, _ = self._current()
+            with np.load(os.path.join(self.output_dir, "purification", "masks.npz")) as stored:
+                masks = {k: stored[k] for k in stored.files}
+            small, small_masks = compact(model, masks, return_masks=True)
+            path = os.path.join(self.output_dir, "final")
+            artifacts.save_model(small, os.path.join(path, "compact.keras"))
+            _save_masks(os.path.join(path, "masks.npz"), small_masks)
+            record = self._metrics(small, small_masks, 0.0)
+            x = next(iter(self.splits.val))[0]
+            record["max_abs_diff_vs_masked"] = float(np.max(np.abs(
+                small(x, training=False) - apply_masks(model, masks)(x, training=False))))
+            record["compact_params"] = cost.count(small).params
+            if self.config.export_tflite:
+                record["tflite"] = report_lib.tflite_figures(self.model, small, path,
+                                                             self.splits.val)
+            record["wall_s"] = time.perf_counter() - start
+            self.state["final"] = record
+            self._save_state()
+        return self.state["final"]
+
+    def run(self):
+        """All steps; returns the report dict (also written as report.json/.md/.png)."""
+        self.baseline()
+        for _ in range(self.config.max_rounds + 1):
+            if not self.next_round():
+                break
+        self.purify()
+        self.finish()
+        return report_lib.write(self.output_dir, self.state)
+
+    def _summaries(self, k, record, history):
+        if self._writer is None:
+            return
+        with self._writer.as_default():
+            for key in ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio"):
+                tf.summary.scalar(f"round/{key}", record[key], step=k)
+            for phase, logs in history.items():
+                for key, values in logs.items():
+                    for epoch, value in enumerate(values):
+                        tf.summary.scalar(f"round_{k}/{phase}/{key}", value, step=epoch)
+        self._writer.flush()
+
+
+def _save_masks(path, masks):
+    with artifacts.atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **{k: np.asarray(v) for k, v in masks.items()})

@@ -1,0 +1,194 @@
+"""AutoCompress reports: ``report.json``, ``report.md`` and PNG plots, written atomically.
+
+``write(output_dir, state)`` turns a pipeline state (``pipeline.AutoCompress.state``)
+into ``report.json`` with top-level ``baseline``, ``rounds`` (a list) and ``final``,
+each with ``val_accuracy``, ``test_accuracy``, ``conv_params_ratio``,
+``conv_macs_ratio``, ``params_ratio``, ``macs_ratio``, ``wall_s`` and per-layer
+kept fractions (``layers``) with the filter/column ``scheme_split``; ``final`` has
+the TFLite figures when they were measured. Ratios are dense / kept (N x);
+accuracies are fractions in [0, 1].
+"""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfautocompress import artifacts, graph as graph_lib, schemes as schemes_lib  # noqa: E402
+
+__all__ = ["layer_summary", "scheme_split", "tflite_figures", "build", "write"]
+
+KEYS = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
+        "params_ratio", "macs_ratio", "wall_s")
+
+
+def layer_summary(model, masks):
+    """``{layer: {"kept", "filters_removed", "columns_removed", "params"}}`` for every
+    CONV/Dense kernel: kept share of its kernel and shares of all-zero filters and
+    columns, after closing ``masks`` over the channel graph."""
+    closed = graph_lib.close_masks(model, masks) if masks else {}
+    summary = {}
+    for layer in model.layers:
+        try:
+            kind = schemes_lib.kernel_kind(layer)
+        except TypeError:
+            continue
+        shape = tuple(getattr(layer, "depthwise_kernel" if kind == "depthwise" else "kernel").shape)
+        mask = np.asarray(closed.get(layer.name, np.ones(shape, np.float32)))
+        gemm = schemes_lib.gemm_view(mask, kind) != 0
+        summary[layer.name] = {"kept": float(mask.mean()), "params": int(mask.size),
+                               "filters_removed": float(np.mean(~gemm.any(axis=0))),
+                               "columns_removed": float(np.mean(~gemm.any(axis=1)))}
+    return summary
+
+
+def scheme_split(layers):
+    """Shares of the removed kernel weights that whole filters vs. columns account for."""
+    by_filter = sum(v["params"] * v["filters_removed"] for v in layers.values())
+    removed = sum(v["params"] * (1.0 - v["kept"]) for v in layers.values())
+    if removed <= 0:
+        return {"filter": 0.0, "column": 0.0}
+    share = min(1.0, by_filter / removed)
+    return {"filter": share, "column": 1.0 - share}
+
+
+def tflite_figures(dense_model, compact_model, folder, data, runs=30):
+    """Sizes, host latency, GPU-delegate compatibility and equivalence of the dense
+    model (fp32) and the compact one (fp32, fp16), exported under ``folder``."""
+    from tfautocompress.tflite_tools import benchmark, export, gpu
+
+    sample = data.take(2)
+    figures = {}
+    for key, model, mode in (("baseline_fp32", dense_model, "float32"),
+                             ("compact_fp32", compact_model, "float32"),
+                             ("compact_fp16", compact_model, "float16")):
+        path = os.path.join(folder, f"{key}.tflite")
+        info = export.export(model, path, mode)
+        timing = benchmark.benchmark(path, threads=1, warmup=3, runs=runs)
+        compatibility = gpu.gpu_compatibility(path)
+        figures[key] = {"path": path, "size_bytes": info["size_bytes"],
+                        "latency_ms": timing["latency_ms"]["mean"],
+                        "gpu_compatible": compatibility.compatible,
+                        "gpu_incompatible_ops": compatibility.incompatible_ops,
+                        "equivalence": benchmark.check_equivalence(model, path, sample)}
+    base, small = figures["baseline_fp32"], figures["compact_fp32"]
+    figures["size_ratio"] = base["size_bytes"] / small["size_bytes"]
+    figures["host_speedup"] = base["latency_ms"] / small["latency_ms"]
+    return figures
+
+
+def _entry(record):
+    entry = {key: record.get(key) for key in KEYS}
+    entry["layers"] = record.get("layers", {})
+    entry["scheme_split"] = scheme_split(entry["layers"])
+    return entry
+
+
+def build(state):
+    """The report dict from a pipeline state."""
+    rounds = []
+    for record in state["rounds"]:
+        entry = _entry(record)
+        entry.update(round=record["round"], accepted=record["accepted"],
+                     search_target_ratio=record.get("search_target_ratio"),
+                     schemes=record.get("schemes", {}))
+        rounds.append(entry)
+    final = _entry(state["final"])
+    final["layers"] = state["purification"]["layers"]
+    final["scheme_split"] = scheme_split(final["layers"])
+    final["purification"] = {k: state["purification"][k] for k in KEYS + ("scales",)}
+    for key in ("tflite", "max_abs_diff_vs_masked", "compact_params"):
+        if key in state["final"]:
+            final[key] = state["final"][key]
+    final["wall_s"] = (sum(r["wall_s"] for r in rounds) + state["purification"]["wall_s"]
+                       + state["final"]["wall_s"])
+    return {"baseline": _entry(state["baseline"]), "rounds": rounds, "final": final,
+            "phase1_end": state.get("phase1_end"), "config": state.get("config")}
+
+
+def _markdown(report):
+    lines = ["# AutoCompress report", "",
+             "Ratios are dense / kept (N x) over CONV layers; accuracies in %.", "",
+             "| step | val acc | test acc | CONV params | CONV MACs | filter / column share | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    steps = [("baseline", report["baseline"])]
+    steps += [(f"round {r['round']}{'' if r['accepted'] else ' (rejected)'}", r)
+              for r in report["rounds"]]
+    steps.append(("final (purified, compact)", report["final"]))
+    for name, e in steps:
+        split = e["scheme_split"]
+        lines.append(f"| {name} | {100 * e['val_accuracy']:.2f} | {100 * e['test_accuracy']:.2f} "
+                     f"| {e['conv_params_ratio']:.2f}x | {e['conv_macs_ratio']:.2f}x "
+                     f"| {split['filter']:.2f} / {split['column']:.2f} | {e['wall_s']:.1f} |")
+    lines += ["", f"Phase I ended: {report.get('phase1_end')}", "",
+              "## Per-layer kept fraction (filters removed / columns removed)", ""]
+    names = list(report["baseline"]["layers"])
+    header = [name for name, _ in steps[1:]]
+    lines += ["| layer | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for layer in names:
+        cells = []
+        for _, e in steps[1:]:
+            v = e["layers"].get(layer, {"kept": 1.0, "filters_removed": 0.0, "columns_removed": 0.0})
+            cells.append(f"{v['kept']:.3f} ({v['filters_removed']:.2f} / {v['columns_removed']:.2f})")
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    tflite = report["final"].get("tflite")
+    if tflite:
+        lines += ["", "## TFLite (host, 1 thread)", "",
+                  "| model | size KB | latency ms | GPU delegate | matches Keras |", "|---|---|---|---|---|"]
+        for key in ("baseline_fp32", "compact_fp32", "compact_fp16"):
+            t = tflite[key]
+            lines.append(f"| {key} | {t['size_bytes'] / 1024:.1f} | {t['latency_ms']:.3f} | "
+                         f"{'yes' if t['gpu_compatible'] else ', '.join(t['gpu_incompatible_ops'])} "
+                         f"| {t['equivalence']['passed']} |")
+        lines.append(f"\nsize ratio {tflite['size_ratio']:.2f}x, host speedup "
+                     f"{tflite['host_speedup']:.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+def _save_figure(figure, path):
+    with artifacts.atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _plot_layers(report, path):
+    steps = [(f"round {r['round']}", r) for r in report["rounds"] if r["accepted"]]
+    steps.append(("final", report["final"]))
+    names = list(report["baseline"]["layers"])
+    figure, axis = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
+    width = 0.8 / len(steps)
+    for i, (label, e) in enumerate(steps):
+        pruned = [1.0 - e["layers"].get(n, {"kept": 1.0})["kept"] for n in names]
+        axis.bar(np.arange(len(names)) + i * width, pruned, width, label=label)
+    axis.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=60, ha="right")
+    axis.set_ylabel("pruned fraction of the kernel")
+    axis.set_ylim(0, 1)
+    axis.legend()
+    _save_figure(figure, path)
+
+
+def _plot_accuracy(report, path):
+    figure, axis = plt.subplots(figsize=(6, 4))
+    steps = [report["baseline"]] + report["rounds"] + [report["final"]]
+    for key in ("val_accuracy", "test_accuracy"):
+        axis.plot([e["conv_params_ratio"] for e in steps], [100 * e[key] for e in steps],
+                  "o-", label=key.replace("_", " "))
+    axis.set_xscale("log")
+    axis.set_xlabel("CONV params ratio (dense / kept, x)")
+    axis.set_ylabel("accuracy (%)")
+    axis.legend()
+    _save_figure(figure, path)
+
+
+def write(output_dir, state):
+    """Write report.json, report.md, layers.png and accuracy.png; return the report."""
+    report = build(state)
+    artifacts.write_json(os.path.join(output_dir, "report.json"), report)
+    with artifacts.atomic_path(os.path.join(output_dir, "report.md")) as tmp, \
+            open(tmp, "w", encoding="utf-8") as f:
+        f.write(_markdown(report))
+    _plot_layers(report, os.path.join(output_dir, "layers.png"))
+    _plot_accuracy(report, os.path.join(output_dir, "accuracy.png"))
+    return report
