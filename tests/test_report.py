@@ -1,0 +1,63 @@
+"""report: layer summaries, scheme split, report.json keys, Markdown and plots."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+from tfautocompress import report
+from tfautocompress._keras import keras
+
+
+def _model():
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, name="c1")(inputs)
+    x = keras.layers.Conv2D(6, 3, name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+
+
+def test_layer_summary_counts_closed_filters_and_columns():
+    model = _model()
+    mask = np.ones((3, 3, 2, 4), np.float32)
+    mask[..., 0] = 0.0  # one filter of c1 -> c2 loses input channel 0 (9 of 36 columns)
+    summary = report.layer_summary(model, {"c1": mask})
+    assert summary["c1"] == {"kept": 0.75, "params": 72, "filters_removed": 0.25,
+                             "columns_removed": 0.0}
+    assert summary["c2"]["columns_removed"] == pytest.approx(0.25)
+    assert summary["c2"]["kept"] == pytest.approx(0.75)
+    assert summary["out"]["kept"] == 1.0
+    split = report.scheme_split(summary)
+    assert split["filter"] == pytest.approx(18 / (18 + 54))  # c1's filter vs c2's columns
+    assert split["filter"] + split["column"] == pytest.approx(1.0)
+
+
+def _record(val, ratio, layers):
+    return {"val_accuracy": val, "test_accuracy": val - 0.01, "conv_params_ratio": ratio,
+            "conv_macs_ratio": ratio / 2, "params_ratio": ratio / 3, "macs_ratio": ratio / 4,
+            "objective_ratio": ratio, "wall_s": 1.5, "layers": layers}
+
+
+def test_write_produces_keys_markdown_and_plots(tmp_path):
+    layers = report.layer_summary(_model(), {})
+    half = {n: dict(v, kept=0.5, filters_removed=0.5) for n, v in layers.items()}
+    state = {"config": {"objective": "params"}, "baseline": _record(0.98, 1.0, layers),
+             "rounds": [dict(_record(0.97, 2.0, half), round=1, accepted=True, schemes={}),
+                        dict(_record(0.80, 4.0, half), round=2, accepted=False, schemes={})],
+             "phase1_end": "round 2 broke the accuracy bound",
+             "purification": dict(_record(0.97, 2.5, half), scales={"c1": [0.1, 0.2]}),
+             "final": dict(_record(0.97, 2.5, {}), max_abs_diff_vs_masked=0.0)}
+    result = report.write(str(tmp_path), state)
+    assert set(result) >= {"baseline", "rounds", "final"}
+    assert isinstance(result["rounds"], list) and len(result["rounds"]) == 2
+    for entry in [result["baseline"], result["final"], *result["rounds"]]:
+        assert set(entry) >= set(report.KEYS) | {"layers", "scheme_split"}
+    assert result["final"]["layers"] == half
+    assert result["final"]["wall_s"] == pytest.approx(1.5 * 4)
+    md = (tmp_path / "report.md").read_text()
+    assert "round 2 (rejected)" in md and "| c1 |" in md and "2.50x" in md
+    for name in ("report.json", "layers.png", "accuracy.png"):
+        content = (tmp_path / name).read_bytes()
+        assert content[:4] in (b"\x89PNG", b"{\n  ")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]

@@ -1,0 +1,128 @@
+"""``tfautocompress-compress``: the whole AutoCompress job (Phase I, Phase II, compaction).
+
+With no flags it trains (or loads ``runs/baseline/digits_vgg.keras``) the digits
+baseline and compresses it into ``runs/compress``; rerunning the same command
+resumes after the last finished step. ``--max_accuracy_drop`` is in percentage
+points of validation accuracy (1.0 = one point; the report shows test accuracy too).
+"""
+import json
+import os
+
+from absl import app, flags
+
+from tfautocompress.cli import DEFAULT_BASELINE_DIR
+
+FLAGS = flags.FLAGS
+_SCHEMES = ("filter", "filter+column", "irregular")
+
+
+def define_flags(**defaults):
+    """Define the flags (once per process); ``defaults`` override their defaults."""
+    if "objective" not in FLAGS:
+        _define()
+    for name, value in defaults.items():
+        FLAGS.set_default(name, value)
+
+
+def _define():
+    flags.DEFINE_string("model", "digits_vgg", "A saved .keras file or a zoo model name; a "
+                        "zoo model is loaded from --baseline_dir or trained there first.")
+    flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load).")
+    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
+    flags.DEFINE_string("baseline_dir", DEFAULT_BASELINE_DIR, "Where zoo baselines live.")
+    flags.DEFINE_integer("baseline_epochs", 20, "Epochs to train a missing zoo baseline.",
+                         lower_bound=1)
+    flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0.0)
+    flags.DEFINE_enum("objective", "params", ["params", "macs"],
+                      "What the compression ratio counts (CONV layers).")
+    flags.DEFINE_float("target_ratio", None, "Stop Phase I at this compression ratio "
+                       "(dense / kept, N x); default: as far as the accuracy bound allows.")
+    flags.DEFINE_float("max_accuracy_drop", 1.0, "Allowed validation-accuracy loss in "
+                       "percentage points vs. the baseline.", lower_bound=0.0, upper_bound=100.0)
+    flags.DEFINE_integer("rounds", 5, "Maximum Phase I rounds.", lower_bound=1)
+    flags.DEFINE_float("round_ratio", 2.0, "Each round's target / the previous round's.")
+    flags.DEFINE_integer("admm_epochs", 4, "ADMM epochs per round.", lower_bound=1)
+    flags.DEFINE_integer("retrain_epochs", 4, "Masked-retraining epochs per round.",
+                         lower_bound=0)
+    flags.DEFINE_integer("steps_per_epoch", None, "Cap on training steps per epoch "
+                         "(and on validation/test batches) of the pipeline.", lower_bound=1)
+    flags.DEFINE_float("rho", None, "Initial ADMM rho (default: the ADMM callback's).")
+    flags.DEFINE_integer("search_trials", 24, "Fast-evaluation trials per round.",
+                         lower_bound=1)
+    flags.DEFINE_integer("purification_trials", 12, "Trials of the threshold search.",
+                         lower_bound=0)
+    flags.DEFINE_enum("schemes", "filter+column", list(_SCHEMES), "Structured pruning schemes.")
+    flags.DEFINE_string("output_dir", "runs/compress", "Where rounds, models and reports go.")
+    flags.DEFINE_integer("seed", 0, "Seed of data split, search and training.")
+    flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log folder.")
+    flags.DEFINE_boolean("export_tflite", True, "Export, benchmark and GPU-check the result.")
+    flags.register_validator("target_ratio", lambda v: v is None or v > 1.0,
+                             "--target_ratio must be > 1 (dense / kept).")
+    flags.register_validator("round_ratio", lambda v: v > 1.0, "--round_ratio must be > 1.")
+
+
+def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed):
+    """A .keras file, or a zoo baseline loaded from / trained into ``baseline_dir``."""
+    from tfautocompress import zoo
+    from tfautocompress._keras import keras
+    from tfautocompress.baseline import train_baseline
+
+    if spec.endswith(".keras"):
+        if not os.path.exists(spec):
+            raise ValueError(f"--model {spec!r} does not exist; give a saved .keras file "
+                             f"or a zoo name ({', '.join(sorted(zoo.MODELS))}).")
+        return keras.models.load_model(spec)
+    if spec not in zoo.MODELS:
+        raise ValueError(f"--model {spec!r} is neither a .keras file nor a zoo model; "
+                         f"the zoo has: {', '.join(sorted(zoo.MODELS))}.")
+    path = os.path.join(baseline_dir, f"{spec}.keras")
+    if os.path.exists(path):
+        return keras.models.load_model(path)
+    model, _ = train_baseline(spec, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
+                              seed=seed, output_dir=baseline_dir, data_dir=data_dir, verbose=2)
+    return model
+
+
+def main():
+    """Console-script entry point."""
+    define_flags()
+    app.run(run)
+
+
+def run(argv):
+    """The job on parsed flags (``app.run`` target)."""
+    del argv
+    import dataclasses
+
+    from tfautocompress import data
+    from tfautocompress.pipeline import AutoCompress, Config
+
+    f = FLAGS
+    model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
+                       f.batch_size, f.lr, f.seed)
+    shape = model.input_shape
+    splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
+                       image_size=tuple(shape[1:3]), channels=shape[-1],
+                       augment=f.dataset not in ("digits", "mnist", "fashion_mnist"))
+    if f.steps_per_epoch:
+        splits = dataclasses.replace(splits, **{k: getattr(splits, k).take(f.steps_per_epoch)
+                                                for k in ("train", "val", "test")})
+    config = Config(objective=f.objective, target_compression_ratio=f.target_ratio,
+                    max_accuracy_drop=f.max_accuracy_drop, max_rounds=f.rounds,
+                    round_ratio=f.round_ratio, scheme_set=f.schemes,
+                    search_trials=f.search_trials, admm_epochs=f.admm_epochs,
+                    retrain_epochs=f.retrain_epochs, lr=f.lr,
+                    admm={} if f.rho is None else {"rho": f.rho},
+                    purification_trials=f.purification_trials,
+                    export_tflite=f.export_tflite, seed=f.seed)
+    report = AutoCompress(model, splits, f.output_dir, config,
+                          tensorboard_dir=f.tensorboard_dir).run()
+    keys = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio", "wall_s")
+    print(json.dumps({step: {k: report[step][k] for k in keys}
+                      for step in ("baseline", "final")}, indent=2))
+    print(f"report: {os.path.join(f.output_dir, 'report.md')}")
+
+
+if __name__ == "__main__":
+    main()
