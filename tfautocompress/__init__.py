@@ -9,12 +9,13 @@ from tfautocompress._keras import check_model
 from tfautocompress.compact import apply_masks, compact
 from tfautocompress.cost import count
 from tfautocompress.graph import analyze, close_masks
-from tfautocompress.policy import PolicySpace, PruningPolicy
+from tfautocompress.masks import magnitude_masks
+from tfautocompress.policy import LayerAction, PolicySpace, PruningPolicy
 from tfautocompress.schemes import Channel, Column, Combined, Filter, Irregular
 from tfautocompress.wrappers import StructuredPruneLowMagnitude, prune_structured
 
 __all__ = [
     "check_model", "count", "analyze", "close_masks", "compact", "apply_masks",
     "Irregular", "Filter", "Channel", "Column", "Combined",
-    "PolicySpace", "PruningPolicy", "StructuredPruneLowMagnitude", "prune_structured",
+    "LayerAction", "PolicySpace", "PruningPolicy", "magnitude_masks", "StructuredPruneLowMagnitude", "prune_structured",
 ]
