@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from tfautocompress import artifacts, cost, policy as policy_lib
 from tfautocompress import purification, report as report_lib
@@ -140,8 +141,13 @@ class AutoCompress:
         return self.state["baseline"]["val_accuracy"] - self.config.max_accuracy_drop / 100.0
 
     def _recipe(self):
+        """Adam with a cosine decay over each phase: the last epoch's weights are
+        settled, so a round's accuracy does not hinge on a noisy final step."""
+        batches = int(self.splits.train.cardinality())
+        epochs = max(self.config.admm_epochs, self.config.retrain_epochs)
+        decay = epochs * batches if batches > 0 else None
         return Recipe(self.splits.train, self.splits.val,
-                      lambda m: compile_for_training(m, self.config.lr),
+                      lambda m: compile_for_training(m, self.config.lr, decay_steps=decay),
                       admm_epochs=self.config.admm_epochs,
                       retrain_epochs=self.config.retrain_epochs, admm=dict(self.config.admm),
                       verbose=2 if self.verbose else 0)
@@ -312,12 +318,20 @@ class AutoCompress:
             return
         with self._writer.as_default():
             for key in ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio"):
-                tf.summary.scalar(f"round/{key}", record[key], step=k)
+                _scalar(f"round/{key}", record[key], k)
             for phase, logs in history.items():
                 for key, values in logs.items():
                     for epoch, value in enumerate(values):
-                        tf.summary.scalar(f"round_{k}/{phase}/{key}", value, step=epoch)
+                        _scalar(f"round_{k}/{phase}/{key}", value, epoch)
         self._writer.flush()
+
+
+def _scalar(tag, value, step):
+    """A TensorBoard scalar without the tensorboard package (``tf.summary.scalar`` needs it)."""
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR)
+    tf.summary.write(tag, tf.constant(float(value)), step=step, metadata=metadata.SerializeToString())
 
 
 def _save_masks(path, masks):

@@ -1,0 +1,80 @@
+"""AutoCompress end to end on digits with tiny budgets: artifacts, report, resume, compaction."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tfautocompress import artifacts, data, zoo
+from tfautocompress._keras import keras
+from tfautocompress.baseline import compile_for_training
+from tfautocompress.compact import apply_masks
+from tfautocompress.pipeline import AutoCompress, Config
+
+TINY = Config(max_rounds=2, admm_epochs=1, retrain_epochs=1, search_trials=2,
+              purification_trials=2, max_accuracy_drop=100.0, export_tflite=True, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    splits = data.load("digits", batch_size=64)
+    splits = dataclasses.replace(splits, train=splits.train.take(8))
+    model = zoo.build("digits_vgg", splits.input_shape, splits.num_classes)
+    compile_for_training(model, 2e-3)
+    model.fit(splits.train, epochs=2, verbose=0)
+    return model, splits
+
+
+def test_pipeline_runs_resumes_and_reports(trained, tmp_path):
+    model, splits = trained
+    out = str(tmp_path)
+    first = AutoCompress(model, splits, out, TINY, tensorboard_dir=str(tmp_path / "tb"), verbose=0)
+    assert first.next_round()  # round 1 only, as if killed after it
+    round_1 = tmp_path / "round_1"
+    for name in ("policy.json", "masks.npz", "model.keras", "metrics.json"):
+        assert (round_1 / name).exists()
+    stamp = os.path.getmtime(round_1 / "metrics.json")
+    with pytest.raises(ValueError, match="another configuration"):
+        AutoCompress(model, splits, out, dataclasses.replace(TINY, seed=2))
+
+    report = AutoCompress(model, splits, out, TINY, verbose=0).run()  # continues
+    assert os.path.getmtime(round_1 / "metrics.json") == stamp  # round 1 was not redone
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    assert report["rounds"][1]["conv_params_ratio"] > report["rounds"][0]["conv_params_ratio"] > 1.5
+    for entry in [report["baseline"], report["final"], *report["rounds"]]:
+        for key in ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
+                    "params_ratio", "macs_ratio", "wall_s", "layers", "scheme_split"):
+            assert key in entry
+    assert report["final"]["conv_params_ratio"] >= report["rounds"][1]["conv_params_ratio"] * 0.999
+    tflite = report["final"]["tflite"]
+    assert tflite["compact_fp32"]["size_bytes"] < tflite["baseline_fp32"]["size_bytes"]
+    assert tflite["compact_fp32"]["equivalence"]["passed"]
+    assert tflite["compact_fp16"]["gpu_compatible"] in (True, False)
+    for name in ("state.json", "report.json", "report.md", "layers.png", "accuracy.png",
+                 "purification/masks.npz", "final/compact.keras", "final/compact_fp16.tflite"):
+        assert (tmp_path / name).exists(), name
+    assert os.listdir(tmp_path / "tb")
+    assert artifacts.read_json(tmp_path / "report.json")["final"] == report["final"]
+
+    # The compact model computes what the last round's model computes with the purified masks.
+    compact = keras.models.load_model(tmp_path / "final" / "compact.keras")
+    pruned = keras.models.load_model(round_1.parent / "round_2" / "model.keras")
+    with np.load(tmp_path / "purification" / "masks.npz") as stored:
+        masks = {k: stored[k] for k in stored.files}
+    x = next(iter(splits.test))[0]
+    np.testing.assert_allclose(compact(x), apply_masks(pruned, masks)(x), atol=1e-4)
+    assert compact.count_params() < model.count_params()
+    assert AutoCompress(model, splits, out, TINY, verbose=0).run() == report  # all done: no work
+
+
+def test_config_errors_name_the_setting():
+    with pytest.raises(ValueError, match="max_rounds"):
+        Config(max_rounds=0)
+    with pytest.raises(ValueError, match="objective"):
+        Config(objective="flops")
+    with pytest.raises(ValueError, match="scheme_set"):
+        Config(scheme_set="channel")
