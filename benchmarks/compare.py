@@ -1,0 +1,321 @@
+"""Side-by-side comparison of layer schedules and pruning baselines (AutoCompress Table 1).
+
+Every structured method finds a filter (or filter+column) policy reaching the same
+CONV compression ratio, then goes through the same ADMM -> hard prune -> masked
+retraining (``callbacks.progressive.partial_prune``, equal epochs); searched
+methods get the same trial budget on the same fast evaluation (``PruningTuner``:
+validation accuracy after magnitude pruning):
+
+  uniform, deeper     hand-crafted schedules (``search.uniform``), no search
+  amc                 DDPG agent, resource-constrained protocol (``search.amc``)
+  lcp                 layer-compensated global ranking (``search.lcp``)
+  autocompress        enhanced SA (``search.sa_oracle``), filter only and filter+column
+  tfmot_magnitude     TF-MOT non-structured magnitude pruning, same epochs
+  scratch             AutoCompress filter structure re-initialised, same total epochs
+
+AutoCompress here is one round of the enhanced SA straight to the target (the
+pipeline's multi-round run would spend several times the epochs of the others).
+Rows: test accuracy, CONV params / MACs ratios (dense / kept, ``cost.count``),
+host TFLite fp32 latency of the compacted model (1 thread) and search wall time.
+
+    python benchmarks/compare.py --quick --output /tmp/compare.json
+"""
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar.")
+flags.DEFINE_string("dataset", "digits", "data set: digits (offline) or cifar10 (needs --data_dir).")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder for cifar10.")
+flags.DEFINE_string("objective", "params", "params or macs: what the target ratio counts.")
+flags.DEFINE_float("target", 4.0, "target CONV compression ratio (dense / kept, N x).")
+flags.DEFINE_integer("baseline_epochs", 30, "epochs of the dense model.")
+flags.DEFINE_integer("admm_epochs", 8, "ADMM epochs per method.")
+flags.DEFINE_integer("retrain_epochs", 8, "masked retraining epochs per method.")
+flags.DEFINE_integer("trials", 60, "search trials per searched method.")
+flags.DEFINE_integer("search_subset", None, "validation examples per trial (all if unset).")
+flags.DEFINE_string("lcp_metric", "l2", "LcP filter metric: l1, l2 or taylor.")
+flags.DEFINE_integer("batch_size", 32, "batch size.")
+flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("latency_runs", 50, "TFLite timed runs per model.")
+flags.DEFINE_list("methods", ["uniform", "deeper", "amc", "lcp", "autocompress_filter",
+                              "autocompress_combined", "tfmot_magnitude", "scratch"],
+                  "methods to run (scratch needs autocompress_filter).")
+flags.DEFINE_bool("quick", False, "tiny budget (minutes): 15 baseline, 1+1 pruning epochs, "
+                  "16 trials, 15 latency runs.")
+flags.DEFINE_string("workdir", "/tmp/tfac_compare", "folder for search state and .tflite files.")
+flags.DEFINE_string("output", None, "JSON file for the rows and RESULT figures.")
+flags.DEFINE_integer("seed", 0, "seed of data, training and searches.")
+
+
+def _budget():
+    if FLAGS.quick:
+        return dict(baseline_epochs=15, admm_epochs=1, retrain_epochs=1, trials=16,
+                    latency_runs=15)
+    return dict(baseline_epochs=FLAGS.baseline_epochs, admm_epochs=FLAGS.admm_epochs,
+                retrain_epochs=FLAGS.retrain_epochs, trials=FLAGS.trials,
+                latency_runs=FLAGS.latency_runs)
+
+
+class Bench:
+    """Shared state of one comparison: data, dense model, recipe, measurements."""
+
+    def __init__(self, budget):
+        from tfautocompress import cost, data, zoo
+        from tfautocompress._keras import keras
+        from tfautocompress.baseline import accuracy, compile_for_training
+        from tfautocompress.callbacks.progressive import Recipe
+
+        self.budget = budget
+        keras.utils.set_random_seed(FLAGS.seed)
+        self.splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                                data_dir=FLAGS.data_dir, augment=FLAGS.dataset == "cifar10")
+        self.compile_fn = lambda m: compile_for_training(m, FLAGS.lr)
+        self.model = zoo.build(FLAGS.model, input_shape=self.splits.input_shape,
+                               num_classes=self.splits.num_classes)
+        start = time.perf_counter()
+        compile_for_training(self.model, FLAGS.lr,
+                             decay_steps=budget["baseline_epochs"] * int(
+                                 self.splits.train.cardinality()))
+        self.model.fit(self.splits.train, epochs=budget["baseline_epochs"], verbose=0)
+        self.baseline_s = time.perf_counter() - start
+        self.dense = cost.count(self.model)
+        self.val_accuracy = accuracy(self.model, self.splits.val)
+        self.recipe = Recipe(self.splits.train, self.splits.val, self.compile_fn,
+                             admm_epochs=budget["admm_epochs"],
+                             retrain_epochs=budget["retrain_epochs"])
+        self.rows, self.structures = [], {}
+
+    def space(self, scheme_set):
+        from tfautocompress import policy as policy_lib
+        return policy_lib.PolicySpace.from_model(self.model, scheme_set, max_fraction=0.95)
+
+    def tuner(self, oracle, name):
+        from tfautocompress.search.tuner import PruningTuner
+        return PruningTuner(oracle, self.model, self.splits.val, subset_size=FLAGS.search_subset,
+                            directory=os.path.join(FLAGS.workdir, "search"), project_name=name,
+                            overwrite=True)
+
+    def measure(self, method, model, masks, search_s, policy=None, compactable=True, note=""):
+        from tfautocompress import cost
+        from tfautocompress.baseline import accuracy
+        from tfautocompress.compact import compact
+        from tfautocompress.tflite_tools import benchmark, export
+
+        ratios = self.dense.ratios(cost.count(model, masks or None))
+        small = compact(model, masks) if (compactable and masks) else model
+        path = os.path.join(FLAGS.workdir, f"{method}.tflite")
+        export.export(small, path, "float32")
+        timing = benchmark.benchmark(path, threads=1, warmup=3, runs=self.budget["latency_runs"])
+        row = {"method": method, "test_accuracy": accuracy(model, self.splits.test),
+               "val_accuracy": accuracy(model, self.splits.val),
+               "conv_params_ratio": ratios["conv_params_ratio"],
+               "conv_macs_ratio": ratios["conv_macs_ratio"],
+               "latency_ms": timing["latency_ms"]["mean"], "search_s": float(search_s),
+               "note": note}
+        if policy is not None:
+            row["policy"] = {n: round(a.fraction, 4) for n, a in policy.actions.items()}
+        self.rows.append(row)
+        print(f"  {method:<24} test {row['test_accuracy']:.4f}  CONV params "
+              f"{row['conv_params_ratio']:.2f}x  MACs {row['conv_macs_ratio']:.2f}x  "
+              f"{row['latency_ms']:.3f} ms  search {search_s:.1f} s", flush=True)
+        return row
+
+    def prune(self, method, policy, search_s, note=""):
+        from tfautocompress.callbacks.progressive import partial_prune
+        from tfautocompress._keras import keras
+
+        keras.utils.set_random_seed(FLAGS.seed)
+        result = partial_prune(self.model, policy, self.recipe)
+        self.structures[method] = (result.model, result.masks)
+        return self.measure(method, result.model, result.masks, search_s, policy, note=note)
+
+
+# ---------------------------------------------------------------- methods ---
+def run_uniform(bench, deeper=False):
+    from tfautocompress.search import uniform
+    start = time.perf_counter()
+    make = uniform.deeper_policy if deeper else uniform.uniform_policy
+    policy = make(bench.space("filter"), FLAGS.target, FLAGS.objective)
+    bench.prune("deeper" if deeper else "uniform", policy, time.perf_counter() - start,
+                "hand-crafted, filter")
+
+
+def run_amc(bench):
+    from tfautocompress.search import amc
+    space = bench.space("filter")
+    trials = bench.budget["trials"]
+    oracle = amc.AMCOracle(space, amc.geometry_from_model(bench.model, space),
+                           max_trials=trials, protocol="resource", objective=FLAGS.objective,
+                           target_compression_ratio=FLAGS.target, a_max=0.95,
+                           warmup=max(1, trials // 4), seed=FLAGS.seed)
+    start = time.perf_counter()
+    bench.tuner(oracle, "amc").search(verbose=0)
+    bench.prune("amc", oracle.best_policy(), time.perf_counter() - start,
+                f"DDPG R_err, {trials} episodes, filter")
+
+
+def run_lcp(bench):
+    from tfautocompress.search import lcp
+    space = bench.space("filter")
+    trials = bench.budget["trials"]
+    pool = max(2, round(trials * 64 / 400))  # the paper's 64 + 336 = 400, scaled
+    start = time.perf_counter()
+    metrics = lcp.filter_metrics(bench.model, space, FLAGS.lcp_metric, data=bench.splits.train)
+    ranking = lcp.GlobalRanking(space, metrics, FLAGS.target, FLAGS.objective)
+    tuner = bench.tuner(_NoOracle(space), "lcp")
+    result = lcp.regularized_evolution(ranking, tuner.evaluate, pool_size=pool,
+                                       iterations=trials - pool, sample_size=max(2, pool // 4),
+                                       seed=FLAGS.seed)
+    bench.prune("lcp", result.policy, time.perf_counter() - start,
+                f"{FLAGS.lcp_metric}, naive {result.naive_score:.4f} -> {result.score:.4f} "
+                f"(val subset), {result.evaluations} distinct policies")
+
+
+def run_autocompress(bench, scheme_set):
+    from tfautocompress.search import sa_oracle
+    oracle = sa_oracle.EnhancedSAOracle(bench.space(scheme_set), FLAGS.objective,
+                                        target_compression_ratio=FLAGS.target,
+                                        max_trials=bench.budget["trials"], seed=FLAGS.seed)
+    start = time.perf_counter()
+    name = "autocompress_" + ("filter" if scheme_set == "filter" else "combined")
+    bench.tuner(oracle, name).search(verbose=0)
+    bench.prune(name, oracle.best_policy(), time.perf_counter() - start,
+                f"enhanced SA, {scheme_set}, {len(oracle.trials)} trials")
+
+
+def run_tfmot(bench):
+    from tfautocompress._keras import keras
+    from tfautocompress.search import baselines
+    keras.utils.set_random_seed(FLAGS.seed)
+    epochs = bench.budget["admm_epochs"] + bench.budget["retrain_epochs"]
+    model, masks = baselines.magnitude_prune(bench.model, bench.splits.train,
+                                             target_compression_ratio=FLAGS.target,
+                                             epochs=epochs, compile_fn=bench.compile_fn)
+    bench.measure("tfmot_magnitude", model, masks, 0.0, compactable=False,
+                  note="non-structured: dense TFLite, no speedup")
+
+
+def run_scratch(bench):
+    from tfautocompress.compact import compact
+    from tfautocompress.search import baselines
+    if "autocompress_filter" not in bench.structures:
+        raise app.UsageError("scratch re-trains the autocompress_filter structure: put "
+                             "autocompress_filter before scratch in --methods.")
+    model, masks = bench.structures["autocompress_filter"]
+    epochs = sum(bench.budget[k] for k in ("baseline_epochs", "admm_epochs", "retrain_epochs"))
+    scratch = baselines.train_from_scratch(compact(model, masks), bench.splits.train,
+                                           epochs=epochs, compile_fn=bench.compile_fn,
+                                           seed=FLAGS.seed)
+    search_s = next(r["search_s"] for r in bench.rows if r["method"] == "autocompress_filter")
+    bench.measure("scratch", scratch, {}, search_s, note=f"autocompress_filter structure, "
+                  f"{epochs} epochs from scratch")
+
+
+def _NoOracle(space):
+    import keras_tuner
+
+    class NoOracle(keras_tuner.Oracle):
+        """LcP drives ``PruningTuner.evaluate`` itself; the tuner needs an oracle object."""
+
+        def __init__(self, space):
+            super().__init__(objective=keras_tuner.Objective("val_accuracy", "max"),
+                             max_trials=1)
+            self.space = space
+
+        def populate_space(self, trial_id):
+            return {"status": "STOPPED", "values": None}
+
+    return NoOracle(space)
+
+
+RUNNERS = {
+    "uniform": run_uniform,
+    "deeper": lambda b: run_uniform(b, deeper=True),
+    "amc": run_amc,
+    "lcp": run_lcp,
+    "autocompress_filter": lambda b: run_autocompress(b, "filter"),
+    "autocompress_combined": lambda b: run_autocompress(b, "filter+column"),
+    "tfmot_magnitude": run_tfmot,
+    "scratch": run_scratch,
+}
+
+
+# ---------------------------------------------------------------- outputs ---
+def markdown(rows, header):
+    lines = [header, "",
+             "| method | test acc. | CONV params ratio | CONV MACs ratio | TFLite latency (ms) "
+             "| search (s) | note |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['test_accuracy']:.4f} | {r['conv_params_ratio']:.2f}x "
+                     f"| {r['conv_macs_ratio']:.2f}x | {r['latency_ms']:.3f} | {r['search_s']:.1f} "
+                     f"| {r['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def pareto_png(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfautocompress import artifacts
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.scatter(r["conv_params_ratio"], r["test_accuracy"])
+        ax.annotate(r["method"], (r["conv_params_ratio"], r["test_accuracy"]), fontsize=7)
+    ax.set_xlabel("CONV params ratio (dense / kept)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{FLAGS.model} on {FLAGS.dataset}, target {FLAGS.target}x {FLAGS.objective}")
+    fig.tight_layout()
+    with artifacts.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    from tfautocompress import artifacts
+    unknown = [m for m in FLAGS.methods if m not in RUNNERS]
+    if unknown:
+        raise app.UsageError(f"--methods {unknown} unknown; accepted: {', '.join(RUNNERS)}.")
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    budget = _budget()
+    wall = time.perf_counter()
+    bench = Bench(budget)
+    print(f"{FLAGS.model} on {FLAGS.dataset}: dense val {bench.val_accuracy:.4f} "
+          f"({budget['baseline_epochs']} epochs, {bench.baseline_s:.0f} s); budget {budget}",
+          flush=True)
+    bench.measure("dense", bench.model, {}, 0.0, note="baseline")
+    for method in FLAGS.methods:
+        RUNNERS[method](bench)
+    header = (f"{FLAGS.model} on {FLAGS.dataset}, target {FLAGS.target}x CONV "
+              f"{FLAGS.objective}; {budget['admm_epochs']} ADMM + {budget['retrain_epochs']} "
+              f"retraining epochs, {budget['trials']} search trials per method; host TFLite "
+              f"fp32, 1 thread")
+    table = markdown(bench.rows, header)
+    print(table)
+    stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else os.path.join(
+        FLAGS.workdir, "compare")
+    result = {f"{r['method']}_acc": round(r["test_accuracy"], 4) for r in bench.rows}
+    result.update({f"{r['method']}_params_x": round(r["conv_params_ratio"], 2)
+                   for r in bench.rows if r["method"] != "dense"})
+    result["wall_s"] = round(time.perf_counter() - wall, 1)
+    artifacts.write_json(stem + ".json", {"rows": bench.rows, "budget": budget,
+                                          "flags": {"model": FLAGS.model, "dataset": FLAGS.dataset,
+                                                    "objective": FLAGS.objective,
+                                                    "target": FLAGS.target, "seed": FLAGS.seed},
+                                          "result": result})
+    with artifacts.atomic_path(stem + ".md") as tmp, open(tmp, "w") as f:
+        f.write(table)
+    pareto_png(bench.rows, stem + ".png")
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)
