@@ -19,6 +19,15 @@ A trial's values are the policy as plain scalars (``fraction/<layer>``,
 ``filter_share/<layer>``) plus ``sa/temperature``, ``sa/parent`` and
 ``sa/level``; the ``sa/`` entries are left out of the values hash. The whole
 space is declared up front (``allow_new_entries=False``).
+
+Progressive rounds: over a space with floors (``PolicySpace.from_model(...,
+previous=policy)``) the oracle works in *increments*: per layer, the share ``g``
+of the weights the floor left that this round removes, and the share ``t`` of
+that extra reduction taken as filters (in log-kept terms, so filters and
+columns each only grow past their floors). Layers are ordered by their
+remaining weights, ``g`` never decreases with them, and re-normalisation only
+scales ``g`` (never below 0, i.e. never below a floor). Without floors ``g`` and
+``t`` are the action's fraction and filter share, as before.
 """
 import logging
 import math
@@ -30,7 +39,8 @@ from keras_tuner.engine import trial as trial_module
 
 from tfautocompress import policy as policy_lib
 
-__all__ = ["EnhancedSAOracle", "follows_size_order", "InfeasibleTargetError"]
+__all__ = ["EnhancedSAOracle", "follows_size_order", "InfeasibleTargetError", "increment",
+           "from_increment"]
 
 _STATUS = trial_module.TrialStatus
 _LOG = logging.getLogger(__name__)
@@ -44,12 +54,57 @@ class InfeasibleTargetError(ValueError):
 
 
 def follows_size_order(policy):
-    """True iff no layer with more weights has a smaller prune fraction."""
-    specs = sorted(policy.space.layers, key=lambda s: s.params)
-    fractions = [policy.actions.get(s.name, policy_lib.LayerAction()).fraction for s in specs]
+    """True iff no layer with more (remaining) weights has a smaller prune fraction.
+
+    With floors, "weights" are those left after the previous round and the
+    fraction is this round's increment over the floor (``increment``)."""
+    space = policy.space
+    remaining = space.remaining_weights()
+    names = sorted(space.names, key=remaining.__getitem__)
+    fractions = [increment(space, n, policy.action(n))[0] for n in names]
     return all(fractions[i] <= fractions[j] + _TOLERANCE
-               for i in range(len(specs)) for j in range(i + 1, len(specs))
-               if specs[i].params < specs[j].params)
+               for i in range(len(names)) for j in range(i + 1, len(names))
+               if remaining[names[i]] < remaining[names[j]])
+
+
+def _log_floors(space, name):
+    first, second = space.floor(name)
+    return -math.log1p(-first), -math.log1p(-second)
+
+
+def increment(space, name, action):
+    """``(g, t)`` of ``action`` over layer ``name``'s floor: ``g`` the share of the
+    weights left by the floor that it removes, ``t`` the share of that extra
+    reduction (in log-kept terms) taken as filters. No floor: ``(fraction,
+    filter_share)``."""
+    first, second = space.floor(name)
+    if first == 0.0 and second == 0.0:
+        return action.fraction, action.filter_share
+    own_first, own_second = space.effective(name, action)
+    if space.scheme_set != "filter+column":
+        return max(0.0, 1.0 - (1.0 - own_first) / (1.0 - first)), 1.0
+    floor_f, floor_c = _log_floors(space, name)
+    extra_f = max(0.0, -math.log1p(-own_first) - floor_f)
+    extra_c = max(0.0, -math.log1p(-own_second) - floor_c)
+    extra = extra_f + extra_c
+    return -math.expm1(-extra), (extra_f / extra if extra > 0 else 0.5)
+
+
+def from_increment(space, name, g, t):
+    """The ``LayerAction`` that removes ``g`` of what the floor left, share ``t`` as
+    filters (inverse of ``increment``); its fractions never fall below the floor."""
+    first, second = space.floor(name)
+    if first == 0.0 and second == 0.0:
+        return policy_lib.LayerAction(min(space.max_fraction, g), t)
+    if space.scheme_set != "filter+column":
+        fraction = 1.0 - (1.0 - first) * (1.0 - g)
+        return policy_lib.LayerAction(min(space.max_fraction, max(first, fraction)), 1.0)
+    floor_f, floor_c = _log_floors(space, name)
+    extra = -math.log1p(-min(g, 1.0 - 1e-15))
+    log_f, log_c = floor_f + t * extra, floor_c + (1.0 - t) * extra
+    fraction = -math.expm1(-(log_f + log_c))
+    share = min(1.0, max(0.0, log_f / (log_f + log_c)))
+    return policy_lib.LayerAction(min(space.max_fraction, fraction), share)
 
 
 class EnhancedSAOracle(keras_tuner.Oracle):
@@ -61,6 +116,9 @@ class EnhancedSAOracle(keras_tuner.Oracle):
       target_compression_ratio: dense / kept (N x) of this round; if None,
         ``previous_compression_ratio * round_ratio * (1 + round_variance * u)``,
         ``u`` uniform in [-1, 1] from the seed.
+      previous_compression_ratio: dense / kept after the previous round; None
+        (default): the space's floors' ratio (the previous policy's analytic
+        ratio; 1.0 for a space without floors).
       start_temperature, stop_temperature, cooling, boltzmann: SA schedule
         (cooling eta = 0.7 and k = 1e-3 as in the paper's §4).
       iterations: neighbours proposed (and evaluated in parallel) per temperature.
@@ -71,7 +129,7 @@ class EnhancedSAOracle(keras_tuner.Oracle):
     """
 
     def __init__(self, space, objective="params", target_compression_ratio=None,
-                 previous_compression_ratio=1.0, round_ratio=2.0, round_variance=0.05,
+                 previous_compression_ratio=None, round_ratio=2.0, round_variance=0.05,
                  start_temperature=20.0, stop_temperature=0.5, cooling=0.7,
                  boltzmann=1e-3, iterations=4, perturb_share=0.3, step=0.5,
                  metric="val_accuracy", max_trials=None, seed=0, **kwargs):
@@ -93,6 +151,11 @@ class EnhancedSAOracle(keras_tuner.Oracle):
                          seed=int(seed), **kwargs)
         self.seed = int(seed)  # the base class replaces a 0 seed by a random one
         self._draws = 0
+        self._remaining = space.remaining_weights()
+        self._caps = self._increment_caps()
+        if previous_compression_ratio is None:
+            previous_compression_ratio = self._ratio({})
+        self.previous_compression_ratio = float(previous_compression_ratio)
         if target_compression_ratio is None:
             u = self._rng().uniform(-1.0, 1.0)
             target_compression_ratio = (previous_compression_ratio * round_ratio
@@ -131,20 +194,37 @@ class EnhancedSAOracle(keras_tuner.Oracle):
         if not target >= 1.0:
             raise InfeasibleTargetError(
                 f"target_compression_ratio={target} must be >= 1 (dense / kept).")
-        best = max(self._ratio(self._uniform(self.space.max_fraction, share))
-                   for share in self._shares())
+        best = max(self._ratio(self._at_caps(share)) for share in self._shares())
         if best < target:
+            floors = "(above the floors, in size order) " if self.space.floors else ""
             raise InfeasibleTargetError(
                 f"target compression ratio {target:.3f}x ({self.cost_objective}) is "
                 f"infeasible: with every layer at max_fraction={self.space.max_fraction} "
-                f"the space reaches at most {best:.3f}x. Raise max_fraction, add layers "
-                "to the space or lower the target.")
+                f"{floors}the space reaches at most {best:.3f}x. Raise max_fraction, add "
+                "layers to the space or lower the target.")
 
     def _shares(self):
         return (0.0, 0.5, 1.0) if self.space.scheme_set == "filter+column" else (1.0,)
 
-    def _uniform(self, fraction, share):
-        return {n: policy_lib.LayerAction(fraction, share) for n in self.space.names}
+    def _increment_caps(self):
+        """Largest increment per layer (space order) that keeps ``fraction <=
+        max_fraction`` and the size order: no layer exceeds the cap of a layer
+        with more remaining weights."""
+        space = self.space
+        own = {}
+        for name in space.names:
+            floor = space.floor_fraction(name)
+            own[name] = (space.max_fraction if floor == 0.0
+                         else max(0.0, 1.0 - (1.0 - space.max_fraction) / (1.0 - floor)))
+        caps = {}
+        for name in space.names:
+            larger = [own[n] for n in space.names if self._remaining[n] > self._remaining[name]]
+            caps[name] = min([own[name]] + larger)
+        return [caps[n] for n in space.names]
+
+    def _at_caps(self, share):
+        return {n: from_increment(self.space, n, cap, share)
+                for n, cap in zip(self.space.names, self._caps)}
 
     def _ratio(self, actions):
         return self.space.compression_ratio(actions, self.cost_objective)
@@ -172,13 +252,15 @@ class EnhancedSAOracle(keras_tuner.Oracle):
         return rng
 
     def _guided(self, raw, shares):
-        """Sort ``raw`` fractions onto the layers by size, scale them to the target."""
-        order = sorted(range(len(self.space.layers)), key=lambda i: self.space.layers[i].params)
+        """Sort ``raw`` increments onto the layers by remaining weights, scale them
+        to the target."""
+        names = self.space.names
+        order = sorted(range(len(names)), key=lambda i: self._remaining[names[i]])
         sorted_raw = sorted(raw)
         ranked = [0.0] * len(raw)
         for rank, index in enumerate(order):
             ranked[index] = max(sorted_raw[rank], 1e-6)
-        low, high = 0.0, self.space.max_fraction / min(ranked)
+        low, high = 0.0, max(self._caps) / min(ranked)
         actions = self._scaled(ranked, shares, high)
         if self._ratio(actions) < self.target_compression_ratio:
             return None
@@ -191,8 +273,8 @@ class EnhancedSAOracle(keras_tuner.Oracle):
         return policy_lib.PruningPolicy(self.space, self._scaled(ranked, shares, high))
 
     def _scaled(self, ranked, shares, scale):
-        return {spec.name: policy_lib.LayerAction(min(self.space.max_fraction, scale * r), s)
-                for spec, r, s in zip(self.space.layers, ranked, shares)}
+        return {name: from_increment(self.space, name, min(cap, scale * r), s)
+                for name, cap, r, s in zip(self.space.names, self._caps, ranked, shares)}
 
     def _initial_policy(self):
         rng = self._rng()
@@ -211,8 +293,9 @@ class EnhancedSAOracle(keras_tuner.Oracle):
         """Perturb a random subset of layers, magnitude ``step * T / T0``."""
         current = policy_lib.PruningPolicy.from_values(self.space, values)
         names = self.space.names
-        raw = [current.actions[n].fraction for n in names]
-        shares = [current.actions[n].filter_share for n in names]
+        steps = [increment(self.space, n, current.actions[n]) for n in names]
+        raw = [g for g, _ in steps]
+        shares = [t for _, t in steps]
         sigma = self.step * temperature / self.start_temperature
         rng = self._rng()
         count = max(1, int(round(self.perturb_share * len(names))))

@@ -64,3 +64,71 @@ def test_errors_name_the_layer_and_what_is_accepted():
         masks_lib.magnitude_masks(model, {"nope": schemes.Filter(0.5)})
     with pytest.raises(TypeError, match=r"'a'.*not a Scheme"):
         masks_lib.magnitude_masks(model, {"a": 0.5})
+
+
+def _prune_in_place(model, masks):
+    closed = graph.close_masks(model, masks)
+    for name, mask in closed.items():
+        kernel = masks_lib.kernel_of(model.get_layer(name))
+        kernel.assign(kernel.numpy() * mask)
+    return closed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_second_round_masks_keep_the_first_rounds_zeros(seed):
+    from tfautocompress import policy as policy_lib
+    from tfautocompress.search import sa_oracle
+
+    model = _residual_model()
+    space = policy_lib.PolicySpace.from_model(model, "filter+column")
+    assert set(space.names) == {"a", "b", "c"}
+    round1 = policy_lib.PruningPolicy(space, {"a": policy_lib.LayerAction(0.5, 0.6),
+                                              "b": policy_lib.LayerAction(0.3, 0.5),
+                                              "c": policy_lib.LayerAction(0.5, 0.4)})
+    closed1 = _prune_in_place(model, masks_lib.magnitude_masks(model, round1))
+    # Survivors far smaller than any dense weight: exact zeros must still go first.
+    rng = np.random.default_rng(seed)
+    for name in space.names:
+        kernel = model.get_layer(name).kernel
+        value = kernel.numpy()
+        alive = np.flatnonzero(value.reshape(-1, value.shape[-1]).any(axis=0))
+        value[..., alive[: len(alive) // 2]] *= 1e-30
+        value[value.shape[0] // 2] *= 1e-40  # a column position, float32 subnormals
+        kernel.assign(value)
+    space2 = policy_lib.PolicySpace.from_model(model, "filter+column", previous=round1)
+    round2 = policy_lib.PruningPolicy(space2, {
+        n: sa_oracle.from_increment(space2, n, rng.uniform(0.05, 0.4), rng.uniform())
+        for n in space2.names})
+    kernels = {n: masks_lib.kernel_of(model.get_layer(n)).numpy() for n in space2.names}
+    for cached in (None, kernels):
+        masks2 = masks_lib.magnitude_masks(model, round2, kernels=cached)
+        closed2 = graph.close_masks(model, masks2)
+        for name in space.names:
+            old_zero = closed1[name] == 0
+            assert not masks2[name][old_zero].any(), name  # before closing, too
+            assert not closed2[name][old_zero].any(), name
+            kept1 = closed1[name].reshape(-1, closed1[name].shape[-1])
+            kept2 = closed2[name].reshape(-1, closed2[name].shape[-1])
+            assert set(np.flatnonzero(kept2.any(0))) <= set(np.flatnonzero(kept1.any(0)))
+            assert set(np.flatnonzero(kept2.any(1))) <= set(np.flatnonzero(kept1.any(1)))
+
+
+def test_coupled_producers_drop_a_members_previous_zero_filters_first():
+    """Round 1 pruned only "b" of the coupled pair: in round 2 its zero filters go
+    first even though "a" keeps them large (summed norms alone would keep them)."""
+    from tfautocompress import policy as policy_lib
+
+    model = _residual_model()
+    space = policy_lib.PolicySpace.from_model(model, "filter")
+    round1 = policy_lib.PruningPolicy(space, {"b": policy_lib.LayerAction(0.25)})
+    closed1 = _prune_in_place(model, masks_lib.magnitude_masks(model, round1))
+    zero_b = ~closed1["b"].reshape(-1, 8).any(axis=0)
+    assert zero_b.sum() == 2
+    kernel = model.get_layer("a").kernel  # make "a" largest exactly on b's zero filters
+    kernel.assign(kernel.numpy() * np.where(zero_b, 100.0, 0.01).astype(np.float32))
+    space2 = policy_lib.PolicySpace.from_model(model, "filter", previous=round1)
+    round2 = policy_lib.PruningPolicy(space2, {"a": policy_lib.LayerAction(0.25),
+                                               "b": policy_lib.LayerAction(0.25)})
+    masks2 = masks_lib.magnitude_masks(model, round2)
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(masks2[name].reshape(-1, 8).any(axis=0), ~zero_b)

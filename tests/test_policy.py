@@ -83,3 +83,44 @@ def test_analytic_ratio_matches_exact_count(scheme_set, build):
     for objective in policy_lib.OBJECTIVES:
         exact = policy.exact_compression_ratio(model, objective)
         assert policy.compression_ratio(objective) == pytest.approx(exact, rel=0.05)
+
+
+def test_space_with_floors_json_round_trip_and_missing_layers_keep_floors(tmp_path):
+    round1 = policy_lib.PruningPolicy(SPACE, {"a": policy_lib.LayerAction(0.5, 0.25),
+                                              "b": policy_lib.LayerAction(0.3, 1.0)})
+    space = SPACE.next_round(round1)
+    assert [f[0] for f in space.floors] == ["a", "b"]
+    assert space.effective("a") == round1.effective("a")
+    assert policy_lib.PolicySpace.from_config(space.get_config()) == space
+    # A layer left out keeps its floor: the round-1 ratio, against the dense model.
+    same = policy_lib.PruningPolicy(space, {})
+    assert same.compression_ratio() == pytest.approx(round1.compression_ratio())
+    assert space.dense_cost() == SPACE.dense_cost()
+    assert same.schemes() == round1.schemes()
+    round2 = policy_lib.PruningPolicy(space, {"a": policy_lib.LayerAction(0.7, 0.3)})
+    round2.save(tmp_path / "p2.json")
+    loaded = policy_lib.PruningPolicy.load(tmp_path / "p2.json")
+    assert loaded == round2 and loaded.space.floors == space.floors
+    assert policy_lib.PruningPolicy.from_values(space, round2.to_values()) == \
+        policy_lib.PruningPolicy(space, {"a": round2.actions["a"], "b": round2.action("b")})
+    # Round 3 chains on round 2's effective fractions.
+    third = space.next_round(round2)
+    assert third.effective("a") == round2.effective("a")
+    assert third.effective("b") == round1.effective("b")
+
+
+def test_from_model_previous_floors_and_errors():
+    model = _residual_model()
+    space = policy_lib.PolicySpace.from_model(model, "filter")
+    round1 = policy_lib.PruningPolicy(space, {n: policy_lib.LayerAction(0.25)
+                                              for n in space.names})
+    space2 = policy_lib.PolicySpace.from_model(model, "filter+column", previous=round1)
+    assert {n: space2.floor(n) for n in space2.names} == {n: (0.25, 0.0) for n in space.names}
+    with pytest.raises(ValueError, match=r"'c1'.*filter_fraction=0.1 is below its floor 0.25"):
+        policy_lib.PruningPolicy(space2, {"c1": policy_lib.LayerAction(0.1, 1.0)})
+    combined = policy_lib.PruningPolicy(space2, {n: policy_lib.LayerAction(0.5, 0.5)
+                                                 for n in space2.names})
+    with pytest.raises(ValueError, match=r"'c1'.*column_fraction=.* with scheme_set='filter'"):
+        policy_lib.PolicySpace.from_model(model, "filter", previous=combined)
+    with pytest.raises(TypeError, match="previous round's PruningPolicy"):
+        policy_lib.PolicySpace.from_model(model, previous={"c1": 0.5})

@@ -201,3 +201,87 @@ def test_failed_trials_are_rejected_and_search_continues(tmp_path):
     assert other.status == STATUS.COMPLETED
     assert oracle.get_state()["sa"]["current"]["trial_id"] in {"00", other.trial_id}
     assert oracle.get_state()["sa"]["level"] == 1
+
+
+# ---------------------------------------------------------------- progressive rounds ---
+# A round-1 policy that leaves conv4 (the largest dense layer) with fewer remaining
+# weights than conv1, so the round-2 order differs from the dense order.
+ROUND1 = policy_lib.PruningPolicy(SPACE, {
+    "conv0": policy_lib.LayerAction(0.1, 0.5), "conv1": policy_lib.LayerAction(0.3, 0.4),
+    "conv2": policy_lib.LayerAction(0.5, 0.6), "conv3": policy_lib.LayerAction(0.6, 0.3),
+    "conv4": policy_lib.LayerAction(0.98, 0.7)})
+
+
+def _counts(space, name, split):
+    spec = space.layer(name)
+    from tfautocompress import schemes
+
+    return (schemes.prune_count(split[0], spec.filters),
+            schemes.prune_count(split[1], spec.columns))
+
+
+def test_round_two_respects_floors_order_and_doubles_the_ratio(tmp_path):
+    space = SPACE.next_round(ROUND1)
+    remaining = space.remaining_weights()
+    assert remaining["conv4"] < remaining["conv1"]  # dense order says the opposite
+    oracle = sa_oracle.EnhancedSAOracle(space, iterations=3, max_trials=10, seed=5)
+    oracle._set_project_dir(str(tmp_path), "round2")
+    oracle.verbose = 0
+    assert oracle.previous_compression_ratio == pytest.approx(ROUND1.compression_ratio())
+    target = oracle.target_compression_ratio
+    assert 2 * 0.95 <= target / ROUND1.compression_ratio() <= 2 * 1.05
+    trials = run_search(oracle)
+    assert len(trials) == 10
+    for trial in trials:
+        policy = policy_lib.PruningPolicy.from_values(space, trial.hyperparameters.values)
+        assert target <= policy.compression_ratio() <= target * 1.01
+        assert sa_oracle.follows_size_order(policy)
+        g = {n: sa_oracle.increment(space, n, policy.action(n))[0] for n in space.names}
+        assert g["conv4"] <= g["conv1"] + 1e-12  # ordered by remaining, not dense, weights
+        for name in space.names:
+            old, new = ROUND1.effective(name), policy.effective(name)
+            assert new[0] >= old[0] and new[1] >= old[1]  # exact, no tolerance
+            assert all(n >= o for n, o in zip(_counts(space, name, new),
+                                                _counts(space, name, old)))
+            own = policy.action(name).split()
+            assert own[0] >= old[0] - 1e-9 and own[1] >= old[1] - 1e-9
+            assert policy.action(name).fraction >= ROUND1.action(name).fraction - 1e-9
+
+
+@pytest.mark.parametrize("scheme_set", ["filter", "irregular"])
+def test_round_two_floors_for_single_fraction_schemes(tmp_path, scheme_set):
+    base = policy_lib.PolicySpace(SPACE.layers, scheme_set, 0.99, 5000, 10000)
+    round1 = policy_lib.PruningPolicy(base, {n: policy_lib.LayerAction(a.fraction)
+                                             for n, a in ROUND1.actions.items()})
+    space = base.next_round(round1)
+    oracle = sa_oracle.EnhancedSAOracle(space, iterations=2, max_trials=5, seed=1)
+    oracle._set_project_dir(str(tmp_path), scheme_set)
+    oracle.verbose = 0
+    for trial in run_search(oracle, score_fn=lambda v: 1.0 - v["fraction/conv0"]):
+        policy = policy_lib.PruningPolicy.from_values(space, trial.hyperparameters.values)
+        assert sa_oracle.follows_size_order(policy)
+        assert policy.compression_ratio() >= oracle.target_compression_ratio
+        for name in space.names:
+            assert policy.effective(name)[0] >= round1.effective(name)[0]
+
+
+def test_increment_round_trip_and_floor_errors():
+    space = SPACE.next_round(ROUND1)
+    for name in space.names:
+        for g, t in ((0.0, 0.5), (0.3, 0.0), (0.45, 1.0), (0.2, 0.3)):  # below every cap
+            action = sa_oracle.from_increment(space, name, g, t)
+            back = sa_oracle.increment(space, name, action)
+            assert back[0] == pytest.approx(g, abs=1e-9)
+            if g > 0:
+                assert back[1] == pytest.approx(t, abs=1e-9)
+            policy_lib.PruningPolicy(space, {name: action})  # never below the floor
+    with pytest.raises(ValueError, match=r"'conv4'.*filter_fraction=.*below its floor 0\.93"):
+        policy_lib.PruningPolicy(space, {"conv4": policy_lib.LayerAction(0.99, 0.2)})
+    with pytest.raises(ValueError, match=r"'conv2'.*below its floor"):
+        policy_lib.PruningPolicy(space, {"conv2": policy_lib.LayerAction(0.4, 0.6)})
+    with pytest.raises(ValueError, match=r"'conv4'.*floor.*exceeds max_fraction=0.9"):
+        policy_lib.PolicySpace(SPACE.layers, "filter+column", 0.9, 5000, 10000).next_round(ROUND1)
+    with pytest.raises(ValueError, match=r"'conv0'.*'irregular'.*do not chain"):
+        policy_lib.PolicySpace(SPACE.layers, "irregular", 0.99).next_round(ROUND1)
+    with pytest.raises(sa_oracle.InfeasibleTargetError, match="floors"):
+        sa_oracle.EnhancedSAOracle(space, target_compression_ratio=1e4)

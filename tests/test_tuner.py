@@ -64,3 +64,32 @@ def test_small_search_returns_a_policy_meeting_the_target(trained, tmp_path):
     assert best.compression_ratio() >= 3.0
     assert best.exact_compression_ratio(model) >= 3.0 * 0.98
     assert tuner.evaluate(best) == max(scores)
+
+
+def test_second_round_search_starts_from_the_first_rounds_result(trained, tmp_path):
+    from tfautocompress import graph, masks as masks_lib
+
+    model, splits = trained
+    pruned = keras.models.clone_model(model)
+    pruned.set_weights(model.get_weights())
+    space1 = policy_lib.PolicySpace.from_model(pruned, "filter+column", 0.95)
+    round1 = policy_lib.PruningPolicy(space1, {n: policy_lib.LayerAction(0.4, 0.6)
+                                               for n in space1.names})
+    closed1 = {n: m for n, m in graph.close_masks(
+        pruned, masks_lib.magnitude_masks(pruned, round1)).items()
+        if not isinstance(pruned.get_layer(n), keras.layers.BatchNormalization)}
+    for name, mask in closed1.items():
+        kernel = masks_lib.kernel_of(pruned.get_layer(name))
+        kernel.assign(kernel.numpy() * mask)
+    space2 = policy_lib.PolicySpace.from_model(pruned, "filter+column", 0.95, previous=round1)
+    oracle = sa_oracle.EnhancedSAOracle(space2, iterations=2, max_trials=3, seed=4)
+    target = oracle.target_compression_ratio
+    assert target == pytest.approx(2 * round1.compression_ratio(), rel=0.05)
+    tuner = tuner_lib.PruningTuner(oracle, pruned, splits.val, subset_size=SUBSET,
+                                   directory=str(tmp_path), project_name="round2")
+    tuner.search(verbose=0)
+    best = tuner.best_policy()
+    assert best.exact_compression_ratio(pruned) >= target * 0.98
+    closed2 = graph.close_masks(pruned, masks_lib.magnitude_masks(pruned, best))
+    for name, mask in closed1.items():
+        assert not closed2.get(name, np.ones_like(mask))[mask == 0].any(), name

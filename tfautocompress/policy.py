@@ -16,6 +16,17 @@ layer's kept kernel entries exactly as the scheme's rounding keeps them, and
 counts everything outside the kernels as dense, so it never overstates the
 compression; ``exact_compression_ratio`` checks it on the model through
 ``cost.count`` (which also removes the consumers' input channels).
+
+Progressive rounds (§3.5): ``PolicySpace.from_model(model, previous=policy)``
+records what each layer already lost in the previous round as a *floor*, in the
+scheme's own terms (``filter_fraction`` and ``column_fraction`` for structured
+spaces, ``fraction`` for irregular ones). Every policy over the space prunes at
+least its floors, checked on the filter and column fractions separately, so the
+kept filters and columns can only shrink; the schemes use ``max(action, floor)``
+per fraction, so rounding noise never drops a group the previous round removed.
+A layer a policy leaves out keeps its floor. Costs and ratios stay against the
+dense model; ``remaining_weights()`` gives each layer's weights left after the
+floors, which orders the guided search.
 """
 import dataclasses
 import numbers
@@ -79,16 +90,20 @@ class LayerSpec:
         """Kernel entries of the dense layer."""
         return self.filters * self.columns
 
-    def kept(self, action, scheme_set, alive_in=1.0, filter_fraction=None):
+    def kept(self, action, scheme_set, alive_in=1.0, filter_fraction=None,
+             column_fraction=None):
         """Kernel entries kept by ``action`` (its scheme's exact rounding) times the
         share ``alive_in`` of input rows whose channels survive upstream;
-        ``filter_fraction`` overrides the action's (coupled producers)."""
+        ``filter_fraction`` / ``column_fraction`` override the action's (coupled
+        producers, floors)."""
         if scheme_set == "irregular":
             kept = self.params - schemes_lib.prune_count(action.fraction, self.params)
         else:
-            own_fraction, column_fraction = action.split()
+            own_fraction, own_column_fraction = action.split()
             if filter_fraction is None:
                 filter_fraction = own_fraction
+            if column_fraction is None:
+                column_fraction = own_column_fraction
             kept = ((self.filters - schemes_lib.prune_count(filter_fraction, self.filters))
                     * (self.columns - schemes_lib.prune_count(column_fraction, self.columns)))
         return kept * alive_in
@@ -125,6 +140,7 @@ class PolicySpace:
     max_fraction: float = 0.99
     fixed_params: int = 0
     fixed_macs: int = 0
+    floors: tuple = ()
 
     def __post_init__(self):
         layers = tuple(l if isinstance(l, LayerSpec) else LayerSpec(**l) for l in self.layers)
@@ -138,14 +154,58 @@ class PolicySpace:
         if self.max_fraction >= 1.0:
             raise ValueError("PolicySpace: max_fraction=1.0 would allow removing whole "
                              "layers; accepted: [0, 1).")
+        object.__setattr__(self, "floors", self._check_floors(self.floors))
+        object.__setattr__(self, "_floor_map", {n: (a, b) for n, a, b in self.floors})
+        object.__setattr__(self, "_name_set", frozenset(self.names))
+
+    def _check_floors(self, floors):
+        """``floors`` as ``((name, filter_fraction, column_fraction), ...)`` in layer
+        order; for irregular spaces the middle entry is the weight fraction and the
+        last is 0. Accepts that tuple or ``{name: {"filter_fraction": .., "column_fraction":
+        ..}}`` (``{"fraction": ..}`` for irregular and filter spaces)."""
+        if isinstance(floors, dict):
+            floors = [(n, *self._floor_pair(n, f)) for n, f in floors.items()]
+        table = {}
+        for entry in floors:
+            name, first, second = entry
+            self.layer(name)
+            first = _real(f"PolicySpace floor of layer {name!r}", "filter_fraction",
+                          first, 0.0, 1.0)
+            second = _real(f"PolicySpace floor of layer {name!r}", "column_fraction",
+                           second, 0.0, 1.0)
+            if self.scheme_set != "filter+column" and second != 0.0:
+                raise ValueError(f"layer {name!r}: floor column_fraction={second} with "
+                                 f"scheme_set={self.scheme_set!r}; only 'filter+column' prunes "
+                                 "columns. Search this round with 'filter+column'.")
+            total = 1.0 - (1.0 - first) * (1.0 - second)
+            if total > self.max_fraction + 1e-12:
+                raise ValueError(f"layer {name!r}: its floor (fraction {total:.6g} already "
+                                 f"lost in the previous round) exceeds max_fraction="
+                                 f"{self.max_fraction}; accepted: a max_fraction >= {total:.6g}.")
+            if total > 0.0:
+                table[name] = (name, first, second)
+        return tuple(table[n] for n in self.names if n in table)
+
+    def _floor_pair(self, name, floor):
+        if not isinstance(floor, dict):
+            raise TypeError(f"floor of layer {name!r} must be a dict, got {floor!r}.")
+        if "fraction" in floor and "filter_fraction" not in floor:
+            return floor["fraction"], 0.0
+        return floor.get("filter_fraction", 0.0), floor.get("column_fraction", 0.0)
 
     @classmethod
     def from_model(cls, model, scheme_set="filter+column", max_fraction=0.99,
-                   include_dense=False):
+                   include_dense=False, previous=None):
         """The space of ``model``'s prunable CONV layers (and Dense with ``include_dense``).
 
         Prunable = producers of channel groups that ``graph.analyze`` may prune
         (not those feeding the model's outputs).
+
+        ``previous``: the previous progressive round's ``PruningPolicy`` (e.g.
+        ``PruningPolicy.load`` of its saved JSON). Each layer's floor is what that
+        policy removed (``PruningPolicy.effective``), so this round only prunes more.
+        Mixing irregular with structured rounds, or a filter-only round after a
+        column-pruning one, raises ValueError naming the layer.
         """
         from tfautocompress import cost, graph, masks as masks_lib
 
@@ -180,7 +240,36 @@ class PolicySpace:
         scope = [row for row in report.values() if row.conv or row.name in reads]
         fixed_params = sum(r.params for r in scope) - sum(s.params for s in specs)
         fixed_macs = sum(r.macs for r in scope) - sum(s.params * s.positions for s in specs)
-        return cls(tuple(specs), scheme_set, max_fraction, int(fixed_params), int(fixed_macs))
+        space = cls(tuple(specs), scheme_set, max_fraction, int(fixed_params), int(fixed_macs))
+        return space if previous is None else space.next_round(previous)
+
+    def next_round(self, previous):
+        """This space with floors at what ``previous`` (the previous round's
+        ``PruningPolicy``) removed; model-free ``from_model(..., previous=)``."""
+        floors = self._floors_from(previous, self.scheme_set, self.names)
+        return dataclasses.replace(self, floors=floors)
+
+    @staticmethod
+    def _floors_from(previous, scheme_set, names):
+        if not isinstance(previous, PruningPolicy):
+            raise TypeError("previous must be the previous round's PruningPolicy (e.g. "
+                            f"PruningPolicy.load(path)), got {type(previous).__name__}.")
+        old_set = previous.space.scheme_set
+        floors = []
+        for name in previous.space.names:
+            first, second = previous.effective(name)
+            if 1.0 - (1.0 - first) * (1.0 - second) <= 0.0:
+                continue
+            if name not in names:
+                raise ValueError(f"layer {name!r} lost weights in the previous round but is "
+                                 f"not prunable in this space; its layers are: "
+                                 f"{', '.join(names)}.")
+            if (old_set == "irregular") != (scheme_set == "irregular"):
+                raise ValueError(f"layer {name!r}: the previous round was {old_set!r} and "
+                                 f"this one is {scheme_set!r}; irregular and structured "
+                                 "rounds do not chain. Use the same kind of scheme_set.")
+            floors.append((name, first, second))
+        return tuple(floors)
 
     @property
     def names(self):
@@ -192,6 +281,40 @@ class PolicySpace:
                 return spec
         raise ValueError(f"unknown layer {name!r}; the policy's layers are: "
                          f"{', '.join(self.names)}.")
+
+    def floor(self, name):
+        """``(filter_fraction, column_fraction)`` layer ``name`` already lost in the
+        previous round (``(fraction, 0.0)`` for irregular spaces); zeros if none."""
+        if name not in self._name_set:
+            self.layer(name)  # raises, naming the layers
+        return self._floor_map.get(name, (0.0, 0.0))
+
+    def floor_fraction(self, name):
+        """Total prune fraction of layer ``name``'s kernel already lost (its floor)."""
+        first, second = self.floor(name)
+        return 1.0 - (1.0 - first) * (1.0 - second)
+
+    def floor_actions(self):
+        """``{name: LayerAction}`` at the floors (approximately; schemes clamp exactly)."""
+        return {name: _action_from_split(self.scheme_set, first, second)
+                for name, first, second in self.floors}
+
+    def effective(self, name, action=None):
+        """``(filter_fraction, column_fraction)`` that ``action`` (None: the floor)
+        prunes in layer ``name``: each at least the floor's; irregular spaces
+        give ``(fraction, 0.0)``."""
+        first, second = self.floor(name)
+        if action is None:
+            return first, second
+        if self.scheme_set != "filter+column":
+            return max(action.fraction, first), 0.0
+        own_first, own_second = action.split()
+        return max(own_first, first), max(own_second, second)
+
+    def remaining_weights(self):
+        """``{name: kernel entries left after the floors}`` (dense when no floors):
+        what the guided heuristic orders layers by."""
+        return self._layer_kept({}, "params")
 
     def dense_cost(self, objective="params"):
         """Params or MACs of the scope in the dense model."""
@@ -208,23 +331,32 @@ class PolicySpace:
         """
         check_objective(objective)
         total = self.fixed_params if objective == "params" else self.fixed_macs
+        return total + sum(self._layer_kept(actions, objective).values())
+
+    def _layer_kept(self, actions, objective):
+        """``{name: kept params or MACs}``; missing actions prune only the floors."""
+        result = {}
         for spec in self.layers:
             action = actions.get(spec.name)
-            if action is None:
-                action = LayerAction()
             dead_rows = sum(rows * (channels - self._kept_channels(producers, channels, actions))
                             for producers, channels, rows in spec.reads)
-            kept = spec.kept(action, self.scheme_set, 1.0 - dead_rows / spec.in_size,
-                             self._group_fraction(spec.coupled, actions))
-            total += kept if objective == "params" else kept * spec.positions
-        return total
+            alive_in = 1.0 - dead_rows / spec.in_size
+            first, second = self.effective(spec.name, action)
+            if self.scheme_set == "irregular":
+                kept = spec.kept(LayerAction(first), self.scheme_set, alive_in)
+            else:
+                group = self._group_fraction(spec.coupled, actions)
+                kept = spec.kept(LayerAction(), self.scheme_set, alive_in,
+                                 first if group is None else group, second)
+            result[spec.name] = kept if objective == "params" else kept * spec.positions
+        return result
 
     def _group_fraction(self, producers, actions):
         """Filter fraction a channel group loses: 0 if any coupled producer keeps
         all its filters, else the largest of its producers' filter fractions."""
         if self.scheme_set == "irregular" or not producers:
             return None if not producers else 0.0
-        fractions = [actions[p].split()[0] if p in actions else 0.0 for p in producers]
+        fractions = [self.effective(p, actions.get(p))[0] for p in producers]
         if len(fractions) > 1 and min(fractions) <= 0.0:
             return 0.0  # an unpruned producer keeps every channel alive
         return max(fractions)
@@ -240,9 +372,15 @@ class PolicySpace:
     def get_config(self):
         layers = [dict(dataclasses.asdict(s), reads=[[list(p), c, r] for p, c, r in s.reads],
                        coupled=list(s.coupled)) for s in self.layers]
-        return {"layers": layers,
-                "scheme_set": self.scheme_set, "max_fraction": self.max_fraction,
-                "fixed_params": self.fixed_params, "fixed_macs": self.fixed_macs}
+        config = {"layers": layers,
+                  "scheme_set": self.scheme_set, "max_fraction": self.max_fraction,
+                  "fixed_params": self.fixed_params, "fixed_macs": self.fixed_macs}
+        if self.floors:
+            config["floors"] = {
+                name: ({"fraction": first} if self.scheme_set == "irregular" else
+                       {"filter_fraction": first, "column_fraction": second})
+                for name, first, second in self.floors}
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -270,7 +408,21 @@ class PruningPolicy:
                 raise ValueError(f"layer {name!r}: filter_share={action.filter_share} with "
                                  f"scheme_set={space.scheme_set!r}; only 'filter+column' "
                                  "splits, the others accept filter_share=1.0.")
+            _check_floor(space, name, action)
             self.actions[name] = action
+
+    def action(self, name):
+        """Layer ``name``'s action; a layer left out keeps its floor (dense if none)."""
+        action = self.actions.get(name)
+        if action is not None:
+            return action
+        first, second = self.space.floor(name)
+        return _action_from_split(self.space.scheme_set, first, second)
+
+    def effective(self, name):
+        """``(filter_fraction, column_fraction)`` this policy prunes in layer ``name``
+        (``(fraction, 0.0)`` for irregular spaces), floors included exactly."""
+        return self.space.effective(name, self.actions.get(name))
 
     def __eq__(self, other):
         return (isinstance(other, PruningPolicy) and self.space == other.space
@@ -284,15 +436,18 @@ class PruningPolicy:
     def schemes(self):
         """``{layer name: Scheme}`` for the layers that prune (fraction > 0)."""
         result = {}
-        for name, action in self.actions.items():
-            if action.fraction <= 0.0:
+        names = [n for n in self.space.names if n in self.actions or self.space.floor(n)[0]
+                 or self.space.floor(n)[1]]
+        for name in names:
+            first, second = self.effective(name)
+            if first <= 0.0 and second <= 0.0:
                 continue
             if self.space.scheme_set == "irregular":
-                result[name] = schemes_lib.Irregular(action.fraction)
+                result[name] = schemes_lib.Irregular(first)
             elif self.space.scheme_set == "filter":
-                result[name] = schemes_lib.Filter(action.fraction)
+                result[name] = schemes_lib.Filter(first)
             else:
-                result[name] = schemes_lib.Combined(*action.split())
+                result[name] = schemes_lib.Combined(first, second)
         return result
 
     def remaining_cost(self, objective="params"):
@@ -330,7 +485,7 @@ class PruningPolicy:
     def to_values(self):
         values = {}
         for name in self.space.names:
-            action = self.actions.get(name, LayerAction())
+            action = self.action(name)
             values[f"fraction/{name}"] = float(action.fraction)
             if self.space.scheme_set == "filter+column":
                 values[f"filter_share/{name}"] = float(action.filter_share)
@@ -367,3 +522,35 @@ class PruningPolicy:
     @classmethod
     def load(cls, path):
         return cls.from_json(artifacts.read_json(path))
+
+
+_FLOOR_TOLERANCE = 1e-9
+
+
+def _action_from_split(scheme_set, first, second):
+    """A ``LayerAction`` whose split is ``(first, second)`` up to rounding."""
+    if scheme_set != "filter+column" or second == 0.0:
+        return LayerAction(first, 1.0)
+    keep_first, keep_second = 1.0 - first, 1.0 - second
+    if keep_first >= 1.0:
+        return LayerAction(second, 0.0)
+    share = np.log(keep_first) / (np.log(keep_first) + np.log(keep_second))
+    return LayerAction(1.0 - keep_first * keep_second, min(1.0, max(0.0, float(share))))
+
+
+def _check_floor(space, name, action):
+    first, second = space.floor(name)
+    if first <= 0.0 and second <= 0.0:
+        return
+    if space.scheme_set == "filter+column":
+        own = dict(zip(("filter_fraction", "column_fraction"), action.split()))
+    else:
+        key = "fraction" if space.scheme_set == "irregular" else "filter_fraction"
+        own = {key: action.fraction}
+    for (key, value), floor in zip(own.items(), (first, second)):
+        if value < floor - _FLOOR_TOLERANCE:
+            raise ValueError(
+                f"layer {name!r}: {key}={value:.6g} is below its floor {floor:.6g} (what "
+                "the previous round already removed); accepted: "
+                f"{key} >= {floor:.6g} (fraction {action.fraction:.6g}, filter_share "
+                f"{action.filter_share:.6g}).")
