@@ -35,10 +35,8 @@ is in flight (no parallel workers).
 """
 import dataclasses
 import io
-import logging
 import math
 import os
-import traceback
 
 import keras_tuner
 import numpy as np
@@ -47,6 +45,7 @@ from keras_tuner.engine import trial as trial_module
 
 from tfautocompress import artifacts
 from tfautocompress import policy as policy_lib
+from tfautocompress.search.oracle import SafeOracle
 from tfautocompress._keras import keras
 from tfautocompress.search.sa_oracle import InfeasibleTargetError
 from tfautocompress.search.uniform import smallest_meeting
@@ -58,7 +57,6 @@ FEATURES = ("index", "n", "c", "h", "w", "stride", "k", "flops", "reduced", "res
             "previous_action")
 PROTOCOLS = ("resource", "accuracy")
 _STATUS = trial_module.TrialStatus
-_LOG = logging.getLogger(__name__)
 _TN_TRIES = 64
 _AGENT_FILE = "amc_agent.npz"
 
@@ -358,7 +356,7 @@ class AMCAgent:
 
 
 # --------------------------------------------------------------- oracle ---
-class AMCOracle(keras_tuner.Oracle):
+class AMCOracle(SafeOracle):
     """One AMC episode per trial on ``PruningTuner`` (score = validation accuracy).
 
     Args: ``space``, ``geometry`` (``geometry_from_model(model, space)``),
@@ -398,40 +396,8 @@ class AMCOracle(keras_tuner.Oracle):
         values["amc/episode"] = self.agent.episode
         return {"status": _STATUS.RUNNING, "values": values}
 
-    @keras_tuner.synchronized
-    def create_trial(self, tuner_id):
-        try:
-            return super().create_trial(tuner_id)
-        except Exception:  # never leak the lock
-            _LOG.error("AMCOracle.create_trial failed; stopping tuner %s:\n%s", tuner_id,
-                       traceback.format_exc())
-            self.tuner_ids.discard(tuner_id)
-            return trial_module.Trial(self.get_space(), status=_STATUS.STOPPED)
-
-    @keras_tuner.synchronized
-    def update_trial(self, trial_id, metrics, step=0):
-        try:
-            return super().update_trial(trial_id, metrics, step=step)
-        except Exception:
-            _LOG.error("AMCOracle.update_trial(%s) failed:\n%s", trial_id,
-                       traceback.format_exc())
-            trial = self.trials.get(trial_id)
-            return trial if trial is not None else trial_module.Trial(
-                self.get_space(), trial_id=trial_id, status=_STATUS.FAILED)
-
-    @keras_tuner.synchronized
-    def end_trial(self, trial):
-        try:
-            super().end_trial(trial)
-        except Exception:
-            _LOG.error("AMCOracle.end_trial(%s) failed:\n%s", trial.trial_id,
-                       traceback.format_exc())
-        try:
-            self._finish_episode(self.trials[trial.trial_id])
-            self.save()
-        except Exception:
-            _LOG.error("AMCOracle: learning from trial %s failed:\n%s", trial.trial_id,
-                       traceback.format_exc())
+    def learn(self, trial):
+        self._finish_episode(trial)
 
     def _finish_episode(self, trial):
         pending = self._pending

@@ -29,21 +29,19 @@ remaining weights, ``g`` never decreases with them, and re-normalisation only
 scales ``g`` (never below 0, i.e. never below a floor). Without floors ``g`` and
 ``t`` are the action's fraction and filter share, as before.
 """
-import logging
 import math
-import traceback
 
 import keras_tuner
 import numpy as np
 from keras_tuner.engine import trial as trial_module
 
 from tfautocompress import policy as policy_lib
+from tfautocompress.search.oracle import SafeOracle
 
 __all__ = ["EnhancedSAOracle", "follows_size_order", "InfeasibleTargetError", "increment",
            "from_increment"]
 
 _STATUS = trial_module.TrialStatus
-_LOG = logging.getLogger(__name__)
 _BISECTION_STEPS = 60
 _PERTURB_ATTEMPTS = 8
 _TOLERANCE = 1e-12
@@ -107,7 +105,7 @@ def from_increment(space, name, g, t):
     return policy_lib.LayerAction(min(space.max_fraction, fraction), share)
 
 
-class EnhancedSAOracle(keras_tuner.Oracle):
+class EnhancedSAOracle(SafeOracle):
     """Algorithm 1 over a ``PolicySpace``; the trial score is an accuracy to maximise.
 
     Args:
@@ -378,41 +376,9 @@ class EnhancedSAOracle(keras_tuner.Oracle):
             self._best = {"trial_id": trial.trial_id, "score": _clean(trial.score),
                           "values": _clean_values(trial.hyperparameters.values)}
 
-    @keras_tuner.synchronized
-    def create_trial(self, tuner_id):
-        try:
-            return super().create_trial(tuner_id)
-        except Exception:  # never leak the lock or kill the chief's server
-            _LOG.error("EnhancedSAOracle.create_trial failed; stopping tuner %s:\n%s",
-                       tuner_id, traceback.format_exc())
-            self.tuner_ids.discard(tuner_id)
-            return trial_module.Trial(self.get_space(), status=_STATUS.STOPPED)
-
-    @keras_tuner.synchronized
-    def update_trial(self, trial_id, metrics, step=0):
-        try:
-            return super().update_trial(trial_id, metrics, step=step)
-        except Exception:
-            _LOG.error("EnhancedSAOracle.update_trial(%s) failed:\n%s", trial_id,
-                       traceback.format_exc())
-            trial = self.trials.get(trial_id)
-            return trial if trial is not None else trial_module.Trial(
-                self.get_space(), trial_id=trial_id, status=_STATUS.FAILED)
-
-    @keras_tuner.synchronized
-    def end_trial(self, trial):
-        try:
-            super().end_trial(trial)
-        except Exception:
-            _LOG.error("EnhancedSAOracle.end_trial(%s) failed:\n%s", trial.trial_id,
-                       traceback.format_exc())
-        try:
-            self._note_best(self.trials[trial.trial_id])
-            self._fold_if_ready()
-            self.save()
-        except Exception:
-            _LOG.error("EnhancedSAOracle: folding trial %s failed:\n%s", trial.trial_id,
-                       traceback.format_exc())
+    def learn(self, trial):
+        self._note_best(trial)
+        self._fold_if_ready()
 
     # ------------------------------------------------------------ result ---
     def best_policy(self):
