@@ -51,6 +51,9 @@ class Config:
     lose against the baseline (1.0 = one point). ``target_compression_ratio``:
     dense / kept (N x) on ``objective``; None = as far as the bound allows.
     ``admm``: keyword arguments of ``callbacks.admm.ADMM`` (rho, rho_factor, ...).
+    ``bn_momentum``: BatchNormalization momentum while pruning (None keeps the
+    model's): after a hard prune the moving statistics must follow the pruned
+    weights within the few epochs of a round (0.99 would lag ~100 steps).
     """
 
     objective: str = "params"
@@ -66,6 +69,7 @@ class Config:
     retrain_epochs: int = 4
     lr: float = 1e-3
     admm: dict = dataclasses.field(default_factory=dict)
+    bn_momentum: float = 0.9
     purification_trials: int = 12
     purification_max_scale: float = 1.0
     export_tflite: bool = False
@@ -80,6 +84,7 @@ class Config:
                   "purification_trials": self.purification_trials >= 0,
                   "max_accuracy_drop": 0 <= self.max_accuracy_drop <= 100,
                   "round_ratio": self.round_ratio > 1, "lr": self.lr > 0,
+                  "bn_momentum": self.bn_momentum is None or 0 <= self.bn_momentum < 1,
                   "target_compression_ratio": self.target_compression_ratio is None
                   or self.target_compression_ratio > 1}
         for name, ok in checks.items():
@@ -87,7 +92,8 @@ class Config:
                 raise ValueError(f"Config.{name}={getattr(self, name)!r} is out of range: "
                                  "rounds, trials and ADMM epochs >= 1, retrain epochs >= 0, "
                                  "max_accuracy_drop in [0, 100] percentage points, "
-                                 "round_ratio and target_compression_ratio > 1, lr > 0.")
+                                 "round_ratio and target_compression_ratio > 1, lr > 0, "
+                                 "bn_momentum in [0, 1) or None.")
 
 
 class AutoCompress:
@@ -98,9 +104,9 @@ class AutoCompress:
     """
 
     def __init__(self, model, splits, output_dir, config=None, tensorboard_dir=None, verbose=1):
-        self.model = check_model(model)
-        self.splits, self.output_dir = splits, os.fspath(output_dir)
         self.config = config or Config()
+        self.model = _with_bn_momentum(check_model(model), self.config.bn_momentum)
+        self.splits, self.output_dir = splits, os.fspath(output_dir)
         self.verbose = verbose
         self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
         self._space = policy_lib.PolicySpace.from_model(model, self.config.scheme_set,
@@ -324,6 +330,22 @@ class AutoCompress:
                     for epoch, value in enumerate(values):
                         _scalar(f"round_{k}/{phase}/{key}", value, epoch)
         self._writer.flush()
+
+
+def _with_bn_momentum(model, momentum):
+    """A copy of ``model`` (same weights) whose BatchNormalization layers use ``momentum``."""
+    if momentum is None:
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["momentum"] = momentum
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _scalar(tag, value, step):

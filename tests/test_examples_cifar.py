@@ -1,0 +1,36 @@
+"""The CIFAR-10 example scripts end to end on tensorflow-datasets mock data, one step per phase."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_RUN = """
+import runpy, sys
+import tensorflow_datasets as tfds
+script, sys.argv = sys.argv[1], sys.argv[1:]
+with tfds.testing.mock_data(num_examples=12):
+    runpy.run_path(script, run_name="__main__")
+"""
+TINY = ["--steps_per_epoch=1", "--baseline_epochs=1", "--batch_size=4", "--rounds=1",
+        "--admm_epochs=1", "--retrain_epochs=1", "--search_trials=1",
+        "--purification_trials=1", "--max_accuracy_drop=100", "--noexport_tflite"]
+
+
+@pytest.mark.parametrize("script,model", [("cifar10_vgg16.py", "vgg16_cifar"),
+                                          ("cifar10_resnet18.py", "resnet18_cifar")])
+def test_example_runs_the_paper_recipe(tmp_path, script, model):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    args = [sys.executable, "-c", _RUN, os.path.join(ROOT, "examples", script), *TINY,
+            f"--baseline_dir={tmp_path / 'baseline'}", f"--output_dir={tmp_path / 'out'}"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "baseline" / f"{model}.keras").exists()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    config = report["config"]
+    assert (config["lr"], config["admm"], config["objective"]) == (1e-3, {"rho": 1e-4}, "params")
+    assert report["rounds"][0]["conv_params_ratio"] > 1.5  # one round ~2x, as in the paper
+    assert report["final"]["conv_params_ratio"] >= report["rounds"][0]["conv_params_ratio"] * 0.999
+    assert "report:" in done.stdout
