@@ -22,7 +22,8 @@ class _Broken(SafeOracle):
 
 
 def test_failing_learn_is_logged_and_the_oracle_keeps_serving(tmp_path, caplog):
-    oracle = _Broken(directory=str(tmp_path), project_name="p")
+    oracle = _Broken()
+    oracle._set_project_dir(str(tmp_path), "p")  # what BaseTuner does for its oracle
     first = oracle.create_trial("tuner0")
     first.status = trial_module.TrialStatus.COMPLETED
     oracle.update_trial(first.trial_id, {"score": 1.0})
