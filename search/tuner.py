@@ -36,11 +36,25 @@ class PruningTuner(base_tuner.BaseTuner):
       subset_size: how many validation examples to score on (all if None).
       space: the ``PolicySpace``; defaults to ``oracle.space``.
       batch_size: forward-pass batch size.
+      calibration_data: optional training data — a batched ``tf.data.Dataset`` of
+        ``(x, y)`` (or of ``x``), a tuple of arrays ``(x, y)`` or an array ``x``. When
+        given, each trial re-estimates every BatchNormalization's moving mean and
+        variance after masking (adaptive BN recalibration, as in EagleEye): the
+        model is run in training mode up to the BN inputs on these batches, and the
+        per-channel batch mean and (biased) variance are averaged over the batches
+        (a cumulative average, not momentum) and assigned; no weight is updated.
+        Without it BN statistics stay the dense model's, which after structured
+        pruning scores near chance on conv-BN nets.
+      calibration_batches: how many batches of ``calibration_data`` to use (batches
+        of another size than the first are dropped so one graph serves every trial).
+        The default 2 is the smallest count whose scores rank four random 4x filter
+        policies on digits_vgg (batches of 64) as 16 batches do; cost ≈ one
+        training-mode forward pass per batch per trial.
       **kwargs: ``directory``, ``project_name``, ``overwrite`` of ``BaseTuner``.
     """
 
     def __init__(self, oracle, model, validation_data, subset_size=None, space=None,
-                 batch_size=256, **kwargs):
+                 batch_size=256, calibration_data=None, calibration_batches=2, **kwargs):
         self.space = space if space is not None else getattr(oracle, "space", None)
         if not isinstance(self.space, policy_lib.PolicySpace):
             raise TypeError("PruningTuner needs a policy.PolicySpace: pass space= or an "
@@ -57,6 +71,10 @@ class PruningTuner(base_tuner.BaseTuner):
                 variable = getattr(layer, attr, None)
                 if isinstance(variable, tf.Variable):
                     self._dense[(name, attr)] = (variable, variable.numpy())
+        self._calibrate = None
+        if calibration_data is not None:
+            self._calibrate = self._calibration_function(calibration_data,
+                                                         calibration_batches)
         self._idle_polls = 0
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
 
@@ -72,10 +90,51 @@ class PruningTuner(base_tuner.BaseTuner):
         try:
             for name, mask in closed.items():
                 touched += self._apply(name, mask)
+            if self._calibrate is not None:
+                touched += [(v, v.numpy()) for v in self._bn_statistics]
+                self._calibrate()
             return self._accuracy()
         finally:
             for variable, dense in touched:
                 variable.assign(dense)
+
+    def _calibration_function(self, data, batches):
+        """One compiled function assigning BN moving statistics from cached batches."""
+        if int(batches) < 1:
+            raise ValueError(f"calibration_batches must be >= 1, got {batches!r}.")
+        bns = [layer for layer in self.model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)]
+        if not bns:
+            raise ValueError(f"calibration_data given but model {self.model.name!r} has "
+                             "no BatchNormalization layer to recalibrate.")
+        xs = _calibration_batches(data, int(batches), self._batch_size)
+        probe = keras.Model(self.model.inputs, [bn.input for bn in bns])
+        self._bn_statistics = [v for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
+
+        def axes(bn):
+            rank = len(bn.input.shape)
+            channel_axes = [a % rank for a in (bn.axis if isinstance(bn.axis, (list, tuple))
+                                               else [bn.axis])]
+            return [a for a in range(rank) if a not in channel_axes]
+
+        reduce_axes = [axes(bn) for bn in bns]
+
+        @tf.function
+        def calibrate():
+            sums = [tf.zeros_like(bn.moving_mean) for bn in bns] * 2
+            for i in tf.range(tf.shape(xs)[0]):
+                inputs = probe(xs[i], training=True)
+                inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+                stats = [tf.nn.moments(tf.cast(x, tf.float32), a, keepdims=False)
+                         for x, a in zip(inputs, reduce_axes)]
+                sums = ([s + tf.cast(m, s.dtype) for s, (m, _) in zip(sums[:len(bns)], stats)]
+                        + [s + tf.cast(v, s.dtype) for s, (_, v) in zip(sums[len(bns):], stats)])
+            count = tf.cast(tf.shape(xs)[0], sums[0].dtype)
+            for bn, mean, var in zip(bns, sums[:len(bns)], sums[len(bns):]):
+                bn.moving_mean.assign(tf.reshape(mean / count, tf.shape(bn.moving_mean)))
+                bn.moving_variance.assign(tf.reshape(var / count, tf.shape(bn.moving_variance)))
+
+        return calibrate
 
     def _apply(self, name, mask):
         layer = self.model.get_layer(name)
@@ -136,6 +195,23 @@ def _alive_filters(mask, kernel_attr):
     """1/0 per output channel: does the filter keep any weight?"""
     axes = (0, 1) if kernel_attr == "depthwise_kernel" else tuple(range(mask.ndim - 1))
     return np.any(mask != 0, axis=axes).reshape(-1).astype(np.float32)
+
+
+def _calibration_batches(data, count, batch_size):
+    """Up to ``count`` equal-size batches of inputs, stacked into one tensor."""
+    if isinstance(data, tf.data.Dataset):
+        batches = []
+        for element in data.take(count):
+            x = element[0] if isinstance(element, (tuple, list)) else element
+            batches.append(np.asarray(x))
+    else:
+        x = np.asarray(data[0] if isinstance(data, (tuple, list)) else data)
+        batches = [x[i:i + batch_size] for i in range(0, min(len(x), count * batch_size),
+                                                        batch_size)]
+    batches = [b for b in batches if b.shape == batches[0].shape] if batches else []
+    if not batches:
+        raise ValueError("calibration_data is empty.")
+    return tf.constant(np.stack(batches))
 
 
 def _subset(data, size):

@@ -93,3 +93,69 @@ def test_second_round_search_starts_from_the_first_rounds_result(trained, tmp_pa
     closed2 = graph.close_masks(pruned, masks_lib.magnitude_masks(pruned, best))
     for name, mask in closed1.items():
         assert not closed2.get(name, np.ones_like(mask))[mask == 0].any(), name
+
+
+def _quarter_filters(space):
+    """Half the filters of every CONV/FC layer: about 4x fewer CONV weights."""
+    return policy_lib.PruningPolicy(space, {n: policy_lib.LayerAction(0.5) for n in space.names})
+
+
+def _bn_statistics(model):
+    return {(l.name, v.name): v.numpy() for l in model.layers
+            if isinstance(l, keras.layers.BatchNormalization)
+            for v in (l.moving_mean, l.moving_variance)}
+
+
+def test_bn_recalibration_gives_a_signal_and_restores_everything(trained, tmp_path):
+    model, splits = trained
+    space = policy_lib.PolicySpace.from_model(model, "filter", 0.95)
+    oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=4.0, seed=0)
+    policy = _quarter_filters(space)
+    assert policy.exact_compression_ratio(model) >= 3.9
+    plain = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
+                                   directory=str(tmp_path), project_name="plain")
+    calibrated = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
+                                        calibration_data=splits.train, calibration_batches=2,
+                                        directory=str(tmp_path), project_name="calibrated")
+    before, stats = [w.copy() for w in model.get_weights()], _bn_statistics(model)
+    stale, fresh = plain.evaluate(policy), calibrated.evaluate(policy)
+    assert stale <= 0.2  # stale BN statistics: chance level (10 classes)
+    assert fresh >= 0.3 and fresh - stale >= 0.2, (stale, fresh)
+    assert calibrated.evaluate(policy) == fresh  # cached batches: deterministic
+    assert calibrated._calibrate.experimental_get_tracing_count() == 1  # no retracing
+    for w, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+    after = _bn_statistics(model)
+    for key, value in stats.items():
+        np.testing.assert_array_equal(after[key], value)
+    dense = policy_lib.PruningPolicy(space, {})
+    assert plain.evaluate(dense) == tuner_lib.PruningTuner(
+        oracle, model, splits.val, subset_size=SUBSET, directory=str(tmp_path),
+        project_name="again").evaluate(dense)  # without calibration_data: unchanged
+
+
+def test_calibrated_statistics_match_a_numpy_reference(trained, tmp_path, monkeypatch):
+    model, splits = trained
+    space = policy_lib.PolicySpace.from_model(model, "filter", 0.95)
+    oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=4.0, seed=0)
+    batches = [x for x, _ in splits.train.take(2)]
+    tuner = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
+                                   calibration_data=(np.concatenate(batches), None),
+                                   calibration_batches=2, batch_size=len(batches[0]),
+                                   directory=str(tmp_path), project_name="numpy")
+    bn = next(l for l in model.layers[3:] if isinstance(l, keras.layers.BatchNormalization))
+    seen = {}
+
+    def capture():  # inside the trial: masked weights, calibrated statistics
+        seen["mean"], seen["var"] = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+        probe = keras.Model(model.inputs, bn.input)
+        inputs = [probe(x, training=True).numpy().astype(np.float64) for x in batches]
+        seen["ref_mean"] = np.mean([i.mean(axis=(0, 1, 2)) for i in inputs], axis=0)
+        seen["ref_var"] = np.mean([i.var(axis=(0, 1, 2)) for i in inputs], axis=0)
+        return 0.0
+
+    monkeypatch.setattr(tuner, "_accuracy", capture)
+    tuner.evaluate(_quarter_filters(space))
+    np.testing.assert_allclose(seen["mean"], seen["ref_mean"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(seen["var"], seen["ref_var"], rtol=1e-4, atol=1e-5)
+    assert (seen["var"] == 0).any() and (seen["var"] > 0).any()  # dead and live channels
