@@ -23,7 +23,7 @@ def main():
         model, _ = train_baseline("digits_vgg", "digits", epochs=20,
                                   output_dir=os.path.dirname(BASELINE))
     splits = data.load("digits", batch_size=32, seed=0)
-    config = Config(objective="params", max_accuracy_drop=1.0, max_rounds=5, export_tflite=True)
+    config = Config(objective="params", max_accuracy_drop=1.0, max_rounds=4, export_tflite=True)
     report = AutoCompress(model, splits, "runs/quickstart", config).run()
     for step in ("baseline", "final"):
         r = report[step]

@@ -78,3 +78,16 @@ def test_config_errors_name_the_setting():
         Config(objective="flops")
     with pytest.raises(ValueError, match="scheme_set"):
         Config(scheme_set="channel")
+
+
+@pytest.mark.parametrize("flag,message", [("--objective=flops", "--objective"),
+                                          ("--target_ratio=0.5", "--target_ratio"),
+                                          ("--model=no_such_model", "--model")])
+def test_compress_command_rejects_bad_flags_by_name(flag, message, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tfautocompress.compress_cli", flag,
+                           f"--output_dir={tmp_path}"], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode != 0 and message in done.stderr

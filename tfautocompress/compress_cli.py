@@ -40,7 +40,7 @@ def _define():
                        "(dense / kept, N x); default: as far as the accuracy bound allows.")
     flags.DEFINE_float("max_accuracy_drop", 1.0, "Allowed validation-accuracy loss in "
                        "percentage points vs. the baseline.", lower_bound=0.0, upper_bound=100.0)
-    flags.DEFINE_integer("rounds", 5, "Maximum Phase I rounds.", lower_bound=1)
+    flags.DEFINE_integer("rounds", 4, "Maximum Phase I rounds.", lower_bound=1)
     flags.DEFINE_float("round_ratio", 2.0, "Each round's target / the previous round's.")
     flags.DEFINE_integer("admm_epochs", 4, "ADMM epochs per round.", lower_bound=1)
     flags.DEFINE_integer("retrain_epochs", 4, "Masked-retraining epochs per round.",

@@ -59,7 +59,7 @@ class Config:
     objective: str = "params"
     target_compression_ratio: float = None
     max_accuracy_drop: float = 1.0
-    max_rounds: int = 5
+    max_rounds: int = 4
     round_ratio: float = 2.0
     scheme_set: str = "filter+column"
     max_fraction: float = 0.95
