@@ -1,9 +1,10 @@
 """Enhanced-SA policy vs. a uniform policy at the same compression ratio and budget.
 
 Both prune the same baseline to ``--target_ratio`` (dense / kept, N x, CONV
-params) in one round of ADMM -> hard prune -> masked retraining with the same
-epochs, rho and seed: the SA policy through ``pipeline.AutoCompress`` (search +
-``partial_prune``), the uniform one (every layer the same fraction, scaled to the
+params; the compress command's flags, ``--target_ratio`` defaulting to 8) in one
+round of ADMM -> hard prune -> masked retraining with the same epochs, rho, seed
+and BatchNorm momentum (``searched.model``, the pipeline's working copy): the SA
+policy through ``pipeline.AutoCompress`` (search + ``partial_prune``), the uniform one (every layer the same fraction, scaled to the
 same target; ``search.uniform``) through ``partial_prune``. Test accuracy of each.
 
     python benchmarks/search_vs_uniform.py [--output result.json]
@@ -21,7 +22,6 @@ from tfautocompress.pipeline import AutoCompress, Config
 from tfautocompress.policy import PolicySpace
 from tfautocompress.search.uniform import uniform_policy
 
-flags.DEFINE_float("target_ratio", 8.0, "Compression ratio (dense / kept) both reach.")
 flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
 FLAGS = flags.FLAGS
 
@@ -50,7 +50,7 @@ def main(argv):
     keras.utils.set_random_seed(f.seed * 1000 + 1)  # the seed AutoCompress gives round 1
     recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
                     f.admm_epochs, f.retrain_epochs, admm=admm, verbose=2)
-    uniform = partial_prune(model, policy, recipe)
+    uniform = partial_prune(searched.model, policy, recipe)
     uniform_ratios = cost.count(model).ratios(cost.count(model, uniform.masks))
     uniform_s = time.perf_counter() - start
 
@@ -71,5 +71,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    compress_cli.define_flags(output_dir="runs/search_vs_uniform")
+    compress_cli.define_flags(output_dir="runs/search_vs_uniform", target_ratio=8.0)
     app.run(main)
