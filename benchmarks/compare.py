@@ -98,6 +98,7 @@ class Bench:
     def tuner(self, oracle, name):
         from tfautocompress.search.tuner import PruningTuner
         return PruningTuner(oracle, self.model, self.splits.val, subset_size=FLAGS.search_subset,
+                            calibration_data=self.splits.train,
                             directory=os.path.join(FLAGS.workdir, "search"), project_name=name,
                             overwrite=True)
 

@@ -18,7 +18,8 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-from tfautocompress import apply_masks, artifacts, compact, count, zoo
+from tfautocompress import apply_masks, artifacts, count, zoo
+from tfautocompress.compact import compact
 from tfautocompress._keras import keras
 from tfautocompress.tflite_tools import benchmark, export
 

@@ -3,10 +3,12 @@
 The public API; everything else is private to its module. Sub-packages:
 ``tfautocompress.callbacks`` (ADMM, masked retraining, progressive pruning),
 ``tfautocompress.search`` (enhanced SA Oracle, PruningTuner, baselines) and
-``tfautocompress.tflite_tools`` (export, GPU check, benchmarks).
+``tfautocompress.tflite_tools`` (export, GPU check, benchmarks). Compaction is
+``tfautocompress.compact.compact`` (not re-exported here, so that the name
+``tfautocompress.compact`` stays the module).
 """
 from tfautocompress._keras import check_model
-from tfautocompress.compact import apply_masks, compact
+from tfautocompress.compact import apply_masks
 from tfautocompress.cost import count
 from tfautocompress.graph import analyze, close_masks
 from tfautocompress.masks import magnitude_masks
@@ -15,7 +17,7 @@ from tfautocompress.schemes import Channel, Column, Combined, Filter, Irregular
 from tfautocompress.wrappers import StructuredPruneLowMagnitude, prune_structured
 
 __all__ = [
-    "check_model", "count", "analyze", "close_masks", "compact", "apply_masks",
+    "check_model", "count", "analyze", "close_masks", "apply_masks",
     "Irregular", "Filter", "Channel", "Column", "Combined",
     "LayerAction", "PolicySpace", "PruningPolicy", "magnitude_masks", "StructuredPruneLowMagnitude", "prune_structured",
 ]

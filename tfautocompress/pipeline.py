@@ -237,6 +237,7 @@ class AutoCompress:
             round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=cfg.seed + k,
             **kwargs)
         tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
+                                       calibration_data=self.splits.train,
                                        directory=os.path.join(self.output_dir, folder),
                                        project_name="search", overwrite=False)
         self._log(f"round {k}: searching {oracle.target_compression_ratio:.2f}x "

@@ -30,6 +30,7 @@ from tfautocompress import cost, graph as graph_lib, masks as masks_lib
 from tfautocompress import policy as policy_lib, schemes as schemes_lib
 from tfautocompress.baseline import accuracy
 from tfautocompress.compact import apply_masks
+from tfautocompress.search.oracle import SafeOracle
 
 __all__ = ["threshold_masks", "remove_unused", "purify", "ThresholdOracle",
            "PurificationTuner", "search_thresholds"]
@@ -122,7 +123,7 @@ def purify(model, masks, scales, channel_graph=None):
     return remove_unused(channel_graph or model, threshold_masks(model, scales, masks))
 
 
-class ThresholdOracle(keras_tuner.Oracle):
+class ThresholdOracle(SafeOracle):
     """Simulated annealing over per-layer ``filter_scale/<layer>``, ``column_scale/<layer>``.
 
     The first trial is all zeros (nothing removed, always within the bound); each
@@ -181,17 +182,13 @@ class ThresholdOracle(keras_tuner.Oracle):
                                             0.0, self.max_scale))
         return {"status": _STATUS.RUNNING, "values": values}
 
-    @keras_tuner.synchronized
-    def end_trial(self, trial):
-        super().end_trial(trial)
-        trial = self.trials[trial.trial_id]
+    def learn(self, trial):
         score = trial.score if trial.status == _STATUS.COMPLETED else None
         if score is not None and self._accept(score):
             self._current = {"score": float(score),
                              "values": {k: float(v) for k, v in trial.hyperparameters.values.items()}}
         if self._current is not None and len(self.trials) > 1:
             self._temperature *= self.cooling
-        self.save()
 
     def _accept(self, score):
         if self._current is None or score >= self._current["score"]:
