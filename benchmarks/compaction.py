@@ -14,9 +14,11 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfautocompress import artifacts, cost, graph, zoo
+from tfautocompress import artifacts, cost, zoo
 from tfautocompress._keras import keras
 from tfautocompress.compact import compact
+from tfautocompress.masks import magnitude_masks, uniform_schemes
+from tfautocompress.schemes import Filter
 
 flags.DEFINE_string("model", "vgg16_cifar", "Zoo model name.")
 flags.DEFINE_float("prune_fraction", 0.5, "Share of filters removed per CONV layer.")
@@ -24,22 +26,6 @@ flags.DEFINE_integer("runs", 50, "Timed calls per model.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights.")
 flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
 FLAGS = flags.FLAGS
-
-
-def magnitude_filter_masks(model, prune_fraction):
-    """Zero the ``prune_fraction`` smallest-L2 filters of every prunable CONV layer."""
-    masks = {}
-    for name in graph.analyze(model).prunable_layers:
-        layer = model.get_layer(name)
-        if not isinstance(layer, keras.layers.Conv2D):
-            continue
-        kernel = layer.kernel.numpy()
-        norms = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0)
-        dead = np.argsort(norms, kind="stable")[:int(prune_fraction * norms.size)]
-        mask = np.ones(kernel.shape, np.float32)
-        mask[..., dead] = 0
-        masks[name] = mask
-    return masks
 
 
 def median_latency(functions, x, runs):
@@ -60,7 +46,7 @@ def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
     model = zoo.build(FLAGS.model)
-    masks = magnitude_filter_masks(model, FLAGS.prune_fraction)
+    masks = magnitude_masks(model, uniform_schemes(model, Filter(FLAGS.prune_fraction)))
     start = time.perf_counter()
     small = compact(model, masks)
     compaction_s = time.perf_counter() - start

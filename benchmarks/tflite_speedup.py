@@ -20,6 +20,8 @@ from absl import app, flags
 
 from tfautocompress import apply_masks, artifacts, count, zoo
 from tfautocompress.compact import compact
+from tfautocompress.masks import magnitude_masks, uniform_schemes
+from tfautocompress.schemes import Filter
 from tfautocompress._keras import keras
 from tfautocompress.tflite_tools import benchmark, export
 
@@ -32,20 +34,6 @@ flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
 FLAGS = flags.FLAGS
 
 
-def filter_masks(model, prune_fraction):
-    """Keep the round((1 - f)·filters) largest-L2 filters of every Conv2D kernel."""
-    masks = {}
-    for layer in model.layers:
-        if type(layer) is keras.layers.Conv2D:  # not DepthwiseConv2D
-            kernel = layer.kernel.numpy()
-            norms = np.sqrt((kernel ** 2).reshape(-1, kernel.shape[-1]).sum(0))
-            keep = max(1, round((1 - prune_fraction) * kernel.shape[-1]))
-            mask = np.zeros(kernel.shape, np.float32)
-            mask[..., np.argsort(-norms, kind="stable")[:keep]] = 1.0
-            masks[layer.name] = mask
-    return masks
-
-
 def main(argv):
     del argv
     fractions = [float(f) for f in FLAGS.fractions]
@@ -53,7 +41,7 @@ def main(argv):
     dense = zoo.build("vgg16_cifar")
     models, references = {"dense": dense}, {"dense": dense}
     for f in fractions:
-        masks = filter_masks(dense, f)
+        masks = magnitude_masks(dense, uniform_schemes(dense, Filter(f)))
         models[f"compact_{f:g}"] = compact(dense, masks)
         references[f"compact_{f:g}"] = apply_masks(dense, masks)
     x = np.random.default_rng(FLAGS.seed).uniform(size=(4, 32, 32, 3)).astype(np.float32)

@@ -132,3 +132,14 @@ def test_coupled_producers_drop_a_members_previous_zero_filters_first():
     masks2 = masks_lib.magnitude_masks(model, round2)
     for name in ("a", "b"):
         np.testing.assert_array_equal(masks2[name].reshape(-1, 8).any(axis=0), ~zero_b)
+
+
+def test_uniform_schemes_cover_prunable_conv_layers_only():
+    from tfautocompress import graph, schemes, zoo
+    from tfautocompress.masks import uniform_schemes
+
+    model = zoo.build("digits_vgg")
+    policy = uniform_schemes(model, schemes.Filter(0.5))
+    convs = [n for n in graph.analyze(model).prunable_layers if n.endswith("_conv")]
+    assert sorted(policy) == sorted(convs) and len(convs) == 6
+    assert set(policy.values()) == {schemes.Filter(0.5)}

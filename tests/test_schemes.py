@@ -256,3 +256,12 @@ def test_kernel_kind_of_layers():
     for layer in (layers.Conv2DTranspose(2, 3, name="up"), layers.BatchNormalization(name="bn")):
         with pytest.raises(TypeError, match=f"layer '{layer.name}' is a {type(layer).__name__}"):
             schemes.kernel_kind(layer)
+
+
+def test_zero_group_shares_counts_all_zero_filters_and_columns():
+    from tfautocompress.schemes import zero_group_shares
+
+    kernel = np.ones((1, 1, 4, 5), np.float32)  # 4 columns x 5 filters
+    kernel[..., 0] = 0          # one zero filter
+    kernel[0, 0, 1, :] = 0      # one zero column
+    assert zero_group_shares(kernel) == {"filter": 0.2, "column": 0.25}

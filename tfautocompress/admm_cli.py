@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from tfautocompress import artifacts, schemes
+from tfautocompress import artifacts, masks as masks_lib, schemes
 from tfautocompress.cli import DEFAULT_BASELINE_DIR
 
 FLAGS = flags.FLAGS
@@ -22,18 +22,8 @@ DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
 
 
 def uniform_policy(model, filter_fraction, column_fraction):
-    """``{name: Combined(filter_fraction, column_fraction)}`` for every Conv2D layer."""
-    policy = {}
-    for layer in model.layers:
-        try:
-            kind = schemes.kernel_kind(layer)
-        except TypeError:
-            continue
-        if kind == "conv":
-            policy[layer.name] = schemes.Combined(filter_fraction, column_fraction)
-    if not policy:
-        raise ValueError(f"model {model.name!r} has no Conv2D layer for a uniform policy.")
-    return policy
+    """``{name: Combined(filter_fraction, column_fraction)}`` for every prunable CONV layer."""
+    return masks_lib.uniform_schemes(model, schemes.Combined(filter_fraction, column_fraction))
 
 
 def load_policy(path):
@@ -48,12 +38,8 @@ def load_policy(path):
 def structured_sparsity(arrays, model):
     """``{layer: {"filter": share, "column": share}}`` of all-zero filters and
     columns in ``arrays`` ({layer: kernel or mask}) of ``model``'s layers."""
-    result = {}
-    for name, array in arrays.items():
-        gemm = schemes.gemm_view(np.asarray(array), schemes.kernel_kind(model.get_layer(name)))
-        result[name] = {"filter": float(np.mean(~gemm.any(axis=0))),
-                        "column": float(np.mean(~gemm.any(axis=1)))}
-    return result
+    return {name: schemes.zero_group_shares(array, schemes.kernel_kind(model.get_layer(name)))
+            for name, array in arrays.items()}
 
 
 def kernels(model, names):

@@ -21,7 +21,7 @@ import numpy as np
 from tfautocompress import graph as graph_lib
 from tfautocompress import schemes as schemes_lib
 
-__all__ = ["magnitude_masks", "kernel_of"]
+__all__ = ["magnitude_masks", "uniform_schemes", "kernel_of"]
 
 
 def kernel_of(layer):
@@ -52,6 +52,17 @@ def _filter_fraction(scheme):
     if isinstance(scheme, schemes_lib.Combined):
         return scheme.filter_fraction
     return None
+
+
+def uniform_schemes(model, scheme):
+    """``{layer: scheme}`` for every CONV layer of ``model`` whose filters may be
+    pruned (``graph.analyze(model).prunable_layers``): a uniform policy."""
+    result = {name: scheme for name in graph_lib.analyze(model).prunable_layers
+              if schemes_lib.kernel_kind(model.get_layer(name)) == "conv"}
+    if not result:
+        raise ValueError(f"model {model.name!r} has no prunable CONV layer for a "
+                         "uniform policy.")
+    return result
 
 
 def magnitude_masks(model, policy_or_schemes, *, graph=None, kernels=None):

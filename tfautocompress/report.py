@@ -37,10 +37,10 @@ def layer_summary(model, masks):
             continue
         shape = tuple(getattr(layer, "depthwise_kernel" if kind == "depthwise" else "kernel").shape)
         mask = np.asarray(closed.get(layer.name, np.ones(shape, np.float32)))
-        gemm = schemes_lib.gemm_view(mask, kind) != 0
+        zero = schemes_lib.zero_group_shares(mask, kind)
         summary[layer.name] = {"kept": float(mask.mean()), "params": int(mask.size),
-                               "filters_removed": float(np.mean(~gemm.any(axis=0))),
-                               "columns_removed": float(np.mean(~gemm.any(axis=1)))}
+                               "filters_removed": zero["filter"],
+                               "columns_removed": zero["column"]}
     return summary
 
 

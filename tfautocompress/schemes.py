@@ -34,6 +34,7 @@ __all__ = [
     "KINDS",
     "kernel_kind",
     "gemm_view",
+    "zero_group_shares",
     "prune_count",
     "Scheme",
     "Irregular",
@@ -101,6 +102,14 @@ def gemm_view(kernel, kind=None):
     if kind == "depthwise":
         return kernel.reshape(kernel.shape[0] * kernel.shape[1], -1)
     return kernel.reshape(-1, kernel.shape[-1])
+
+
+def zero_group_shares(kernel, kind=None):
+    """``{"filter": share, "column": share}`` of the all-zero filters and columns of
+    ``kernel`` (a kernel or a mask) in the GEMM view."""
+    nonzero = gemm_view(kernel, kind) != 0
+    return {"filter": float(np.mean(~nonzero.any(axis=0))),
+            "column": float(np.mean(~nonzero.any(axis=1)))}
 
 
 def prune_count(fraction, n_groups):
