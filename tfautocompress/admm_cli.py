@@ -12,10 +12,10 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from tfautocompress import artifacts, masks as masks_lib, schemes
-from tfautocompress.cli import DEFAULT_BASELINE_DIR
+from tfautocompress.cli import DEFAULT_BASELINE_DIR, run_app
 
 FLAGS = flags.FLAGS
 DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
@@ -67,7 +67,7 @@ def main():
     flags.DEFINE_float("rho_max", None, "Cap on rho.")
     flags.DEFINE_string("update_every", None, "Steps between Z/U updates, or 'epoch'.")
     flags.DEFINE_string("output_dir", "runs/admm", "Where the model, masks and metrics go.")
-    app.run(_run)
+    run_app(_run)
 
 
 def _admm_kwargs():

@@ -1,9 +1,24 @@
 """absl entry points of the console scripts (see setup.py)."""
 import json
+import sys
 
 from absl import app, flags
 
 DEFAULT_BASELINE_DIR = "runs/baseline"
+
+
+def run_app(main):
+    """``absl.app.run(main)`` whose ``--help`` lists our flags.
+
+    Console scripts and examples run under a wrapper module, and absl's
+    ``--help`` shows only the flags of ``sys.argv[0]``'s module, so ours are
+    declared key flags of it first.
+    """
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        if module.startswith("tfautocompress"):
+            for flag in module_flags:
+                flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)
 
 
 def train_main():
@@ -19,7 +34,7 @@ def train_main():
     flags.DEFINE_integer("seed", 0, "Random seed (data split, initialisation, order).")
     flags.DEFINE_string("output_dir", DEFAULT_BASELINE_DIR,
                         "Where <model>.keras and <model>.json are written.")
-    app.run(_train)
+    run_app(_train)
 
 
 def _train(argv):

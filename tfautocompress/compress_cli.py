@@ -8,9 +8,9 @@ points of validation accuracy (1.0 = one point; the report shows test accuracy t
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-from tfautocompress.cli import DEFAULT_BASELINE_DIR
+from tfautocompress.cli import DEFAULT_BASELINE_DIR, run_app
 
 FLAGS = flags.FLAGS
 _SCHEMES = ("filter", "filter+column", "irregular")
@@ -87,7 +87,7 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
 def main():
     """Console-script entry point."""
     define_flags()
-    app.run(run)
+    run_app(run)
 
 
 def run(argv):

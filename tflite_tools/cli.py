@@ -9,6 +9,8 @@ import os
 
 from absl import app, flags
 
+from tfautocompress.cli import run_app
+
 SUMMARY_NAME = "tflite_summary.json"
 
 
@@ -29,7 +31,7 @@ def export_main():
     flags.DEFINE_integer("runs", 50, "Timed runs of the host benchmark.")
     flags.DEFINE_integer("warmup", 5, "Warm-up runs of the host benchmark.")
     flags.mark_flags_as_required(["model", "output_dir"])
-    app.run(_export)
+    run_app(_export)
 
 
 def android_main():
@@ -43,7 +45,7 @@ def android_main():
     flags.DEFINE_integer("timeout_s", 600, "Timeout of each adb call, in seconds.")
     flags.DEFINE_string("output", None, "JSON file for the results (written atomically).")
     flags.mark_flags_as_required(["tflite", "benchmark_binary"])
-    app.run(_android)
+    run_app(_android)
 
 
 def _export(argv):
