@@ -11,6 +11,9 @@ and, with multi-rho (Ye et al. 2018), every ``rho_every`` updates
 ``rho_i <- min(rho_factor * rho_i, rho_max)`` with ``U_i`` rescaled by
 ``rho_old / rho_new`` so that the unscaled dual ``rho_i * U_i`` is unchanged
 (Boyd et al. 2011, §3.4.1). ``Z_i`` starts at ``Pi_i(W_i)``, ``U_i`` at 0.
+With ``final_rho`` (a "rho ramp"), rho_i is raised to at least ``final_rho`` (U
+rescaled the same way) for the last epoch of each ``fit``, pulling W onto Z
+just before the hard prune.
 
 Z, U and rho live in non-trainable ``tf.Variable``s read by a loss callable
 that the callback adds to the model at ``on_train_begin`` (and rebuilds the
@@ -139,17 +142,22 @@ class ADMM(keras.callbacks.Callback):
       near_zero: relative threshold of the ``admm_zero`` log.
       hard_prune_on_train_end: project W at the end of every ``fit``; the masks
         are then in ``self.masks``.
+      final_rho: None, or rho for the last epoch of every ``fit`` (the rho ramp:
+        ``rho_i <- max(rho_i, final_rho)`` at that epoch's start; not capped by
+        ``rho_max``).
     """
 
     def __init__(self, policy, rho=RHO, rho_factor=RHO_FACTOR, rho_every=RHO_EVERY,
                  rho_max=None, update_every=UPDATE_EVERY, near_zero=NEAR_ZERO,
-                 hard_prune_on_train_end=False):
+                 hard_prune_on_train_end=False, final_rho=None):
         super().__init__()
         self._schemes = policy_schemes(policy)
         rho_max = max(RHO_MAX, rho) if rho_max is None else rho_max
         for flag, value in (("rho", rho), ("rho_max", rho_max)):
             if not value > 0:
                 raise ValueError(f"ADMM {flag} must be > 0, got {value!r}.")
+        if final_rho is not None and not final_rho > 0:
+            raise ValueError(f"ADMM final_rho must be > 0 or None, got {final_rho!r}.")
         if rho_max < rho:
             raise ValueError(f"ADMM rho_max={rho_max!r} must be >= rho={rho!r}.")
         if not rho_factor >= 1:
@@ -166,6 +174,7 @@ class ADMM(keras.callbacks.Callback):
         self.rho_max, self.update_every = float(rho_max), update_every
         self.near_zero = float(near_zero)
         self.hard_prune_on_train_end = hard_prune_on_train_end
+        self.final_rho = None if final_rho is None else float(final_rho)
         self.updates = 0  # Z/U updates done so far
         self.masks = None
         self._steps = 0
@@ -221,9 +230,7 @@ class ADMM(keras.callbacks.Callback):
         if self.updates % self.rho_every == 0:
             for s in self._slots:
                 old = float(s.rho.numpy())
-                new = min(old * self.rho_factor, self.rho_max)
-                s.rho.assign(new)
-                s.u.assign(s.u * (old / new))
+                _set_rho(s, max(old, min(old * self.rho_factor, self.rho_max)))
 
     def hard_prune(self):
         """Project every policy kernel onto its scheme's set in place; return the masks.
@@ -277,6 +284,12 @@ class ADMM(keras.callbacks.Callback):
         if self.update_every != "epoch" and self._steps % self.update_every == 0:
             self.update()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs = (self.params or {}).get("epochs")
+        if self.final_rho is not None and epochs is not None and epoch == epochs - 1:
+            for s in self._slots:
+                _set_rho(s, max(float(s.rho.numpy()), self.final_rho))
+
     def on_epoch_end(self, epoch, logs=None):
         if self.update_every == "epoch":
             self.update()
@@ -293,6 +306,13 @@ class ADMM(keras.callbacks.Callback):
         logs["admm_res"] = float(np.mean(residuals))
         logs["admm_zero"] = float(np.mean(zeros))
         logs["admm_rho"] = float(np.mean([s.rho.numpy() for s in self._slots]))
+
+
+def _set_rho(slot, new):
+    """``rho <- new`` with U rescaled so that the unscaled dual rho * U is unchanged."""
+    old = float(slot.rho.numpy())
+    slot.rho.assign(new)
+    slot.u.assign(slot.u * (old / new))
 
 
 def _relative(diff, reference):

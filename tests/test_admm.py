@@ -184,3 +184,16 @@ def test_policy_objects_and_errors():
         ADMM(POLICY, update_every="often")
     with pytest.raises(ValueError, match="rho_max"):
         ADMM(POLICY, rho=1.0, rho_max=0.5)
+
+
+def test_final_rho_ramps_the_last_epoch_only():
+    model = tiny_model()
+    compile_sgd(model)
+    admm = ADMM(POLICY, rho=1e-2, rho_factor=1.0, final_rho=5.0)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(admm.state["conv"]["rho"]))
+    model.fit(*zero_data(), epochs=3, verbose=0, callbacks=[admm, probe])
+    assert seen == [pytest.approx(1e-2), pytest.approx(1e-2), pytest.approx(5.0)]
+    with pytest.raises(ValueError, match="final_rho"):
+        ADMM(POLICY, final_rho=0.0)

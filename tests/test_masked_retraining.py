@@ -46,3 +46,27 @@ def test_retrain_keeps_masked_weights_zero_and_strips():
     assert not np.allclose(alive, before[..., ~dead])  # the survivors were retrained
     assert np.all(alive != 0)
     np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(), before)
+
+
+def test_recalibrate_bn_sets_batch_statistics_without_training():
+    model = bn_model()
+    rng = np.random.default_rng(1)
+    x = (3.0 + 2.0 * rng.standard_normal((24, 6, 6, 3))).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    masks = {"conv1": Filter(0.5).mask(model.get_layer("conv1").kernel.numpy(), "conv")}
+    wrapped = masked_retraining.wrap(model, masks)
+    bn = next(getattr(l, "layer", l) for l in wrapped.layers
+              if getattr(l, "layer", l).name == "bn1")
+    momentum = bn.momentum
+    trainable = [w.numpy() for w in wrapped.trainable_weights]
+    assert masked_retraining.recalibrate_bn(wrapped, data, batches=2) == 2
+    assert bn.momentum == momentum
+    for before, after in zip(trainable, wrapped.trainable_weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    # The moving mean is the average of the two batches' means of bn1's input.
+    conv = wrapped.get_layer(index=1)
+    means = [np.mean(conv(x[i:i + 8]).numpy(), axis=(0, 1, 2)) for i in (0, 8)]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0),
+                               rtol=1e-4, atol=1e-5)
+    assert masked_retraining.recalibrate_bn(wrapped, data, batches=0) == 0
