@@ -12,10 +12,9 @@ prunable layer's GEMM shape (filters x columns) and output positions, the scheme
 set and the cost of the CONV layers it does not prune. Costs are counted over the
 *scope*: every CONV layer plus the Dense layers in the space, as the AutoCompress
 tables count "CONV params" / "CONV FLOPs". The analytic estimate counts each
-layer's kept kernel entries as the scheme's rounding keeps them, assumes column
-pruning spends its budget first on rows that upstream filter pruning kills (as it
-does after ADMM), and counts everything outside the kernels as dense, so it never
-overstates the compression: the target is a hard constraint; ``exact_compression_ratio`` checks it on the model through
+layer's kept kernel entries exactly as the scheme's rounding keeps them, and
+counts everything outside the kernels as dense, so it never overstates the
+compression; ``exact_compression_ratio`` checks it on the model through
 ``cost.count`` (which also removes the consumers' input channels).
 
 Progressive rounds (§3.5): ``PolicySpace.from_model(model, previous=policy)``
@@ -93,29 +92,21 @@ class LayerSpec:
 
     def kept(self, action, scheme_set, alive_in=1.0, filter_fraction=None,
              column_fraction=None):
-        """Kernel entries kept by ``action`` (its scheme's exact rounding), at most,
-        when only the share ``alive_in`` of input rows survives upstream;
+        """Kernel entries kept by ``action`` (its scheme's exact rounding) times the
+        share ``alive_in`` of input rows whose channels survive upstream;
         ``filter_fraction`` / ``column_fraction`` override the action's (coupled
-        producers, floors).
-
-        An upper bound, so that a policy's compression ratio is a hard guarantee:
-        column (or irregular) pruning may spend its budget on rows that upstream
-        filter pruning kills anyway — after ADMM those rows have the smallest
-        norms, so it does — and then the layer keeps
-        ``min(kept columns, live rows)`` rows, not ``kept columns x alive_in``.
-        """
-        live = alive_in * self.params
+        producers, floors)."""
         if scheme_set == "irregular":
-            return min(self.params - schemes_lib.prune_count(action.fraction, self.params),
-                       live)
-        own_fraction, own_column_fraction = action.split()
-        if filter_fraction is None:
-            filter_fraction = own_fraction
-        if column_fraction is None:
-            column_fraction = own_column_fraction
-        kept_filters = self.filters - schemes_lib.prune_count(filter_fraction, self.filters)
-        kept_columns = self.columns - schemes_lib.prune_count(column_fraction, self.columns)
-        return kept_filters * min(kept_columns, alive_in * self.columns)
+            kept = self.params - schemes_lib.prune_count(action.fraction, self.params)
+        else:
+            own_fraction, own_column_fraction = action.split()
+            if filter_fraction is None:
+                filter_fraction = own_fraction
+            if column_fraction is None:
+                column_fraction = own_column_fraction
+            kept = ((self.filters - schemes_lib.prune_count(filter_fraction, self.filters))
+                    * (self.columns - schemes_lib.prune_count(column_fraction, self.columns)))
+        return kept * alive_in
 
 
 @dataclasses.dataclass(frozen=True)
