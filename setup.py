@@ -31,7 +31,7 @@ setup(
         "keras-tuner>=1.4,<1.5",
         "tensorflow-datasets>=4.9,<4.10",
         "numpy>=1.26",
-        "absl-py>=2.0",
+        "absl-py>=1.2",  # TF-MOT 0.8 pins absl-py~=1.2
         "ai-edge-litert>=2.0",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
