@@ -14,22 +14,8 @@ keeps 93.81 % at 54.2x fewer CONV parameters and 12.2x fewer CONV FLOPs (or 93.4
 at 61.2x / 13.3x); ADMM-based enhanced SA with filter pruning only: 93.91 % at
 8.0x / 4.7x.
 """
-
-
 from tfautocompress import compress_cli
-from tfautocompress.cli import run_app
-
-PAPER_DEFAULTS = dict(model="resnet18_cifar", dataset="cifar10", baseline_epochs=200,
-                      batch_size=128, lr=1e-3, rho=1e-4, rounds=8, admm_epochs=100,
-                      retrain_epochs=100, search_trials=45, max_accuracy_drop=0.5,
-                      objective="params", schemes="filter+column",
-                      output_dir="runs/cifar10_resnet18")
-
-
-def main():
-    compress_cli.define_flags(**PAPER_DEFAULTS)
-    run_app(compress_cli.run)
-
 
 if __name__ == "__main__":
-    main()
+    compress_cli.main(**compress_cli.PAPER_CIFAR10, model="resnet18_cifar",
+                      output_dir="runs/cifar10_resnet18")

@@ -13,22 +13,8 @@ Expected (paper, Table 1): the dense VGG-16 reaches 93.7 %; full AutoCompress
 keeps 93.21 % at 52.2x fewer CONV parameters and 8.8x fewer CONV FLOPs
 (ADMM-based enhanced SA with filter pruning only: 93.22 % at 13.7x / 3.1x).
 """
-
-
 from tfautocompress import compress_cli
-from tfautocompress.cli import run_app
-
-PAPER_DEFAULTS = dict(model="vgg16_cifar", dataset="cifar10", baseline_epochs=200,
-                      batch_size=128, lr=1e-3, rho=1e-4, rounds=8, admm_epochs=100,
-                      retrain_epochs=100, search_trials=45, max_accuracy_drop=0.5,
-                      objective="params", schemes="filter+column",
-                      output_dir="runs/cifar10_vgg16")
-
-
-def main():
-    compress_cli.define_flags(**PAPER_DEFAULTS)
-    run_app(compress_cli.run)
-
 
 if __name__ == "__main__":
-    main()
+    compress_cli.main(**compress_cli.PAPER_CIFAR10, model="vgg16_cifar",
+                      output_dir="runs/cifar10_vgg16")
