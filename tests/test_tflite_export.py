@@ -40,9 +40,28 @@ def exported(trained, digits, tmp_path_factory):
             for mode in export.MODES}
 
 
+@pytest.fixture(scope="module")
+def compacted(trained):
+    """The trained model with a quarter of every CONV layer's filters physically removed."""
+    from tfautocompress import schemes
+    from tfautocompress.compact import compact
+    from tfautocompress.masks import magnitude_masks, uniform_schemes
+
+    masks = magnitude_masks(trained, uniform_schemes(trained, schemes.Filter(0.25)))
+    small = compact(trained, masks)
+    assert small.count_params() < trained.count_params()
+    return small
+
+
 @pytest.mark.parametrize("mode", export.MODES)
-def test_every_mode_matches_the_keras_model(mode, trained, digits, exported):
-    result = benchmark.check_equivalence(trained, exported[mode]["path"], digits.val)
+@pytest.mark.parametrize("which", ["dense", "compact"])
+def test_every_mode_matches_the_keras_model(mode, which, trained, compacted, digits,
+                                            exported, tmp_path):
+    model = trained if which == "dense" else compacted
+    path = (exported[mode]["path"] if which == "dense" else export.export(
+        compacted, tmp_path / f"compact_{mode}.tflite", mode,
+        representative_data=digits.train.take(2))["path"])
+    result = benchmark.check_equivalence(model, path, digits.val)
     assert result["mode"] == mode and result["samples"] == digits.sizes["val"]
     assert result["passed"], result
     if mode == "float32":
