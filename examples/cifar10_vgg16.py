@@ -2,12 +2,8 @@
 
     python examples/cifar10_vgg16.py --data_dir=/path/to/tensorflow_datasets
 
-Adam at lr 1e-3, ADMM rho_0 = 1e-4 with multi-rho, SA cooling eta = 0.7 and
-Boltzmann k = 1e-3 (the oracle's defaults), up to 8 progressive rounds of 200
-epochs (ADMM + masked retraining), objective: CONV weight parameters, combined
-filter + column pruning. Every flag of ``tfautocompress-compress`` applies
-(``--steps_per_epoch``, ``--rounds``, ... for short runs); the run resumes from
-``--output_dir``.
+The paper's setting is ``compress_cli.PAPER_CIFAR10``; every flag of
+``tfautocompress-compress`` applies, and the run resumes from ``--output_dir``.
 
 Expected (paper, Table 1): the dense VGG-16 reaches 93.7 %; full AutoCompress
 keeps 93.21 % at 52.2x fewer CONV parameters and 8.8x fewer CONV FLOPs
