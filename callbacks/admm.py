@@ -42,7 +42,7 @@ from tfautocompress import schemes as schemes_lib
 from tfautocompress._keras import check_model, keras
 from tfautocompress.wrappers import StructuredPruneLowMagnitude
 
-__all__ = ["ADMM", "policy_schemes", "kernel_variable"]
+__all__ = ["ADMM"]
 
 # Defaults tuned for short budgets (~10 epochs of ADMM with Adam at lr 1e-3 and a
 # mean cross-entropy loss, digits_vgg at 75 % filter + 50 % column); see ADMM.
@@ -52,25 +52,6 @@ RHO_EVERY = 1
 RHO_MAX = 1.0
 UPDATE_EVERY = "epoch"
 NEAR_ZERO = 1e-2
-
-
-def policy_schemes(policy):
-    """``{layer name: Scheme}`` from a mapping or an object with ``.schemes()``."""
-    mapping = policy.schemes() if hasattr(policy, "schemes") else policy
-    if not hasattr(mapping, "items"):
-        raise TypeError(
-            f"policy must be a mapping {{layer name: Scheme}} or have a .schemes() "
-            f"method returning one, got {type(policy).__name__}.")
-    result = {}
-    for name, scheme in mapping.items():
-        if not isinstance(scheme, schemes_lib.Scheme):
-            raise TypeError(
-                f"policy entry for layer {name!r} is a {type(scheme).__name__}; "
-                "accepted: a tfautocompress.schemes.Scheme (Filter, Column, Combined, ...).")
-        result[str(name)] = scheme
-    if not result:
-        raise ValueError("policy is empty: give at least one {layer name: Scheme}.")
-    return result
 
 
 def _find_layer(model, name):
@@ -86,16 +67,6 @@ def _find_layer(model, name):
     raise ValueError(
         f"policy names layer {name!r}, which model {model.name!r} does not have; "
         f"its layers are: {', '.join(l.name for l in model.layers)}.")
-
-
-def kernel_variable(layer):
-    """The prunable kernel variable of a Conv2D/SeparableConv2D/DepthwiseConv2D/Dense."""
-    kind = schemes_lib.kernel_kind(layer)
-    if kind == "depthwise":
-        return layer.depthwise_kernel
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        return layer.pointwise_kernel
-    return layer.kernel
 
 
 @dataclasses.dataclass
@@ -151,7 +122,9 @@ class ADMM(keras.callbacks.Callback):
                  rho_max=None, update_every=UPDATE_EVERY, near_zero=NEAR_ZERO,
                  hard_prune_on_train_end=False, final_rho=None):
         super().__init__()
-        self._schemes = policy_schemes(policy)
+        self._schemes = schemes_lib.as_schemes(policy)
+        if not self._schemes:
+            raise ValueError("ADMM policy is empty: give at least one {layer name: Scheme}.")
         rho_max = max(RHO_MAX, rho) if rho_max is None else rho_max
         for flag, value in (("rho", rho), ("rho_max", rho_max)):
             if not value > 0:
@@ -193,7 +166,7 @@ class ADMM(keras.callbacks.Callback):
             for name, scheme in self._schemes.items():
                 layer, mask = _find_layer(model, name)
                 kind = schemes_lib.kernel_kind(layer)
-                slot = _Slot(name, kind, scheme, kernel_variable(layer), mask,
+                slot = _Slot(name, kind, scheme, schemes_lib.kernel_of(layer), mask,
                              None, None, None)
                 w = slot.weight_numpy()
                 z = scheme.project(w, kind)

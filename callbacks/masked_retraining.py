@@ -13,17 +13,18 @@ TF-MOT's own ``UpdatePruningStep``, which advances the wrappers' step and
 re-applies ``W := W * mask`` at every epoch end, so the stored weights stay
 exactly zero too. ``strip`` is TF-MOT's ``strip_pruning``.
 
-``recalibrate_bn`` re-estimates BatchNormalization moving statistics on training
-batches (no weight update): right after a hard prune they are the dense model's,
-and validation accuracy sits near chance until the moving averages catch up.
+``retrain`` can first re-estimate BatchNormalization moving statistics on
+training batches (``evaluate.recalibrate_bn``, no weight update): right after a
+hard prune they are the dense model's, and validation accuracy sits near chance
+until the moving averages catch up.
 """
 import tensorflow_model_optimization as tfmot
 
-from tfautocompress._keras import keras
+from tfautocompress.evaluate import recalibrate_bn
 from tfautocompress.graph import close_masks
 from tfautocompress.wrappers import prune_structured
 
-__all__ = ["wrap", "callbacks", "strip", "retrain", "recalibrate_bn"]
+__all__ = ["wrap", "callbacks", "strip", "retrain"]
 
 
 def wrap(model, masks):
@@ -39,29 +40,6 @@ def callbacks():
 def strip(model):
     """A plain tf_keras model (wrappers removed) whose pruned weights are exact zeros."""
     return tfmot.sparsity.keras.strip_pruning(model)
-
-
-def recalibrate_bn(model, data, batches):
-    """Set every BatchNormalization's moving mean/variance to the average of its
-    batch statistics over the first ``batches`` batches of ``data`` (``(x, y)`` or
-    ``x``), running ``model`` in training mode; no weight is updated (layers inside
-    pruning wrappers included). Returns how many batches were used."""
-    layers = [getattr(layer, "layer", layer) for layer in model.layers]
-    bns = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
-    if not bns or batches < 1:
-        return 0
-    momenta, used = [bn.momentum for bn in bns], 0
-    try:
-        for batch in data.take(batches):
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            for bn in bns:  # moving <- (used * moving + batch) / (used + 1): a plain mean
-                bn.momentum = used / (used + 1)
-            model(x, training=True)
-            used += 1
-    finally:
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-    return used
 
 
 def retrain(model, masks, train, *, epochs, compile_fn, validation_data=None,

@@ -16,10 +16,11 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from tfautocompress import schemes as schemes_lib
 from tfautocompress._keras import keras
-from tfautocompress.baseline import accuracy
 from tfautocompress.callbacks import masked_retraining
-from tfautocompress.callbacks.admm import ADMM, policy_schemes
+from tfautocompress.callbacks.admm import ADMM
+from tfautocompress.evaluate import accuracy
 
 __all__ = ["Recipe", "PartialModel", "partial_prune", "progressive_prune"]
 
@@ -44,7 +45,7 @@ class Recipe:
     ``retrain_compile_fn``: compiles the masked-retraining model (e.g. with a
     cosine-decayed lr); None uses ``compile_fn``. ``bn_recalibration_batches``:
     training batches on which BatchNormalization statistics are re-estimated
-    right after the hard prune (``masked_retraining.recalibrate_bn``; 0: none).
+    right after the hard prune (``evaluate.recalibrate_bn``; 0: none).
     """
 
     train: tf.data.Dataset
@@ -82,7 +83,7 @@ def partial_prune(model, policy, recipe, start=None):
     ``start``: a :class:`PartialModel` to continue from (masked ADMM; ``model`` is
     then unused). Neither ``model`` nor ``start`` is modified.
     """
-    schemes = policy_schemes(policy)
+    schemes = schemes_lib.as_schemes(policy)
     prior = dict(start.masks) if start is not None else {}
     base = start.model if start is not None else model
     changed = {name: scheme for name, scheme in schemes.items()

@@ -43,11 +43,10 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import trial as trial_module
 
-from tfautocompress import artifacts
-from tfautocompress import policy as policy_lib
-from tfautocompress.search.oracle import SafeOracle
+from tfautocompress import artifacts, cost, policy as policy_lib
 from tfautocompress._keras import keras
-from tfautocompress.search.sa_oracle import InfeasibleTargetError
+from tfautocompress.search import encoding
+from tfautocompress.search.oracle import Draws, InfeasibleTargetError, SafeOracle
 from tfautocompress.search.uniform import smallest_meeting
 
 __all__ = ["FEATURES", "PROTOCOLS", "LayerGeometry", "geometry_from_model", "LayerEmbedding",
@@ -265,7 +264,7 @@ class AMCAgent:
             raise ValueError(f"a_max={a_max} must be in (0, max_fraction="
                              f"{space.max_fraction}].")
         self.space, self.protocol = space, protocol
-        self.objective = policy_lib.check_objective(objective)
+        self.objective = cost.check_objective(objective)
         self.embedding = LayerEmbedding(space, geometry)
         self.a_max, self.warmup, self.sigma = float(a_max), int(warmup), float(sigma)
         self.noise_decay, self.baseline_alpha = float(noise_decay), float(baseline_alpha)
@@ -278,14 +277,12 @@ class AMCAgent:
                     f"target compression ratio {self.target_compression_ratio:.3f}x "
                     f"({objective}) is infeasible with a_max={a_max} in every layer "
                     f"(reaches {space.compression_ratio(full, objective):.3f}x).")
-        self.seed, self.draws, self.episode, self.baseline = int(seed), 0, 0, None
+        self.seed, self.draws, self.episode, self.baseline = int(seed), Draws(seed), 0, None
         self.ddpg = DDPG(seed=self.seed, **ddpg_kwargs)
 
     def rng(self):
-        """A generator for the next draw: seed + counter (resumes never replay)."""
-        rng = np.random.default_rng([self.seed, self.draws])
-        self.draws += 1
-        return rng
+        """A generator for the next draw (resumes never replay)."""
+        return self.draws.next()
 
     def noise(self):
         return self.sigma * self.noise_decay ** max(0, self.episode - self.warmup)
@@ -342,13 +339,13 @@ class AMCAgent:
         self.episode += 1
 
     def get_state(self):
-        return {"seed": self.seed, "draws": self.draws, "episode": self.episode,
+        return {"seed": self.seed, "draws": self.draws.count, "episode": self.episode,
                 "baseline": self.baseline,
                 "buffer": [[s.tolist(), a, r, s2.tolist(), d] for s, a, r, s2, d in
                            self.ddpg.buffer]}
 
     def set_state(self, state):
-        self.seed, self.draws = int(state["seed"]), int(state["draws"])
+        self.seed, self.draws = int(state["seed"]), Draws(state["seed"], state["draws"])
         self.episode, self.baseline = int(state["episode"]), state["baseline"]
         self.ddpg.buffer = [(np.asarray(s, np.float32), float(a), float(r),
                              np.asarray(s2, np.float32), bool(d))
@@ -372,7 +369,7 @@ class AMCOracle(SafeOracle):
         self.agent = AMCAgent(space, geometry, seed=seed, **agent_kwargs)
         self.space = space
         hp = keras_tuner.HyperParameters()
-        for name in policy_lib.PruningPolicy.value_names(space):
+        for name in encoding.value_names(space):
             hp.Float(name, 0.0, space.max_fraction)
         hp.Fixed("amc/episode", 0)
         super().__init__(objective=keras_tuner.Objective(metric, "max"),
@@ -392,7 +389,7 @@ class AMCOracle(SafeOracle):
         states, fractions = self.agent.rollout()
         self._pending = {"trial_id": trial_id, "states": [s.tolist() for s in states],
                          "fractions": [float(f) for f in fractions]}
-        values = self.agent.policy(fractions).to_values()
+        values = encoding.to_values(self.agent.policy(fractions))
         values["amc/episode"] = self.agent.episode
         return {"status": _STATUS.RUNNING, "values": values}
 

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tfautocompress._keras import check_model, keras
-from tfautocompress.masks import kernel_of
+from tfautocompress.schemes import kernel_of
 
 __all__ = ["magnitude_prune", "train_from_scratch"]
 

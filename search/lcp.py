@@ -35,11 +35,11 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress import policy as policy_lib
+from tfautocompress import cost, policy as policy_lib
 from tfautocompress import schemes as schemes_lib
 from tfautocompress._keras import keras
-from tfautocompress.masks import kernel_of
-from tfautocompress.search.sa_oracle import InfeasibleTargetError
+from tfautocompress.schemes import kernel_of
+from tfautocompress.search.oracle import InfeasibleTargetError
 
 __all__ = ["METRICS", "filter_metrics", "RankingUnit", "GlobalRanking", "EvolutionResult",
            "regularized_evolution"]
@@ -105,7 +105,7 @@ class GlobalRanking:
         if not 0.0 < float(min_keep) < 1.0:
             raise ValueError(f"min_keep={min_keep} must be in (0, 1) (share of filters "
                              "a layer keeps at least).")
-        self.space, self.objective = space, policy_lib.check_objective(objective)
+        self.space, self.objective = space, cost.check_objective(objective)
         self.target_compression_ratio = float(target_compression_ratio)
         self.target_cost = space.dense_cost(objective) / self.target_compression_ratio
         self.units = self._units(space)

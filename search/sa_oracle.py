@@ -35,20 +35,16 @@ import keras_tuner
 import numpy as np
 from keras_tuner.engine import trial as trial_module
 
-from tfautocompress import policy as policy_lib
-from tfautocompress.search.oracle import SafeOracle
+from tfautocompress import cost, policy as policy_lib, space as space_lib
+from tfautocompress.search import encoding
+from tfautocompress.search.oracle import Draws, InfeasibleTargetError, SafeOracle, metropolis
 
-__all__ = ["EnhancedSAOracle", "follows_size_order", "InfeasibleTargetError", "increment",
-           "from_increment"]
+__all__ = ["EnhancedSAOracle", "follows_size_order", "increment", "from_increment"]
 
 _STATUS = trial_module.TrialStatus
 _BISECTION_STEPS = 60
 _PERTURB_ATTEMPTS = 8
 _TOLERANCE = 1e-12
-
-
-class InfeasibleTargetError(ValueError):
-    """The target compression ratio cannot be reached within the space."""
 
 
 def follows_size_order(policy):
@@ -109,7 +105,7 @@ class EnhancedSAOracle(SafeOracle):
     """Algorithm 1 over a ``PolicySpace``; the trial score is an accuracy to maximise.
 
     Args:
-      space: ``policy.PolicySpace`` of the model to prune.
+      space: ``space.PolicySpace`` of the model to prune.
       objective: ``"params"`` or ``"macs"``: what the compression ratio counts.
       target_compression_ratio: dense / kept (N x) of this round; if None,
         ``previous_compression_ratio * round_ratio * (1 + round_variance * u)``,
@@ -131,10 +127,10 @@ class EnhancedSAOracle(SafeOracle):
                  start_temperature=20.0, stop_temperature=0.5, cooling=0.7,
                  boltzmann=1e-3, iterations=4, perturb_share=0.3, step=0.5,
                  metric="val_accuracy", max_trials=None, seed=0, **kwargs):
-        if not isinstance(space, policy_lib.PolicySpace):
-            raise TypeError(f"space must be a policy.PolicySpace, got {type(space).__name__}.")
+        if not isinstance(space, space_lib.PolicySpace):
+            raise TypeError(f"space must be a space.PolicySpace, got {type(space).__name__}.")
         self.space = space
-        self.cost_objective = policy_lib.check_objective(objective)
+        self.cost_objective = cost.check_objective(objective)
         self._check_schedule(start_temperature, stop_temperature, cooling, boltzmann,
                              iterations, max_trials)
         self.start_temperature, self.stop_temperature = float(start_temperature), float(stop_temperature)
@@ -148,14 +144,14 @@ class EnhancedSAOracle(SafeOracle):
                          allow_new_entries=False, tune_new_entries=False,
                          seed=int(seed), **kwargs)
         self.seed = int(seed)  # the base class replaces a 0 seed by a random one
-        self._draws = 0
+        self._draws = Draws(self.seed)
         self._remaining = space.remaining_weights()
         self._caps = self._increment_caps()
         if previous_compression_ratio is None:
             previous_compression_ratio = self._ratio({})
         self.previous_compression_ratio = float(previous_compression_ratio)
         if target_compression_ratio is None:
-            u = self._rng().uniform(-1.0, 1.0)
+            u = self._draws.next().uniform(-1.0, 1.0)
             target_compression_ratio = (previous_compression_ratio * round_ratio
                                         * (1.0 + round_variance * u))
         self.target_compression_ratio = float(target_compression_ratio)
@@ -230,7 +226,7 @@ class EnhancedSAOracle(SafeOracle):
     # ------------------------------------------------------- hyperparams ---
     def _space_hyperparameters(self):
         hp = keras_tuner.HyperParameters()
-        for name in policy_lib.PruningPolicy.value_names(self.space):
+        for name in encoding.value_names(self.space):
             high = self.space.max_fraction if name.startswith("fraction/") else 1.0
             hp.Float(name, 0.0, high)
         hp.Fixed("sa/temperature", self.start_temperature)
@@ -243,12 +239,6 @@ class EnhancedSAOracle(SafeOracle):
             {k: v for k, v in values.items() if not k.startswith("sa/")})
 
     # ----------------------------------------------------------- actions ---
-    def _rng(self):
-        """A generator for the next draw: seed + counter, so resumes never replay."""
-        rng = np.random.default_rng([self.seed, self._draws])
-        self._draws += 1
-        return rng
-
     def _guided(self, raw, shares):
         """Sort ``raw`` increments onto the layers by remaining weights, scale them
         to the target."""
@@ -275,7 +265,7 @@ class EnhancedSAOracle(SafeOracle):
                 for name, cap, r, s in zip(self.space.names, self._caps, ranked, shares)}
 
     def _initial_policy(self):
-        rng = self._rng()
+        rng = self._draws.next()
         n = len(self.space.layers)
         shares = (rng.uniform(0.0, 1.0, n) if self.space.scheme_set == "filter+column"
                   else np.ones(n))
@@ -289,13 +279,13 @@ class EnhancedSAOracle(SafeOracle):
 
     def _neighbour(self, values, temperature):
         """Perturb a random subset of layers, magnitude ``step * T / T0``."""
-        current = policy_lib.PruningPolicy.from_values(self.space, values)
+        current = encoding.from_values(self.space, values)
         names = self.space.names
         steps = [increment(self.space, n, current.actions[n]) for n in names]
         raw = [g for g, _ in steps]
         shares = [t for _, t in steps]
         sigma = self.step * temperature / self.start_temperature
-        rng = self._rng()
+        rng = self._draws.next()
         count = max(1, int(round(self.perturb_share * len(names))))
         for _ in range(_PERTURB_ATTEMPTS):
             new_raw, new_shares = list(raw), list(shares)
@@ -331,11 +321,13 @@ class EnhancedSAOracle(SafeOracle):
     def _new_batch(self):
         meta = {"sa/temperature": self._temperature, "sa/level": self._level}
         if self._current is None:
-            proposals = [dict(self._initial_policy().to_values(), **meta, **{"sa/parent": ""})]
+            initial = encoding.to_values(self._initial_policy())
+            proposals = [dict(initial, **meta, **{"sa/parent": ""})]
         else:
             parent = self._current["trial_id"]
-            proposals = [dict(self._neighbour(self._current["values"], self._temperature)
-                              .to_values(), **meta, **{"sa/parent": parent})
+            proposals = [dict(encoding.to_values(self._neighbour(self._current["values"],
+                                                                 self._temperature)),
+                              **meta, **{"sa/parent": parent})
                          for _ in range(self.iterations)]
         self._batch = {"level": self._level, "proposals": proposals, "trial_ids": []}
 
@@ -359,13 +351,8 @@ class EnhancedSAOracle(SafeOracle):
             self._temperature *= self.cooling
 
     def _accept(self, current_score, score):
-        """Metropolis: better is kept; worse with probability exp(-dE / (k T))."""
-        if score is None:
-            return False
-        if current_score is None or score >= current_score:
-            return True
-        energy = current_score - score  # the accuracy loss
-        return self._rng().uniform() < math.exp(-energy / (self.boltzmann * self._temperature))
+        """Metropolis (dE = the accuracy loss) at the current temperature."""
+        return metropolis(current_score, score, self._temperature, self.boltzmann, self._draws)
 
     def _note_best(self, trial):
         if trial.status != _STATUS.COMPLETED or trial.score is None:
@@ -385,12 +372,12 @@ class EnhancedSAOracle(SafeOracle):
         """The best-scoring ``PruningPolicy`` so far (ties: the earliest trial)."""
         if self._best is None:
             raise ValueError("no completed trial yet: run the search first.")
-        return policy_lib.PruningPolicy.from_values(self.space, self._best["values"])
+        return encoding.from_values(self.space, self._best["values"])
 
     def current_policy(self):
         if self._current is None:
             raise ValueError("no completed trial yet: run the search first.")
-        return policy_lib.PruningPolicy.from_values(self.space, self._current["values"])
+        return encoding.from_values(self.space, self._current["values"])
 
     @property
     def temperature(self):
@@ -401,7 +388,7 @@ class EnhancedSAOracle(SafeOracle):
         state["sa"] = {
             "target_compression_ratio": self.target_compression_ratio,
             "temperature": self._temperature, "level": self._level,
-            "seed": self.seed, "draws": self._draws,
+            "seed": self.seed, "draws": self._draws.count,
             "current": self._current, "best": self._best,
             "batch": self._batch, "folded": list(self._folded),
         }
@@ -412,7 +399,7 @@ class EnhancedSAOracle(SafeOracle):
         sa = state["sa"]
         self.target_compression_ratio = sa["target_compression_ratio"]
         self._temperature, self._level = sa["temperature"], sa["level"]
-        self.seed, self._draws = sa["seed"], sa["draws"]
+        self.seed, self._draws = sa["seed"], Draws(sa["seed"], sa["draws"])
         self._current, self._best = sa["current"], sa["best"]
         self._batch, self._folded = sa["batch"], list(sa["folded"])
 

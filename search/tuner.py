@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import base_tuner
 
-from tfautocompress import graph as graph_lib
-from tfautocompress import masks as masks_lib
-from tfautocompress import policy as policy_lib
+from tfautocompress import evaluate as evaluate_lib, graph as graph_lib, masks as masks_lib
+from tfautocompress import schemes as schemes_lib, space as space_lib
 from tfautocompress._keras import check_model, keras
+from tfautocompress.search import encoding
 
 __all__ = ["PruningTuner"]
 
@@ -56,92 +56,57 @@ class PruningTuner(base_tuner.BaseTuner):
     def __init__(self, oracle, model, validation_data, subset_size=None, space=None,
                  batch_size=256, calibration_data=None, calibration_batches=2, **kwargs):
         self.space = space if space is not None else getattr(oracle, "space", None)
-        if not isinstance(self.space, policy_lib.PolicySpace):
-            raise TypeError("PruningTuner needs a policy.PolicySpace: pass space= or an "
+        if not isinstance(self.space, space_lib.PolicySpace):
+            raise TypeError("PruningTuner needs a space.PolicySpace: pass space= or an "
                             f"oracle with .space; got {type(self.space).__name__}.")
         self.model = check_model(model)
-        self._graph = graph_lib.analyze(model)
+        self.graph = graph_lib.analyze(model)
         self._x, self._y = _subset(validation_data, subset_size)
         self._batch_size = int(batch_size)
-        self._forward = tf.function(lambda x: self.model(x, training=False))
         self._dense = {}
-        for name in self._graph.layers:
+        for name in self.graph.layers:
             layer = model.get_layer(name)
-            for attr in ("kernel", "pointwise_kernel", "depthwise_kernel", "bias", "gamma", "beta"):
+            for attr in {schemes_lib.kernel_attr(layer), "bias", "gamma", "beta"} - {None}:
                 variable = getattr(layer, attr, None)
                 if isinstance(variable, tf.Variable):
                     self._dense[(name, attr)] = (variable, variable.numpy())
-        self._calibrate = None
+        self.calibration = None
         if calibration_data is not None:
-            self._calibrate = self._calibration_function(calibration_data,
-                                                         calibration_batches)
+            self.calibration = evaluate_lib.BNCalibration(model, calibration_data,
+                                                          calibration_batches, self._batch_size)
         self._idle_polls = 0
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
 
     # --------------------------------------------------------- evaluation ---
     def evaluate(self, policy):
         """Validation-subset accuracy (a Python float) of ``policy``'s magnitude masks."""
-        kernels = {name: self._dense[(name, _kernel_attr(self.model.get_layer(name)))][1]
+        kernels = {name: self._dense[(name, schemes_lib.kernel_attr(self.model.get_layer(name)))][1]
                    for name in policy.schemes()}
-        masks = masks_lib.magnitude_masks(self.model, policy, graph=self._graph,
+        masks = masks_lib.magnitude_masks(self.model, policy, graph=self.graph,
                                           kernels=kernels)
-        closed, _ = self._graph.close(masks)
+        closed, _ = self.graph.close(masks)
         touched = []
         try:
             for name, mask in closed.items():
                 touched += self._apply(name, mask)
-            if self._calibrate is not None:
-                touched += [(v, v.numpy()) for v in self._bn_statistics]
-                self._calibrate()
-            return self._accuracy()
+            if self.calibration is not None:
+                touched += [(v, v.numpy()) for v in self.calibration.variables]
+                self.calibration()
+            return self.score()
         finally:
             for variable, dense in touched:
                 variable.assign(dense)
 
-    def _calibration_function(self, data, batches):
-        """One compiled function assigning BN moving statistics from cached batches."""
-        if int(batches) < 1:
-            raise ValueError(f"calibration_batches must be >= 1, got {batches!r}.")
-        bns = [layer for layer in self.model.layers
-               if isinstance(layer, keras.layers.BatchNormalization)]
-        if not bns:
-            raise ValueError(f"calibration_data given but model {self.model.name!r} has "
-                             "no BatchNormalization layer to recalibrate.")
-        xs = _calibration_batches(data, int(batches), self._batch_size)
-        probe = keras.Model(self.model.inputs, [bn.input for bn in bns])
-        self._bn_statistics = [v for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
-
-        def axes(bn):
-            rank = len(bn.input.shape)
-            channel_axes = [a % rank for a in (bn.axis if isinstance(bn.axis, (list, tuple))
-                                               else [bn.axis])]
-            return [a for a in range(rank) if a not in channel_axes]
-
-        reduce_axes = [axes(bn) for bn in bns]
-
-        @tf.function
-        def calibrate():
-            sums = [tf.zeros_like(bn.moving_mean) for bn in bns] * 2
-            for i in tf.range(tf.shape(xs)[0]):
-                inputs = probe(xs[i], training=True)
-                inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-                stats = [tf.nn.moments(tf.cast(x, tf.float32), a, keepdims=False)
-                         for x, a in zip(inputs, reduce_axes)]
-                sums = ([s + tf.cast(m, s.dtype) for s, (m, _) in zip(sums[:len(bns)], stats)]
-                        + [s + tf.cast(v, s.dtype) for s, (_, v) in zip(sums[len(bns):], stats)])
-            count = tf.cast(tf.shape(xs)[0], sums[0].dtype)
-            for bn, mean, var in zip(bns, sums[:len(bns)], sums[len(bns):]):
-                bn.moving_mean.assign(tf.reshape(mean / count, tf.shape(bn.moving_mean)))
-                bn.moving_variance.assign(tf.reshape(var / count, tf.shape(bn.moving_variance)))
-
-        return calibrate
+    def score(self):
+        """Accuracy of the model as it is now on the cached validation subset."""
+        return evaluate_lib.accuracy(self.model, (self._x, self._y), self._batch_size)
 
     def _apply(self, name, mask):
         layer = self.model.get_layer(name)
         if isinstance(layer, keras.layers.BatchNormalization):
             attrs = [(a, mask) for a in ("gamma", "beta") if (name, a) in self._dense]
         else:
-            kernel_attr = _kernel_attr(layer)
+            kernel_attr = schemes_lib.kernel_attr(layer)
             alive = _alive_filters(mask, kernel_attr)
             attrs = [(kernel_attr, mask)]
             if (name, "bias") in self._dense and alive.size == self._dense[(name, "bias")][1].size:
@@ -153,18 +118,9 @@ class PruningTuner(base_tuner.BaseTuner):
             touched.append((variable, dense))
         return touched
 
-    def _accuracy(self):
-        correct = 0
-        for start in range(0, len(self._y), self._batch_size):
-            logits = self._forward(self._x[start:start + self._batch_size])
-            correct += int(tf.reduce_sum(tf.cast(
-                tf.argmax(logits, axis=-1, output_type=tf.int32)
-                == self._y[start:start + self._batch_size], tf.int32)))
-        return correct / len(self._y)
-
     # ------------------------------------------------------------- tuner ---
     def run_trial(self, trial, *args, **kwargs):
-        policy = policy_lib.PruningPolicy.from_values(self.space, trial.hyperparameters.values)
+        policy = encoding.from_values(self.space, trial.hyperparameters.values)
         return float(self.evaluate(policy))
 
     def pre_create_trial(self):
@@ -182,36 +138,13 @@ class PruningTuner(base_tuner.BaseTuner):
         trials = [t for t in self.oracle.get_best_trials(1) if t.score is not None]
         if not trials:
             raise ValueError("no completed trial yet: run search() first.")
-        return policy_lib.PruningPolicy.from_values(self.space, trials[0].hyperparameters.values)
-
-
-def _kernel_attr(layer):
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return "depthwise_kernel"
-    return "pointwise_kernel" if isinstance(layer, keras.layers.SeparableConv2D) else "kernel"
+        return encoding.from_values(self.space, trials[0].hyperparameters.values)
 
 
 def _alive_filters(mask, kernel_attr):
     """1/0 per output channel: does the filter keep any weight?"""
     axes = (0, 1) if kernel_attr == "depthwise_kernel" else tuple(range(mask.ndim - 1))
     return np.any(mask != 0, axis=axes).reshape(-1).astype(np.float32)
-
-
-def _calibration_batches(data, count, batch_size):
-    """Up to ``count`` equal-size batches of inputs, stacked into one tensor."""
-    if isinstance(data, tf.data.Dataset):
-        batches = []
-        for element in data.take(count):
-            x = element[0] if isinstance(element, (tuple, list)) else element
-            batches.append(np.asarray(x))
-    else:
-        x = np.asarray(data[0] if isinstance(data, (tuple, list)) else data)
-        batches = [x[i:i + batch_size] for i in range(0, min(len(x), count * batch_size),
-                                                        batch_size)]
-    batches = [b for b in batches if b.shape == batches[0].shape] if batches else []
-    if not batches:
-        raise ValueError("calibration_data is empty.")
-    return tf.constant(np.stack(batches))
 
 
 def _subset(data, size):

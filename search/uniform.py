@@ -7,8 +7,8 @@ factor to the smallest policy whose analytic compression ratio (dense / kept,
 N x, ``PolicySpace.compression_ratio``) reaches the target. They need no search
 and no model: a ``PolicySpace`` is enough.
 """
-from tfautocompress import policy as policy_lib
-from tfautocompress.search.sa_oracle import InfeasibleTargetError
+from tfautocompress import cost, policy as policy_lib
+from tfautocompress.search.oracle import InfeasibleTargetError
 
 __all__ = ["uniform_policy", "deeper_policy", "scaled_policy", "smallest_meeting"]
 
@@ -47,7 +47,7 @@ def scaled_policy(space, weights, target_compression_ratio, objective="params",
     layer's fraction (default 1 for 'filter', 0.5 for 'filter+column').
     Raises ``InfeasibleTargetError`` if ``max_fraction`` everywhere falls short.
     """
-    policy_lib.check_objective(objective)
+    cost.check_objective(objective)
     weights = [float(w) for w in weights]
     if len(weights) != len(space.layers) or min(weights) < 0 or max(weights) <= 0:
         raise ValueError(f"weights must hold {len(space.layers)} non-negative numbers "

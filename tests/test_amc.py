@@ -3,17 +3,17 @@ import numpy as np
 import pytest
 from keras_tuner.engine import trial as trial_module
 
-from tfautocompress import policy as P
-from tfautocompress.search import amc
-from tfautocompress.search.sa_oracle import InfeasibleTargetError
+from tfautocompress import policy as P, space as space_lib
+from tfautocompress.search import amc, encoding
+from tfautocompress.search.oracle import InfeasibleTargetError
 
 
 def _space():
     """A 3-layer chain: c1 -> c2 -> c3 (each reads the previous layer's 9 rows/channel)."""
-    specs = (P.LayerSpec("c1", "conv2d", 16, 27, 1024, 3),
-             P.LayerSpec("c2", "conv2d", 32, 144, 256, 16, ((("c1",), 16, 1),)),
-             P.LayerSpec("c3", "conv2d", 64, 288, 64, 32, ((("c2",), 32, 1),)))
-    return P.PolicySpace(specs, scheme_set="filter", fixed_params=500, fixed_macs=5000)
+    specs = (space_lib.LayerSpec("c1", "conv2d", 16, 27, 1024, 3),
+             space_lib.LayerSpec("c2", "conv2d", 32, 144, 256, 16, ((("c1",), 16, 1),)),
+             space_lib.LayerSpec("c3", "conv2d", 64, 288, 64, 32, ((("c2",), 32, 1),)))
+    return space_lib.PolicySpace(specs, scheme_set="filter", fixed_params=500, fixed_macs=5000)
 
 
 GEOMETRY = (amc.LayerGeometry(16, 3, 32, 32, 1, 3), amc.LayerGeometry(32, 16, 32, 32, 2, 3),
@@ -74,7 +74,7 @@ def test_infeasible_targets_are_refused():
     with pytest.raises(InfeasibleTargetError, match="a_max=0.5"):
         amc.AMCAgent(_space(), GEOMETRY, target_compression_ratio=50.0, a_max=0.5)
     with pytest.raises(ValueError, match="accepted: 'filter'"):
-        amc.AMCAgent(P.PolicySpace(_space().layers, scheme_set="filter+column"), GEOMETRY)
+        amc.AMCAgent(space_lib.PolicySpace(_space().layers, scheme_set="filter+column"), GEOMETRY)
     with pytest.raises(ValueError, match="protocol"):
         amc.AMCAgent(_space(), GEOMETRY, protocol="latency")
 
@@ -84,8 +84,8 @@ def _toy_accuracy(fractions, optimum=(0.1, 0.7, 0.3, 0.6)):
 
 
 def test_ddpg_reward_improves_on_toy_problem():
-    specs = tuple(P.LayerSpec(f"c{i}", "conv2d", 16, 144, 64) for i in range(4))
-    space = P.PolicySpace(specs, scheme_set="filter")
+    specs = tuple(space_lib.LayerSpec(f"c{i}", "conv2d", 16, 144, 64) for i in range(4))
+    space = space_lib.PolicySpace(specs, scheme_set="filter")
     geometry = tuple(amc.LayerGeometry(16, 16, 8, 8, 1, 3) for _ in specs)
     agent = amc.AMCAgent(space, geometry, target_compression_ratio=1.0, warmup=20, seed=1)
     greedy_before = _toy_accuracy(agent.rollout(explore=False)[1])
@@ -126,9 +126,9 @@ def test_oracle_episodes_meet_target_and_resume(tmp_path):
     oracle._set_project_dir(str(tmp_path), "amc")
     trials = [_run_episode(oracle, s) for s in (0.5, 0.8)]
     for trial in trials:
-        policy = P.PruningPolicy.from_values(oracle.space, trial.hyperparameters.values)
+        policy = encoding.from_values(oracle.space, trial.hyperparameters.values)
         assert policy.compression_ratio("macs") >= 2.0
-    assert oracle.best_policy() == P.PruningPolicy.from_values(
+    assert oracle.best_policy() == encoding.from_values(
         oracle.space, trials[1].hyperparameters.values)
     assert oracle.best_reward == pytest.approx(-0.2)
     # a second oracle on the same directory continues where the first stopped

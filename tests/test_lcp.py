@@ -2,15 +2,15 @@
 import numpy as np
 import pytest
 
-from tfautocompress import policy as P
+from tfautocompress import policy as P, space as space_lib
 from tfautocompress.search import lcp
-from tfautocompress.search.sa_oracle import InfeasibleTargetError
+from tfautocompress.search.oracle import InfeasibleTargetError
 
 
 def _space(filters_a=4):
     # a: 10 MACs per filter, b: 5 columns x 4 positions = 20 MACs per filter; independent
-    specs = (P.LayerSpec("a", "conv2d", filters_a, 10, 1), P.LayerSpec("b", "conv2d", 4, 5, 4))
-    return P.PolicySpace(specs, scheme_set="filter")
+    specs = (space_lib.LayerSpec("a", "conv2d", filters_a, 10, 1), space_lib.LayerSpec("b", "conv2d", 4, 5, 4))
+    return space_lib.PolicySpace(specs, scheme_set="filter")
 
 
 def _counts(policy):
@@ -41,10 +41,10 @@ def test_every_layer_keeps_ten_percent():
 
 
 def test_coupled_producers_form_one_unit():
-    specs = (P.LayerSpec("r1", "conv2d", 8, 9, 16, coupled=("r1", "r2")),
-             P.LayerSpec("r2", "conv2d", 8, 9, 16, coupled=("r1", "r2")),
-             P.LayerSpec("c", "conv2d", 8, 72, 16, 8, ((("r1", "r2"), 8, 1),)))
-    space = P.PolicySpace(specs, scheme_set="filter")
+    specs = (space_lib.LayerSpec("r1", "conv2d", 8, 9, 16, coupled=("r1", "r2")),
+             space_lib.LayerSpec("r2", "conv2d", 8, 9, 16, coupled=("r1", "r2")),
+             space_lib.LayerSpec("c", "conv2d", 8, 72, 16, 8, ((("r1", "r2"), 8, 1),)))
+    space = space_lib.PolicySpace(specs, scheme_set="filter")
     metrics = {"r1": np.arange(8.0), "r2": np.arange(8.0)[::-1], "c": np.full(8, 10.0)}
     ranking = lcp.GlobalRanking(space, metrics, 1.5, objective="params")
     assert [u.producers for u in ranking.units] == [("r1", "r2"), ("c",)]
@@ -55,7 +55,7 @@ def test_coupled_producers_form_one_unit():
 
 
 def test_evolution_never_worse_than_naive():
-    space = P.PolicySpace(tuple(P.LayerSpec(f"l{i}", "conv2d", 16, 9 * (i + 1), 4)
+    space = space_lib.PolicySpace(tuple(space_lib.LayerSpec(f"l{i}", "conv2d", 16, 9 * (i + 1), 4)
                                 for i in range(5)), scheme_set="filter")
     rng = np.random.default_rng(0)
     metrics = {n: rng.uniform(0, 1, 16) for n in space.names}
@@ -81,7 +81,7 @@ def test_metrics_from_a_model():
     import tensorflow as tf
 
     model = zoo.build("lenet5", input_shape=(32, 32, 1), num_classes=3)
-    space = P.PolicySpace.from_model(model, scheme_set="filter")
+    space = space_lib.PolicySpace.from_model(model, scheme_set="filter")
     l1 = lcp.filter_metrics(model, space, "l1")
     l2 = lcp.filter_metrics(model, space, "l2")
     name = space.names[0]

@@ -4,6 +4,7 @@ import tensorflow as tf
 from tfautocompress.wrappers import StructuredPruneLowMagnitude
 
 from tfautocompress._keras import keras
+from tfautocompress import evaluate
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.schemes import Filter
 
@@ -60,7 +61,7 @@ def test_recalibrate_bn_sets_batch_statistics_without_training():
               if getattr(l, "layer", l).name == "bn1")
     momentum = bn.momentum
     trainable = [w.numpy() for w in wrapped.trainable_weights]
-    assert masked_retraining.recalibrate_bn(wrapped, data, batches=2) == 2
+    assert evaluate.recalibrate_bn(wrapped, data, batches=2) == 2
     assert bn.momentum == momentum
     for before, after in zip(trainable, wrapped.trainable_weights):
         np.testing.assert_array_equal(before, after.numpy())
@@ -69,4 +70,4 @@ def test_recalibrate_bn_sets_batch_statistics_without_training():
     means = [np.mean(conv(x[i:i + 8]).numpy(), axis=(0, 1, 2)) for i in (0, 8)]
     np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0),
                                rtol=1e-4, atol=1e-5)
-    assert masked_retraining.recalibrate_bn(wrapped, data, batches=0) == 0
+    assert evaluate.recalibrate_bn(wrapped, data, batches=0) == 0

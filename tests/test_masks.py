@@ -69,18 +69,18 @@ def test_errors_name_the_layer_and_what_is_accepted():
 def _prune_in_place(model, masks):
     closed = graph.close_masks(model, masks)
     for name, mask in closed.items():
-        kernel = masks_lib.kernel_of(model.get_layer(name))
+        kernel = schemes.kernel_of(model.get_layer(name))
         kernel.assign(kernel.numpy() * mask)
     return closed
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_second_round_masks_keep_the_first_rounds_zeros(seed):
-    from tfautocompress import policy as policy_lib
+    from tfautocompress import policy as policy_lib, space as space_lib
     from tfautocompress.search import sa_oracle
 
     model = _residual_model()
-    space = policy_lib.PolicySpace.from_model(model, "filter+column")
+    space = space_lib.PolicySpace.from_model(model, "filter+column")
     assert set(space.names) == {"a", "b", "c"}
     round1 = policy_lib.PruningPolicy(space, {"a": policy_lib.LayerAction(0.5, 0.6),
                                               "b": policy_lib.LayerAction(0.3, 0.5),
@@ -95,11 +95,11 @@ def test_second_round_masks_keep_the_first_rounds_zeros(seed):
         value[..., alive[: len(alive) // 2]] *= 1e-30
         value[value.shape[0] // 2] *= 1e-40  # a column position, float32 subnormals
         kernel.assign(value)
-    space2 = policy_lib.PolicySpace.from_model(model, "filter+column", previous=round1)
+    space2 = space_lib.PolicySpace.from_model(model, "filter+column", previous=round1)
     round2 = policy_lib.PruningPolicy(space2, {
         n: sa_oracle.from_increment(space2, n, rng.uniform(0.05, 0.4), rng.uniform())
         for n in space2.names})
-    kernels = {n: masks_lib.kernel_of(model.get_layer(n)).numpy() for n in space2.names}
+    kernels = {n: schemes.kernel_of(model.get_layer(n)).numpy() for n in space2.names}
     for cached in (None, kernels):
         masks2 = masks_lib.magnitude_masks(model, round2, kernels=cached)
         closed2 = graph.close_masks(model, masks2)
@@ -116,17 +116,17 @@ def test_second_round_masks_keep_the_first_rounds_zeros(seed):
 def test_coupled_producers_drop_a_members_previous_zero_filters_first():
     """Round 1 pruned only "b" of the coupled pair: in round 2 its zero filters go
     first even though "a" keeps them large (summed norms alone would keep them)."""
-    from tfautocompress import policy as policy_lib
+    from tfautocompress import policy as policy_lib, space as space_lib
 
     model = _residual_model()
-    space = policy_lib.PolicySpace.from_model(model, "filter")
+    space = space_lib.PolicySpace.from_model(model, "filter")
     round1 = policy_lib.PruningPolicy(space, {"b": policy_lib.LayerAction(0.25)})
     closed1 = _prune_in_place(model, masks_lib.magnitude_masks(model, round1))
     zero_b = ~closed1["b"].reshape(-1, 8).any(axis=0)
     assert zero_b.sum() == 2
     kernel = model.get_layer("a").kernel  # make "a" largest exactly on b's zero filters
     kernel.assign(kernel.numpy() * np.where(zero_b, 100.0, 0.01).astype(np.float32))
-    space2 = policy_lib.PolicySpace.from_model(model, "filter", previous=round1)
+    space2 = space_lib.PolicySpace.from_model(model, "filter", previous=round1)
     round2 = policy_lib.PruningPolicy(space2, {"a": policy_lib.LayerAction(0.25),
                                                "b": policy_lib.LayerAction(0.25)})
     masks2 = masks_lib.magnitude_masks(model, round2)

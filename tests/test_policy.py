@@ -5,11 +5,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
-from tfautocompress import policy as policy_lib, schemes, zoo
+from tfautocompress import cost, policy as policy_lib, schemes, space as space_lib, zoo
+from tfautocompress.search import encoding
 from tfautocompress._keras import keras
 
-SPACE = policy_lib.PolicySpace(
-    [policy_lib.LayerSpec("a", "conv", 16, 27, 64), policy_lib.LayerSpec("b", "conv", 32, 144, 16)],
+SPACE = space_lib.PolicySpace(
+    [space_lib.LayerSpec("a", "conv", 16, 27, 64), space_lib.LayerSpec("b", "conv", 32, 144, 16)],
     "filter+column", 0.9, 100, 1000)
 
 
@@ -24,7 +25,7 @@ def test_schemes_per_scheme_set():
     actions = {"a": policy_lib.LayerAction(0.5), "b": policy_lib.LayerAction(0.0)}
     for scheme_set, cls in (("filter", schemes.Filter), ("irregular", schemes.Irregular),
                             ("filter+column", schemes.Combined)):
-        space = policy_lib.PolicySpace(SPACE.layers, scheme_set, 0.9)
+        space = space_lib.PolicySpace(SPACE.layers, scheme_set, 0.9)
         result = policy_lib.PruningPolicy(space, actions).schemes()
         assert list(result) == ["a"] and isinstance(result["a"], cls)
 
@@ -38,7 +39,7 @@ def test_validation_errors_name_layer_value_and_accepted():
         policy_lib.LayerAction(-0.1)
     with pytest.raises(TypeError, match="LayerAction"):
         policy_lib.PruningPolicy(SPACE, {"a": 0.5})
-    filter_space = policy_lib.PolicySpace(SPACE.layers, "filter", 0.9)
+    filter_space = space_lib.PolicySpace(SPACE.layers, "filter", 0.9)
     with pytest.raises(ValueError, match="filter_share=0.5"):
         policy_lib.PruningPolicy(filter_space, {"a": policy_lib.LayerAction(0.5, 0.5)})
 
@@ -48,7 +49,7 @@ def test_json_file_and_values_round_trip(tmp_path):
                                               "b": policy_lib.LayerAction(0.6, 0.8)})
     policy.save(tmp_path / "p.json")
     assert policy_lib.PruningPolicy.load(tmp_path / "p.json") == policy
-    assert policy_lib.PruningPolicy.from_values(SPACE, policy.to_values()) == policy
+    assert encoding.from_values(SPACE, encoding.to_values(policy)) == policy
     with pytest.raises(ValueError, match="format"):
         policy_lib.PruningPolicy.from_json({"actions": {}})
 
@@ -72,16 +73,16 @@ def _residual_model():
     return keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
 
 
-@pytest.mark.parametrize("scheme_set", policy_lib.SCHEME_SETS)
+@pytest.mark.parametrize("scheme_set", space_lib.SCHEME_SETS)
 @pytest.mark.parametrize("build", [_residual_model, lambda: zoo.build("lenet5")])
 def test_analytic_ratio_matches_exact_count(scheme_set, build):
     model = build()
-    space = policy_lib.PolicySpace.from_model(model, scheme_set, include_dense=True)
+    space = space_lib.PolicySpace.from_model(model, scheme_set, include_dense=True)
     share = 0.5 if scheme_set == "filter+column" else 1.0
     policy = policy_lib.PruningPolicy(space, {n: policy_lib.LayerAction(0.5, share)
                                               for n in space.names})
-    for objective in policy_lib.OBJECTIVES:
-        exact = policy.exact_compression_ratio(model, objective)
+    for objective in cost.OBJECTIVES:
+        exact = cost.exact_compression_ratio(model, policy, objective)
         assert policy.compression_ratio(objective) == pytest.approx(exact, rel=0.05)
 
 
@@ -91,7 +92,7 @@ def test_space_with_floors_json_round_trip_and_missing_layers_keep_floors(tmp_pa
     space = SPACE.next_round(round1)
     assert [f[0] for f in space.floors] == ["a", "b"]
     assert space.effective("a") == round1.effective("a")
-    assert policy_lib.PolicySpace.from_config(space.get_config()) == space
+    assert space_lib.PolicySpace.from_config(space.get_config()) == space
     # A layer left out keeps its floor: the round-1 ratio, against the dense model.
     same = policy_lib.PruningPolicy(space, {})
     assert same.compression_ratio() == pytest.approx(round1.compression_ratio())
@@ -101,7 +102,7 @@ def test_space_with_floors_json_round_trip_and_missing_layers_keep_floors(tmp_pa
     round2.save(tmp_path / "p2.json")
     loaded = policy_lib.PruningPolicy.load(tmp_path / "p2.json")
     assert loaded == round2 and loaded.space.floors == space.floors
-    assert policy_lib.PruningPolicy.from_values(space, round2.to_values()) == \
+    assert encoding.from_values(space, encoding.to_values(round2)) == \
         policy_lib.PruningPolicy(space, {"a": round2.actions["a"], "b": round2.action("b")})
     # Round 3 chains on round 2's effective fractions.
     third = space.next_round(round2)
@@ -111,16 +112,16 @@ def test_space_with_floors_json_round_trip_and_missing_layers_keep_floors(tmp_pa
 
 def test_from_model_previous_floors_and_errors():
     model = _residual_model()
-    space = policy_lib.PolicySpace.from_model(model, "filter")
+    space = space_lib.PolicySpace.from_model(model, "filter")
     round1 = policy_lib.PruningPolicy(space, {n: policy_lib.LayerAction(0.25)
                                               for n in space.names})
-    space2 = policy_lib.PolicySpace.from_model(model, "filter+column", previous=round1)
+    space2 = space_lib.PolicySpace.from_model(model, "filter+column", previous=round1)
     assert {n: space2.floor(n) for n in space2.names} == {n: (0.25, 0.0) for n in space.names}
     with pytest.raises(ValueError, match=r"'c1'.*filter_fraction=0.1 is below its floor 0.25"):
         policy_lib.PruningPolicy(space2, {"c1": policy_lib.LayerAction(0.1, 1.0)})
     combined = policy_lib.PruningPolicy(space2, {n: policy_lib.LayerAction(0.5, 0.5)
                                                  for n in space2.names})
     with pytest.raises(ValueError, match=r"'c1'.*column_fraction=.* with scheme_set='filter'"):
-        policy_lib.PolicySpace.from_model(model, "filter", previous=combined)
+        space_lib.PolicySpace.from_model(model, "filter", previous=combined)
     with pytest.raises(TypeError, match="previous round's PruningPolicy"):
-        policy_lib.PolicySpace.from_model(model, previous={"c1": 0.5})
+        space_lib.PolicySpace.from_model(model, previous={"c1": 0.5})

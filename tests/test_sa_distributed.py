@@ -65,7 +65,7 @@ def _chief(directory):
 
 
 def _worker(directory, name):
-    from tfautocompress import policy as policy_lib
+    from tfautocompress.search import encoding
 
     oracle, tuner, space = _search_objects(directory)
     tuner.search(verbose=0)
@@ -77,7 +77,7 @@ def _worker(directory, name):
         time.sleep(0.2)
     best = tuner.oracle.get_best_trials(1)[0]
     _write(os.path.join(directory, f"{name}.json"),
-           policy_lib.PruningPolicy.from_values(space, best.hyperparameters.values))
+           encoding.from_values(space, best.hyperparameters.values))
 
 
 def _free_port():
@@ -88,7 +88,9 @@ def _free_port():
 
 def test_chief_and_two_workers_agree(tmp_path):
     pytest.importorskip("grpc")
-    from tfautocompress import artifacts, policy as policy_lib
+    from tfautocompress import artifacts
+    from tfautocompress import policy as policy_lib
+    from tfautocompress.search import encoding
 
     port = _free_port()
     procs = []
@@ -117,7 +119,7 @@ def test_chief_and_two_workers_agree(tmp_path):
     scores = [json.load(open(f))["score"] for f in tmp_path.glob("dist/trial_*/trial.json")]
     from test_sa_oracle import score
 
-    assert score(policies["chief"].to_values()) == pytest.approx(max(scores))
+    assert score(encoding.to_values(policies["chief"])) == pytest.approx(max(scores))
 
 
 if __name__ == "__main__":

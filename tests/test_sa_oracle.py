@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from keras_tuner.engine import trial as trial_module
 
-from tfautocompress import policy as policy_lib
-from tfautocompress.search import sa_oracle
+from tfautocompress import policy as policy_lib, space as space_lib
+from tfautocompress.search import encoding, oracle as oracle_lib, sa_oracle
 
 STATUS = trial_module.TrialStatus
 
 # Five layers of different sizes, the largest ones wide enough for fine rounding.
-SPACE = policy_lib.PolicySpace(
-    layers=[policy_lib.LayerSpec(f"conv{i}", "conv", f, c, p)
+SPACE = space_lib.PolicySpace(
+    layers=[space_lib.LayerSpec(f"conv{i}", "conv", f, c, p)
             for i, (f, c, p) in enumerate([(64, 27, 1024), (128, 576, 256), (256, 1152, 64),
                                            (512, 2304, 16), (512, 4608, 4)])],
     scheme_set="filter+column", max_fraction=0.99, fixed_params=5000, fixed_macs=10000)
@@ -64,18 +64,18 @@ def test_every_action_is_guided_and_hits_the_target(tmp_path):
     trials = run_search(oracle)
     assert len(trials) == oracle.max_trials == 1 + oracle._levels() * oracle.iterations
     for trial in trials:
-        policy = policy_lib.PruningPolicy.from_values(SPACE, trial.hyperparameters.values)
+        policy = encoding.from_values(SPACE, trial.hyperparameters.values)
         assert sa_oracle.follows_size_order(policy)
         assert 4.0 <= policy.compression_ratio("params") <= 4.0 * 1.01
     best = oracle.best_policy()
-    assert score(best.to_values()) == max(t.score for t in oracle.trials.values())
-    assert score(best.to_values()) > score(trials[0].hyperparameters.values)
+    assert score(encoding.to_values(best)) == max(t.score for t in oracle.trials.values())
+    assert score(encoding.to_values(best)) > score(trials[0].hyperparameters.values)
     assert oracle.temperature < oracle.stop_temperature
 
 
 @pytest.mark.parametrize("target,max_fraction", [(40.0, 0.99), (90.0, 0.995)])
 def test_high_targets_end_within_budget(tmp_path, target, max_fraction):
-    space = policy_lib.PolicySpace(SPACE.layers, "filter", max_fraction, 5000, 10000)
+    space = space_lib.PolicySpace(SPACE.layers, "filter", max_fraction, 5000, 10000)
     oracle = sa_oracle.EnhancedSAOracle(space, objective="macs", target_compression_ratio=target,
                                         max_trials=12, seed=1)
     oracle._set_project_dir(str(tmp_path), "high")
@@ -84,14 +84,14 @@ def test_high_targets_end_within_budget(tmp_path, target, max_fraction):
         oracle, score_fn=lambda v: 1.0 - v["fraction/conv0"])]
     assert len(values) == 12
     for v in values:
-        policy = policy_lib.PruningPolicy.from_values(space, v)
+        policy = encoding.from_values(space, v)
         assert policy.compression_ratio("macs") >= target
         assert sa_oracle.follows_size_order(policy)
 
 
 def test_infeasible_target_fails_at_construction():
-    space = policy_lib.PolicySpace(SPACE.layers, "filter", 0.9, 5000, 10000)
-    with pytest.raises(sa_oracle.InfeasibleTargetError, match=r"max_fraction=0.9 .*at most 9.9"):
+    space = space_lib.PolicySpace(SPACE.layers, "filter", 0.9, 5000, 10000)
+    with pytest.raises(oracle_lib.InfeasibleTargetError, match=r"max_fraction=0.9 .*at most 9.9"):
         sa_oracle.EnhancedSAOracle(space, target_compression_ratio=40.0)
 
 
@@ -233,7 +233,7 @@ def test_round_two_respects_floors_order_and_doubles_the_ratio(tmp_path):
     trials = run_search(oracle)
     assert len(trials) == 10
     for trial in trials:
-        policy = policy_lib.PruningPolicy.from_values(space, trial.hyperparameters.values)
+        policy = encoding.from_values(space, trial.hyperparameters.values)
         assert target <= policy.compression_ratio() <= target * 1.01
         assert sa_oracle.follows_size_order(policy)
         g = {n: sa_oracle.increment(space, n, policy.action(n))[0] for n in space.names}
@@ -250,7 +250,7 @@ def test_round_two_respects_floors_order_and_doubles_the_ratio(tmp_path):
 
 @pytest.mark.parametrize("scheme_set", ["filter", "irregular"])
 def test_round_two_floors_for_single_fraction_schemes(tmp_path, scheme_set):
-    base = policy_lib.PolicySpace(SPACE.layers, scheme_set, 0.99, 5000, 10000)
+    base = space_lib.PolicySpace(SPACE.layers, scheme_set, 0.99, 5000, 10000)
     round1 = policy_lib.PruningPolicy(base, {n: policy_lib.LayerAction(a.fraction)
                                              for n, a in ROUND1.actions.items()})
     space = base.next_round(round1)
@@ -258,7 +258,7 @@ def test_round_two_floors_for_single_fraction_schemes(tmp_path, scheme_set):
     oracle._set_project_dir(str(tmp_path), scheme_set)
     oracle.verbose = 0
     for trial in run_search(oracle, score_fn=lambda v: 1.0 - v["fraction/conv0"]):
-        policy = policy_lib.PruningPolicy.from_values(space, trial.hyperparameters.values)
+        policy = encoding.from_values(space, trial.hyperparameters.values)
         assert sa_oracle.follows_size_order(policy)
         assert policy.compression_ratio() >= oracle.target_compression_ratio
         for name in space.names:
@@ -280,8 +280,8 @@ def test_increment_round_trip_and_floor_errors():
     with pytest.raises(ValueError, match=r"'conv2'.*below its floor"):
         policy_lib.PruningPolicy(space, {"conv2": policy_lib.LayerAction(0.4, 0.6)})
     with pytest.raises(ValueError, match=r"'conv4'.*floor.*exceeds max_fraction=0.9"):
-        policy_lib.PolicySpace(SPACE.layers, "filter+column", 0.9, 5000, 10000).next_round(ROUND1)
+        space_lib.PolicySpace(SPACE.layers, "filter+column", 0.9, 5000, 10000).next_round(ROUND1)
     with pytest.raises(ValueError, match=r"'conv0'.*'irregular'.*do not chain"):
-        policy_lib.PolicySpace(SPACE.layers, "irregular", 0.99).next_round(ROUND1)
-    with pytest.raises(sa_oracle.InfeasibleTargetError, match="floors"):
+        space_lib.PolicySpace(SPACE.layers, "irregular", 0.99).next_round(ROUND1)
+    with pytest.raises(oracle_lib.InfeasibleTargetError, match="floors"):
         sa_oracle.EnhancedSAOracle(space, target_compression_ratio=1e4)

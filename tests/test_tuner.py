@@ -6,7 +6,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from tfautocompress import baseline, data, policy as policy_lib, zoo
+from tfautocompress import baseline, cost, data, evaluate, policy as policy_lib, schemes
+from tfautocompress import space as space_lib, zoo
 from tfautocompress._keras import keras
 from tfautocompress.search import sa_oracle, tuner as tuner_lib
 
@@ -29,7 +30,7 @@ def trained():
 
 def test_fast_evaluation_uses_the_validation_subset_and_restores(trained, tmp_path):
     model, splits = trained
-    space = policy_lib.PolicySpace.from_model(model, "filter", 0.95)
+    space = space_lib.PolicySpace.from_model(model, "filter", 0.95)
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=2.0, seed=0)
     tuner = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
                                    directory=str(tmp_path), project_name="eval")
@@ -37,7 +38,7 @@ def test_fast_evaluation_uses_the_validation_subset_and_restores(trained, tmp_pa
     subset = splits.val.unbatch().take(SUBSET).batch(64)
     dense = tuner.evaluate(policy_lib.PruningPolicy(space, {}))
     assert isinstance(dense, float)
-    assert dense == pytest.approx(baseline.accuracy(model, subset), abs=1e-9)
+    assert dense == pytest.approx(evaluate.accuracy(model, subset), abs=1e-9)
     assert dense > 0.2  # trained a little: better than chance on the validation split
 
     heavy = policy_lib.PruningPolicy(space, {n: policy_lib.LayerAction(0.95) for n in space.names})
@@ -49,7 +50,7 @@ def test_fast_evaluation_uses_the_validation_subset_and_restores(trained, tmp_pa
 
 def test_small_search_returns_a_policy_meeting_the_target(trained, tmp_path):
     model, splits = trained
-    space = policy_lib.PolicySpace.from_model(model, "filter+column", 0.95)
+    space = space_lib.PolicySpace.from_model(model, "filter+column", 0.95)
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=3.0, iterations=3,
                                         max_trials=4, seed=2)
     tuner = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
@@ -62,7 +63,7 @@ def test_small_search_returns_a_policy_meeting_the_target(trained, tmp_path):
     assert best == oracle.best_policy()
     assert sa_oracle.follows_size_order(best)
     assert best.compression_ratio() >= 3.0
-    assert best.exact_compression_ratio(model) >= 3.0 * 0.98
+    assert cost.exact_compression_ratio(model, best) >= 3.0 * 0.98
     assert tuner.evaluate(best) == max(scores)
 
 
@@ -72,16 +73,16 @@ def test_second_round_search_starts_from_the_first_rounds_result(trained, tmp_pa
     model, splits = trained
     pruned = keras.models.clone_model(model)
     pruned.set_weights(model.get_weights())
-    space1 = policy_lib.PolicySpace.from_model(pruned, "filter+column", 0.95)
+    space1 = space_lib.PolicySpace.from_model(pruned, "filter+column", 0.95)
     round1 = policy_lib.PruningPolicy(space1, {n: policy_lib.LayerAction(0.4, 0.6)
                                                for n in space1.names})
     closed1 = {n: m for n, m in graph.close_masks(
         pruned, masks_lib.magnitude_masks(pruned, round1)).items()
         if not isinstance(pruned.get_layer(n), keras.layers.BatchNormalization)}
     for name, mask in closed1.items():
-        kernel = masks_lib.kernel_of(pruned.get_layer(name))
+        kernel = schemes.kernel_of(pruned.get_layer(name))
         kernel.assign(kernel.numpy() * mask)
-    space2 = policy_lib.PolicySpace.from_model(pruned, "filter+column", 0.95, previous=round1)
+    space2 = space_lib.PolicySpace.from_model(pruned, "filter+column", 0.95, previous=round1)
     oracle = sa_oracle.EnhancedSAOracle(space2, iterations=2, max_trials=3, seed=4)
     target = oracle.target_compression_ratio
     assert target == pytest.approx(2 * round1.compression_ratio(), rel=0.05)
@@ -89,7 +90,7 @@ def test_second_round_search_starts_from_the_first_rounds_result(trained, tmp_pa
                                    directory=str(tmp_path), project_name="round2")
     tuner.search(verbose=0)
     best = tuner.best_policy()
-    assert best.exact_compression_ratio(pruned) >= target * 0.98
+    assert cost.exact_compression_ratio(pruned, best) >= target * 0.98
     closed2 = graph.close_masks(pruned, masks_lib.magnitude_masks(pruned, best))
     for name, mask in closed1.items():
         assert not closed2.get(name, np.ones_like(mask))[mask == 0].any(), name
@@ -108,10 +109,10 @@ def _bn_statistics(model):
 
 def test_bn_recalibration_gives_a_signal_and_restores_everything(trained, tmp_path):
     model, splits = trained
-    space = policy_lib.PolicySpace.from_model(model, "filter", 0.95)
+    space = space_lib.PolicySpace.from_model(model, "filter", 0.95)
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=4.0, seed=0)
     policy = _quarter_filters(space)
-    assert policy.exact_compression_ratio(model) >= 3.9
+    assert cost.exact_compression_ratio(model, policy) >= 3.9
     plain = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
                                    directory=str(tmp_path), project_name="plain")
     calibrated = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
@@ -122,7 +123,7 @@ def test_bn_recalibration_gives_a_signal_and_restores_everything(trained, tmp_pa
     assert stale <= 0.2  # stale BN statistics: chance level (10 classes)
     assert fresh >= 0.3 and fresh - stale >= 0.2, (stale, fresh)
     assert calibrated.evaluate(policy) == fresh  # cached batches: deterministic
-    assert calibrated._calibrate.experimental_get_tracing_count() == 1  # no retracing
+    assert calibrated.calibration._calibrate.experimental_get_tracing_count() == 1  # no retracing
     for w, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(w, b)
     after = _bn_statistics(model)
@@ -136,7 +137,7 @@ def test_bn_recalibration_gives_a_signal_and_restores_everything(trained, tmp_pa
 
 def test_calibrated_statistics_match_a_numpy_reference(trained, tmp_path, monkeypatch):
     model, splits = trained
-    space = policy_lib.PolicySpace.from_model(model, "filter", 0.95)
+    space = space_lib.PolicySpace.from_model(model, "filter", 0.95)
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=4.0, seed=0)
     batches = [x for x, _ in splits.train.take(2)]
     tuner = tuner_lib.PruningTuner(oracle, model, splits.val, subset_size=SUBSET,
@@ -154,7 +155,7 @@ def test_calibrated_statistics_match_a_numpy_reference(trained, tmp_path, monkey
         seen["ref_var"] = np.mean([i.var(axis=(0, 1, 2)) for i in inputs], axis=0)
         return 0.0
 
-    monkeypatch.setattr(tuner, "_accuracy", capture)
+    monkeypatch.setattr(tuner, "score", capture)
     tuner.evaluate(_quarter_filters(space))
     np.testing.assert_allclose(seen["mean"], seen["ref_mean"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(seen["var"], seen["ref_var"], rtol=1e-4, atol=1e-5)

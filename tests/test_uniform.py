@@ -1,16 +1,16 @@
 """Manual baselines: uniform and deeper-more schedules reach their targets (model-free)."""
 import pytest
 
-from tfautocompress import policy as P
+from tfautocompress import policy as P, space as space_lib
 from tfautocompress.search import uniform
-from tfautocompress.search.sa_oracle import InfeasibleTargetError
+from tfautocompress.search.oracle import InfeasibleTargetError
 
 
 def _space(scheme_set="filter"):
-    specs = (P.LayerSpec("c1", "conv2d", 16, 27, 1024),
-             P.LayerSpec("c2", "conv2d", 32, 144, 256, 16, ((("c1",), 16, 1),)),
-             P.LayerSpec("c3", "conv2d", 64, 288, 64, 32, ((("c2",), 32, 1),)))
-    return P.PolicySpace(specs, scheme_set=scheme_set, fixed_params=100, fixed_macs=1000)
+    specs = (space_lib.LayerSpec("c1", "conv2d", 16, 27, 1024),
+             space_lib.LayerSpec("c2", "conv2d", 32, 144, 256, 16, ((("c1",), 16, 1),)),
+             space_lib.LayerSpec("c3", "conv2d", 64, 288, 64, 32, ((("c2",), 32, 1),)))
+    return space_lib.PolicySpace(specs, scheme_set=scheme_set, fixed_params=100, fixed_macs=1000)
 
 
 @pytest.mark.parametrize("scheme_set", ["filter", "filter+column"])

@@ -12,7 +12,8 @@ from tfautocompress.compact import apply_masks
 from tfautocompress.cost import count
 from tfautocompress.graph import analyze, close_masks
 from tfautocompress.masks import magnitude_masks
-from tfautocompress.policy import LayerAction, PolicySpace, PruningPolicy
+from tfautocompress.policy import LayerAction, PruningPolicy
+from tfautocompress.space import PolicySpace
 from tfautocompress.schemes import Channel, Column, Combined, Filter, Irregular
 from tfautocompress.wrappers import StructuredPruneLowMagnitude, prune_structured
 

@@ -4,17 +4,17 @@ masked retraining, then save the model, its masks (``.npz``) and metrics (JSON).
     tfautocompress-admm --model runs/baseline/digits_vgg.keras \\
         --filter_fraction 0.75 --column_fraction 0.5 --output_dir runs/admm
 
-``--policy FILE.json`` ({layer: scheme config}, as ``Scheme.get_config()``)
-replaces the uniform ``--filter_fraction/--column_fraction`` policy, which puts
-``Combined(filter, column)`` on every Conv2D layer.
+``--policy FILE.json`` (a policy file: a pipeline round's ``policy.json``, or one
+written with ``policy.save_schemes``) replaces the uniform
+``--filter_fraction/--column_fraction`` policy, which puts ``Combined(filter,
+column)`` on every prunable Conv2D layer.
 """
 import json
 import os
 
-import numpy as np
 from absl import flags
 
-from tfautocompress import artifacts, masks as masks_lib, schemes
+from tfautocompress import artifacts, masks as masks_lib, policy as policy_lib, schemes
 from tfautocompress.cli import DEFAULT_BASELINE_DIR, run_app
 
 FLAGS = flags.FLAGS
@@ -26,15 +26,6 @@ def uniform_policy(model, filter_fraction, column_fraction):
     return masks_lib.uniform_schemes(model, schemes.Combined(filter_fraction, column_fraction))
 
 
-def load_policy(path):
-    """``{layer: Scheme}`` from a JSON file of ``{layer: Scheme.get_config()}``."""
-    config = artifacts.read_json(path)
-    if not isinstance(config, dict):
-        raise ValueError(f"--policy {path}: expected a JSON object {{layer: scheme "
-                         f"config}}, got {type(config).__name__}.")
-    return {name: schemes.Scheme.from_config(c) for name, c in config.items()}
-
-
 def structured_sparsity(arrays, model):
     """``{layer: {"filter": share, "column": share}}`` of all-zero filters and
     columns in ``arrays`` ({layer: kernel or mask}) of ``model``'s layers."""
@@ -44,9 +35,7 @@ def structured_sparsity(arrays, model):
 
 def kernels(model, names):
     """``{name: kernel as NumPy}`` of ``model``'s layers ``names``."""
-    from tfautocompress.callbacks.admm import kernel_variable
-
-    return {name: kernel_variable(model.get_layer(name)).numpy() for name in names}
+    return {name: schemes.kernel_of(model.get_layer(name)).numpy() for name in names}
 
 
 def main():
@@ -58,7 +47,8 @@ def main():
     flags.DEFINE_integer("seed", 0, "Seed of the data split and training.")
     flags.DEFINE_float("filter_fraction", 0.75, "Uniform share of filters removed.")
     flags.DEFINE_float("column_fraction", 0.5, "Uniform share of columns removed.")
-    flags.DEFINE_string("policy", None, "JSON {layer: scheme config}; overrides the uniform policy.")
+    flags.DEFINE_string("policy", None, "Policy file (a round's policy.json or one written by "
+                        "policy.save_schemes); overrides the uniform policy.")
     flags.DEFINE_integer("admm_epochs", 10, "Epochs of ADMM regularization.")
     flags.DEFINE_integer("retrain_epochs", 10, "Epochs of masked retraining.")
     flags.DEFINE_float("lr", 1e-3, "Adam learning rate (both phases).")
@@ -83,7 +73,8 @@ def _run(argv):
     del argv
     from tfautocompress import data
     from tfautocompress._keras import keras
-    from tfautocompress.baseline import accuracy, compile_for_training
+    from tfautocompress.baseline import compile_for_training
+    from tfautocompress.evaluate import accuracy
     from tfautocompress.callbacks.progressive import Recipe, partial_prune
 
     if not os.path.exists(FLAGS.model):
@@ -93,7 +84,7 @@ def _run(argv):
     model = keras.models.load_model(FLAGS.model)
     splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                        data_dir=FLAGS.data_dir)
-    policy = (load_policy(FLAGS.policy) if FLAGS.policy else
+    policy = (policy_lib.load_schemes(FLAGS.policy) if FLAGS.policy else
               uniform_policy(model, FLAGS.filter_fraction, FLAGS.column_fraction))
     recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, FLAGS.lr),
                     admm_epochs=FLAGS.admm_epochs, retrain_epochs=FLAGS.retrain_epochs,
@@ -112,9 +103,7 @@ def _run(argv):
     }
     name = result.model.name
     artifacts.save_model(result.model, os.path.join(FLAGS.output_dir, f"{name}.keras"))
-    with artifacts.atomic_path(os.path.join(FLAGS.output_dir, f"{name}_masks.npz"),
-                               suffix=".npz") as tmp:
-        np.savez(tmp, **result.masks)
+    masks_lib.save(os.path.join(FLAGS.output_dir, f"{name}_masks.npz"), result.masks)
     artifacts.write_json(os.path.join(FLAGS.output_dir, f"{name}_admm.json"), metrics)
     print(json.dumps({k: metrics[k] for k in ("baseline_test_accuracy", "test_accuracy",
                                                 "val_accuracy")}, indent=2))

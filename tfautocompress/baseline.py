@@ -2,11 +2,9 @@
 import os
 import time
 
-import numpy as np
-import tensorflow as tf
-
 from tfautocompress import artifacts, data, zoo
 from tfautocompress._keras import check_model, keras
+from tfautocompress.evaluate import accuracy
 
 
 def compile_for_training(model, lr, decay_steps=None):
@@ -21,23 +19,8 @@ def compile_for_training(model, lr, decay_steps=None):
     return model
 
 
-def accuracy(model, dataset):
-    """Top-1 accuracy of ``model`` on a batched (x, y) data set, as a Python float."""
-    correct, total = 0, 0
-    predict = _predict_fn(model)
-    for x, y in dataset:
-        pred = np.argmax(predict(x).numpy(), axis=-1)
-        correct += int(np.sum(pred == y.numpy()))
-        total += int(y.shape[0])
-    return correct / total
-
-
 def _num_batches(dataset):
     return int(dataset.cardinality()) if dataset.cardinality() > 0 else None
-
-
-def _predict_fn(model):
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
 def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=32,
@@ -48,8 +31,7 @@ def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=3
     ``<name>.keras`` and ``<name>.json`` there (atomically).
     """
     keras.utils.set_random_seed(seed)
-    splits = data.load(dataset, batch_size=batch_size, seed=seed, data_dir=data_dir,
-                       augment=dataset not in ("digits", "mnist", "fashion_mnist"))
+    splits = data.load(dataset, batch_size=batch_size, seed=seed, data_dir=data_dir)
     if isinstance(model, str):
         model = zoo.build(model, input_shape=splits.input_shape,
                           num_classes=splits.num_classes)

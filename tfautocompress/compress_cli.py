@@ -11,9 +11,9 @@ import os
 from absl import flags
 
 from tfautocompress.cli import DEFAULT_BASELINE_DIR, run_app
+from tfautocompress.space import SCHEME_SETS
 
 FLAGS = flags.FLAGS
-_SCHEMES = ("filter", "filter+column", "irregular")
 
 
 def define_flags(**defaults):
@@ -52,7 +52,7 @@ def _define():
                          lower_bound=1)
     flags.DEFINE_integer("purification_trials", 12, "Trials of the threshold search.",
                          lower_bound=0)
-    flags.DEFINE_enum("schemes", "filter+column", list(_SCHEMES), "Structured pruning schemes.")
+    flags.DEFINE_enum("schemes", "filter+column", list(SCHEME_SETS), "Structured pruning schemes.")
     flags.DEFINE_string("output_dir", "runs/compress", "Where rounds, models and reports go.")
     flags.DEFINE_integer("seed", 0, "Seed of data split, search and training.")
     flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log folder.")
@@ -114,8 +114,7 @@ def run(argv):
                        f.batch_size, f.lr, f.seed)
     shape = model.input_shape
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
-                       image_size=tuple(shape[1:3]), channels=shape[-1],
-                       augment=f.dataset not in ("digits", "mnist", "fashion_mnist"))
+                       image_size=tuple(shape[1:3]), channels=shape[-1])
     if f.steps_per_epoch:
         splits = dataclasses.replace(splits, **{k: getattr(splits, k).take(f.steps_per_epoch)
                                                 for k in ("train", "val", "test")})

@@ -25,8 +25,10 @@ import dataclasses
 
 import numpy as np
 
+from tfautocompress import masks as masks_lib, schemes
 from tfautocompress._keras import check_model, keras
 
+OBJECTIVES = ("params", "macs")
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
                keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
 
@@ -94,6 +96,28 @@ class CostReport:
         return "\n".join(lines)
 
 
+def check_objective(objective):
+    """``objective`` if it is one of ``OBJECTIVES`` (what a compression ratio counts)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}.")
+    return objective
+
+
+def exact_compression_ratio(model, policy, objective="params"):
+    """Dense / remaining (N x) of ``policy`` over its space's scope (every CONV layer
+    and the space's layers), counted on ``model`` with the policy's magnitude masks
+    (the exact count that ``space.PolicySpace``'s analytic estimate approximates)."""
+    check_objective(objective)
+    dense = count(model)
+    pruned = count(model, masks_lib.magnitude_masks(model, policy))
+    scope = {r.name for r in dense.layers if r.conv} | set(policy.space.names)
+
+    def total(report):
+        return sum(getattr(r, objective) for r in report.layers if r.name in scope)
+
+    return total(dense) / max(total(pruned), 1)
+
+
 def _ratio(dense, pruned):
     return float(dense) / pruned if pruned else float("inf")
 
@@ -125,7 +149,8 @@ def _leaf_layers(model):
 
 def _layer_cost(layer, mask):
     out_shape = _output_shape(layer)
-    kernel = _kernel(layer)
+    attr = schemes.kernel_attr(layer)
+    kernel = None if attr is None else getattr(layer, attr)
     if kernel is None:
         params = sum(_live_count(w, mask) for w in _parameters(layer))
         return LayerCost(layer.name, type(layer).__name__, int(params), 0, out_shape,
@@ -146,17 +171,6 @@ def _layer_cost(layer, mask):
         params += n
     return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape,
                      isinstance(layer, _CONV_TYPES))
-
-
-def _kernel(layer):
-    """The weight whose output channels are the layer's filters, or None."""
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        return layer.pointwise_kernel
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return layer.depthwise_kernel
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-        return layer.kernel
-    return None
 
 
 def _live_filters(layer, kept):

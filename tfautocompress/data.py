@@ -25,6 +25,9 @@ from tfautocompress._keras import keras
 TFDS_NAMES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagenette",
               "imagenet2012")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Centred grey digits and garments: a mirror image or a shifted crop is not a
+# training example of the same class, so these train without augmentation.
+_NOT_AUGMENTED = ("digits", "mnist", "fashion_mnist")
 
 
 @dataclasses.dataclass
@@ -41,15 +44,18 @@ class Splits:
 
 
 def load(source="digits", *, batch_size=32, image_size=None, channels=None,
-         val_fraction=0.15, test_fraction=0.2, augment=False, seed=0,
+         val_fraction=0.15, test_fraction=0.2, augment=None, seed=0,
          data_dir=None):
     """Load ``source`` (see the module docstring) as :class:`Splits`.
 
     ``image_size`` (an int or (h, w)) resizes; ``channels`` (1 or 3) converts;
     ``val_fraction`` is carved out of the training data (and ``test_fraction``
     too, for sources that ship no test split); ``augment`` adds random flips
-    and 4-pixel-padded random crops to training batches (the CIFAR recipe).
+    and 4-pixel-padded random crops to training batches (the CIFAR recipe);
+    None (default): the data set's own rule (``augments_by_default``).
     """
+    if augment is None:
+        augment = augments_by_default(source)
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1:
         raise ValueError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must "
@@ -78,6 +84,12 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
                 for split, xy in arrays.items()}
     return _finish(datasets, {k: len(v[1]) for k, v in arrays.items()}, num_classes,
                    str(source), batch_size, image_size, channels, augment, seed)
+
+
+def augments_by_default(source):
+    """Whether ``source`` trains with flips and crops unless told otherwise: every
+    data set but the centred grey ones (digits, MNIST, Fashion-MNIST)."""
+    return source not in _NOT_AUGMENTED
 
 
 def _split(x, y, val_fraction, test_fraction, seed, has_test=False):

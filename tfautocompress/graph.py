@@ -94,13 +94,6 @@ class LayerOp:
         return config
 
 
-class Barrier(LayerOp):
-    """Reads every input channel and makes new channels: nothing is pruned across it."""
-
-    def propagate(self, layer, node, inputs, builder):
-        return builder.barrier(layer, node, inputs)
-
-
 class Passthrough(LayerOp):
     """Elementwise or spatial layers: output channel ``c`` is input channel ``c``.
 
@@ -227,7 +220,6 @@ def _keeps_zero(function):
         return False
 
 
-_CONV = (("kernel", -2, False),)
 _BN_WEIGHTS = tuple((name, 0, False) for name in ("gamma", "beta", "moving_mean",
                                                    "moving_variance"))
 _DEPTHWISE = Channelwise((("depthwise_kernel", -2, False), ("bias", 0, False)),
@@ -237,6 +229,8 @@ _SEPARABLE = Producer("filters", kernel="pointwise_kernel",
                                   ("pointwise_kernel", -2, True)),
                       out_weights=(("pointwise_kernel", -1), ("bias", 0)))
 
+_CACHE = "_tfautocompress_channel_graph"
+_REGISTRY_VERSION = [0]
 _REGISTRY = {
     layers.Dense: Producer("units"),
     layers.Conv1D: Producer("filters"),
@@ -285,6 +279,7 @@ def register(layer_class, op):
                         f"got {type(op).__name__}")
     previous = _REGISTRY.get(layer_class)
     _REGISTRY[layer_class] = op
+    _REGISTRY_VERSION[0] += 1  # analyses made before no longer hold
     return previous
 
 
@@ -594,14 +589,24 @@ def analyze(model, strict=False):
     ``strict=False``: a layer type not in the registry (or an unsupported
     configuration, e.g. ``channels_first``) is a barrier — the channels it reads
     are kept. ``strict=True``: such a layer raises ValueError instead.
+
+    The analysis is made once per model and kept on it (a model's structure does
+    not change; a new layer in a Sequential model or a ``register`` call makes a
+    new one), so every consumer may call ``analyze`` instead of passing it along.
     """
     check_model(model)
+    key = (bool(strict), _REGISTRY_VERSION[0], tuple(id(layer) for layer in model.layers))
+    cached = getattr(model, _CACHE, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     builder = _Builder(strict)
     inputs = [(builder.new_group(_channels(t), fixed=True),) for t in model.inputs]
     outputs = builder.walk(model, inputs)
     for layout in outputs:
         builder.fix(layout)
-    return ChannelGraph(model, builder)
+    graph = ChannelGraph(model, builder)
+    object.__setattr__(model, _CACHE, (key, graph))  # not a Keras-tracked attribute
+    return graph
 
 
 def close_masks(model, masks):

@@ -18,32 +18,30 @@ first, never to rows that are dead anyway. Those dead rows are 0 in the mask.
 """
 import numpy as np
 
-from tfautocompress import graph as graph_lib
+from tfautocompress import artifacts, graph as graph_lib
 from tfautocompress import schemes as schemes_lib
 
-__all__ = ["magnitude_masks", "uniform_schemes", "kernel_of"]
+__all__ = ["magnitude_masks", "uniform_schemes", "save", "load"]
 
 
-def kernel_of(layer):
-    """The prunable kernel variable of a Conv2D/SeparableConv2D/DepthwiseConv2D/Dense."""
-    if schemes_lib.kernel_kind(layer) == "depthwise":
-        return layer.depthwise_kernel
-    kernel = getattr(layer, "pointwise_kernel", None)
-    return layer.kernel if kernel is None else kernel
+def save(path, masks):
+    """Write ``{layer: mask}`` as an ``.npz`` file, atomically."""
+    with artifacts.atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **{name: np.asarray(mask) for name, mask in masks.items()})
 
 
-def _schemes(policy_or_schemes):
-    mapping = (policy_or_schemes.schemes() if hasattr(policy_or_schemes, "schemes")
-               else policy_or_schemes)
-    if not hasattr(mapping, "items"):
-        raise TypeError("expected a PruningPolicy (or an object with .schemes()) or a "
-                        f"mapping {{layer name: Scheme}}, got {type(mapping).__name__}.")
-    for name, scheme in mapping.items():
-        if not isinstance(scheme, schemes_lib.Scheme):
-            raise TypeError(f"layer {name!r}: {scheme!r} is not a Scheme; accepted: "
-                            "tfautocompress.schemes Filter, Column, Channel, Combined, "
-                            "Irregular.")
-    return dict(mapping)
+def load(path):
+    """``{layer: mask}`` from ``save``'s ``.npz`` file; ValueError naming the file
+    if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except FileNotFoundError:
+        raise ValueError(f"masks file {path} does not exist; rerun the step that "
+                         "writes it.") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"masks file {path}: not a masks .npz written by "
+                         f"tfautocompress ({err}); rerun the step that wrote it.") from None
 
 
 def _filter_fraction(scheme):
@@ -72,7 +70,7 @@ def magnitude_masks(model, policy_or_schemes, *, graph=None, kernels=None):
     ``{name: array}`` to use instead of the layers' current kernels (e.g. a cached
     dense copy). Raises ValueError for a layer the model does not have.
     """
-    schemes = _schemes(policy_or_schemes)
+    schemes = schemes_lib.as_schemes(policy_or_schemes)
     layers, kinds, arrays = {}, {}, {}
     known = {layer.name: layer for layer in model.layers}
     for name in schemes:
@@ -83,7 +81,7 @@ def magnitude_masks(model, policy_or_schemes, *, graph=None, kernels=None):
         layers[name] = known[name]
         kinds[name] = schemes_lib.kernel_kind(known[name])
         arrays[name] = (np.asarray(kernels[name]) if kernels and name in kernels
-                        else kernel_of(known[name]).numpy())
+                        else schemes_lib.kernel_of(known[name]).numpy())
     graph = graph if graph is not None else graph_lib.analyze(model)
     dead = _dead_rows(graph, schemes, known, kinds, arrays, kernels)
     masks = {}
@@ -117,7 +115,7 @@ def _dead_rows(graph, schemes, known, kinds, arrays, kernels):
             kernel = arrays.get(name)
             if kernel is None:
                 kernel = (np.asarray(kernels[name]) if kernels and name in kernels
-                          else kernel_of(known[name]).numpy())
+                          else schemes_lib.kernel_of(known[name]).numpy())
             kind = schemes_lib.kernel_kind(known[name])
             zero_filters[name] = ~np.any(schemes_lib.gemm_view(kernel, kind) != 0, axis=0)
         return zero_filters[name]

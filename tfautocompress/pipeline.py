@@ -29,18 +29,25 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tfautocompress import artifacts, cost, policy as policy_lib
-from tfautocompress import purification, report as report_lib
+from tfautocompress import artifacts, cost, masks as masks_lib, purification
+from tfautocompress import report as report_lib, space as space_lib
 from tfautocompress._keras import check_model, keras
-from tfautocompress.baseline import accuracy, compile_for_training
+from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.compact import apply_masks, compact
+from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Scheme
-from tfautocompress.search import sa_oracle, tuner as tuner_lib
+from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib
+from tfautocompress.search.oracle import InfeasibleTargetError
 
-__all__ = ["Config", "AutoCompress"]
+__all__ = ["Config", "AutoCompress", "round_seed"]
 
 _STATE = "state.json"
+
+
+def round_seed(seed, k):
+    """The seed of round ``k``'s search (Config.seed = ``seed``)."""
+    return seed + k
 
 
 @dataclasses.dataclass
@@ -76,9 +83,9 @@ class Config:
     seed: int = 0
 
     def __post_init__(self):
-        policy_lib.check_objective(self.objective)
-        if self.scheme_set not in policy_lib.SCHEME_SETS:
-            raise ValueError(f"scheme_set={self.scheme_set!r}; accepted: {policy_lib.SCHEME_SETS}.")
+        cost.check_objective(self.objective)
+        if self.scheme_set not in space_lib.SCHEME_SETS:
+            raise ValueError(f"scheme_set={self.scheme_set!r}; accepted: {space_lib.SCHEME_SETS}.")
         checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
                   "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,
                   "purification_trials": self.purification_trials >= 0,
@@ -109,7 +116,7 @@ class AutoCompress:
         self.splits, self.output_dir = splits, os.fspath(output_dir)
         self.verbose = verbose
         self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
-        self._space = policy_lib.PolicySpace.from_model(model, self.config.scheme_set,
+        self._space = space_lib.PolicySpace.from_model(model, self.config.scheme_set,
                                                          self.config.max_fraction)
         self._dense = cost.count(model)
         path = os.path.join(self.output_dir, _STATE)
@@ -167,8 +174,7 @@ class AutoCompress:
     def _load_round(self, record):
         folder = os.path.join(self.output_dir, record["dir"])
         model = keras.models.load_model(os.path.join(folder, "model.keras"))
-        with np.load(os.path.join(folder, "masks.npz")) as stored:
-            masks = {k: stored[k] for k in stored.files}
+        masks = masks_lib.load(os.path.join(folder, "masks.npz"))
         schemes = {n: Scheme.from_config(c) for n, c in record["schemes"].items()}
         return PartialModel(model, masks, schemes, record["val_accuracy"], {})
 
@@ -207,7 +213,7 @@ class AutoCompress:
         folder = f"round_{k}"
         try:
             policy, searched = self._search(model, previous, target, folder, k)
-        except sa_oracle.InfeasibleTargetError as err:
+        except InfeasibleTargetError as err:
             return self._end_phase1(f"round {k}: {err}")
         self._seed(k)
         result = partial_prune(self.model, policy, self._recipe(), start=partial)
@@ -234,7 +240,7 @@ class AutoCompress:
             kwargs["target_compression_ratio"] = target
         oracle = sa_oracle.EnhancedSAOracle(
             self._space, cfg.objective, previous_compression_ratio=previous,
-            round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=cfg.seed + k,
+            round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
             **kwargs)
         tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
                                        calibration_data=self.splits.train,
@@ -248,7 +254,7 @@ class AutoCompress:
     def _save_round(self, folder, policy, result, record):
         path = os.path.join(self.output_dir, folder)
         policy.save(os.path.join(path, "policy.json"))
-        _save_masks(os.path.join(path, "masks.npz"), result.masks)
+        masks_lib.save(os.path.join(path, "masks.npz"), result.masks)
         artifacts.save_model(result.model, os.path.join(path, "model.keras"))
         artifacts.write_json(os.path.join(path, "metrics.json"), record)
 
@@ -266,7 +272,7 @@ class AutoCompress:
             model, masks, _ = self._current()
             scales = {}
             if masks and self.config.purification_trials:
-                masks, scales, _ = purification.search_thresholds(
+                masks, scales, _ = thresholds.search_thresholds(
                     model, masks, self.splits.val, self._floor(),
                     objective=self.config.objective, max_trials=self.config.purification_trials,
                     max_scale=self.config.purification_max_scale, seed=self.config.seed,
@@ -274,7 +280,7 @@ class AutoCompress:
             elif masks:
                 masks = purification.remove_unused(model, masks)
             path = os.path.join(self.output_dir, "purification")
-            _save_masks(os.path.join(path, "masks.npz"), masks)
+            masks_lib.save(os.path.join(path, "masks.npz"), masks)
             record = dict(self._metrics(apply_masks(model, masks), masks,
                                         time.perf_counter() - start),
                           scales={n: list(s) for n, s in scales.items()},
@@ -291,12 +297,11 @@ class AutoCompress:
         if self.state["final"] is None:
             start = time.perf_counter()
             model, _, _ = self._current()
-            with np.load(os.path.join(self.output_dir, "purification", "masks.npz")) as stored:
-                masks = {k: stored[k] for k in stored.files}
+            masks = masks_lib.load(os.path.join(self.output_dir, "purification", "masks.npz"))
             small, small_masks = compact(model, masks, return_masks=True)
             path = os.path.join(self.output_dir, "final")
             artifacts.save_model(small, os.path.join(path, "compact.keras"))
-            _save_masks(os.path.join(path, "masks.npz"), small_masks)
+            masks_lib.save(os.path.join(path, "masks.npz"), small_masks)
             record = self._metrics(small, small_masks, 0.0)
             x = next(iter(self.splits.val))[0]
             record["max_abs_diff_vs_masked"] = float(np.max(np.abs(
@@ -356,7 +361,3 @@ def _scalar(tag, value, step):
         data_class=summary_pb2.DATA_CLASS_SCALAR)
     tf.summary.write(tag, tf.constant(float(value)), step=step, metadata=metadata.SerializeToString())
 
-
-def _save_masks(path, masks):
-    with artifacts.atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **{k: np.asarray(v) for k, v in masks.items()})

@@ -33,6 +33,8 @@ from tfautocompress._keras import keras
 __all__ = [
     "KINDS",
     "kernel_kind",
+    "kernel_attr",
+    "kernel_of",
     "gemm_view",
     "zero_group_shares",
     "prune_count",
@@ -42,6 +44,8 @@ __all__ = [
     "Channel",
     "Column",
     "Combined",
+    "as_schemes",
+    "register",
 ]
 
 KINDS = ("conv", "depthwise", "dense")
@@ -74,6 +78,30 @@ def kernel_kind(layer):
         f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}; "
         "prunable kernels belong to Conv2D, SeparableConv2D, DepthwiseConv2D or Dense."
     )
+
+
+def kernel_attr(layer):
+    """Name of the weight whose output channels are ``layer``'s filters (the prunable
+    kernel): ``"depthwise_kernel"``, ``"pointwise_kernel"`` (separable) or
+    ``"kernel"`` (Conv, Dense); None for a layer without one."""
+    layers = keras.layers
+    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+        return "depthwise_kernel"
+    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
+        return "pointwise_kernel"
+    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Dense)):
+        return "kernel"
+    return None
+
+
+def kernel_of(layer):
+    """The prunable kernel variable of ``layer`` (see ``kernel_attr``)."""
+    attr = kernel_attr(layer)
+    if attr is None:
+        raise TypeError(f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}, "
+                        "which has no prunable kernel; accepted: Conv, SeparableConv, "
+                        "DepthwiseConv or Dense layers.")
+    return getattr(layer, attr)
 
 
 def _as_kernel(kernel, kind):
@@ -288,6 +316,42 @@ class Combined(Scheme):
         best = max(ascend(all_cols), ascend(best_cols), key=lambda result: result[0])
         _, cols, filters = best
         return np.outer(cols, filters).astype(np.float32).reshape(kernel.shape)
+
+
+def as_schemes(policy):
+    """``{layer name: Scheme}`` from a ``PruningPolicy`` (or anything with a
+    ``.schemes()`` method) or from such a mapping; TypeError naming the entry
+    that is not a ``Scheme``."""
+    mapping = policy.schemes() if hasattr(policy, "schemes") else policy
+    if not hasattr(mapping, "items"):
+        raise TypeError("expected a PruningPolicy (or an object with .schemes()) or a "
+                        f"mapping {{layer name: Scheme}}, got {type(policy).__name__}.")
+    result = {}
+    for name, scheme in mapping.items():
+        if not isinstance(scheme, Scheme):
+            raise TypeError(f"layer {name!r}: {scheme!r} is a {type(scheme).__name__}, not a "
+                            "Scheme; accepted: "
+                            "tfautocompress.schemes Filter, Column, Channel, Combined, "
+                            "Irregular or a registered one (schemes.register).")
+        result[str(name)] = scheme
+    return result
+
+
+def register(scheme_class):
+    """Make a user's ``Scheme`` subclass known to ``Scheme.from_config`` (policy
+    files, wrappers' configs) under its class name; returns the class, so it can be
+    used as a decorator. The class must be a frozen dataclass (as ``get_config``
+    serializes its fields) whose ``mask(kernel, kind)`` returns a 0/1 mask."""
+    if not (isinstance(scheme_class, type) and issubclass(scheme_class, Scheme)
+            and dataclasses.is_dataclass(scheme_class)):
+        raise TypeError(f"schemes.register: {scheme_class!r} must be a dataclass subclass "
+                        "of tfautocompress.schemes.Scheme.")
+    known = _REGISTRY.get(scheme_class.__name__)
+    if known is not None and known is not scheme_class:
+        raise ValueError(f"schemes.register: a scheme named {scheme_class.__name__!r} is "
+                         "already registered; give the class another name.")
+    _REGISTRY[scheme_class.__name__] = scheme_class
+    return scheme_class
 
 
 _REGISTRY = {cls.__name__: cls for cls in (Irregular, Filter, Channel, Column, Combined)}

@@ -79,17 +79,13 @@ def _layout(layer):
             )
         return None, ("gamma", "beta") if layer.center else ("gamma",)
     try:
-        kind = schemes.kernel_kind(layer)
+        schemes.kernel_kind(layer)  # the kinds a scheme can prune
     except TypeError:
         raise TypeError(
             f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}; "
             f"structured pruning wraps {_SUPPORTED}."
         ) from None
-    if isinstance(layer, layers.SeparableConv2D):
-        attr = "pointwise_kernel"
-    else:
-        attr = "depthwise_kernel" if kind == "depthwise" else "kernel"
-    return attr, ("bias",) if layer.use_bias else ()
+    return schemes.kernel_attr(layer), ("bias",) if layer.use_bias else ()
 
 
 def _is_prunable(layer):

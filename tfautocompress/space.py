@@ -1,0 +1,340 @@
+"""The search space of one progressive round (AutoCompress §3.1, §3.5).
+
+A ``PolicySpace`` holds what a policy needs to know about the model: each
+prunable layer's GEMM shape (filters x columns) and output positions, the
+channel groups it reads and the producers it is coupled with, the scheme set,
+the cost of the CONV layers it does not prune and the *floors* of this round.
+Costs are counted over the *scope*: every CONV layer plus the Dense layers in
+the space, as the AutoCompress tables count "CONV params" / "CONV FLOPs". The
+analytic estimate counts each layer's kept kernel entries exactly as the
+scheme's rounding keeps them, and counts everything outside the kernels as
+dense, so it never overstates the compression; ``cost.exact_compression_ratio``
+checks it on the model through ``cost.count`` (which also removes the
+consumers' input channels).
+
+Progressive rounds (§3.5): ``PolicySpace.from_model(model, previous=policy)``
+records what each layer already lost in the previous round as a *floor*, in the
+scheme's own terms (``filter_fraction`` and ``column_fraction`` for structured
+spaces, ``fraction`` for irregular ones). Every policy over the space prunes at
+least its floors, checked on the filter and column fractions separately, so the
+kept filters and columns can only shrink; the schemes use ``max(action, floor)``
+per fraction, so rounding noise never drops a group the previous round removed.
+A layer a policy leaves out keeps its floor. Costs and ratios stay against the
+dense model; ``remaining_weights()`` gives each layer's weights left after the
+floors, which orders the guided search.
+
+Actions are ``policy.LayerAction`` values (anything with ``fraction``,
+``filter_share`` and ``split()``); the space itself knows no policy type.
+"""
+import dataclasses
+import numbers
+
+import numpy as np
+
+from tfautocompress import cost, graph as graph_lib, schemes as schemes_lib
+
+__all__ = ["SCHEME_SETS", "check_real", "LayerSpec", "PolicySpace"]
+
+SCHEME_SETS = ("filter", "filter+column", "irregular")
+
+
+def check_real(owner, name, value, low, high):
+    """``value`` as a float in ``[low, high]``; TypeError/ValueError naming ``owner``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number in [{low}, {high}], "
+                        f"got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not low <= value <= high:  # also rejects NaN
+        raise ValueError(f"{owner}: {name}={value!r} is outside the accepted range "
+                         f"[{low}, {high}].")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One prunable layer: kernel kind, GEMM shape, output positions and inputs.
+
+    ``reads``: ``(producers, channels, rows)`` for each channel group in the
+    space that this layer reads: ``rows`` entries of its kernel's input axis
+    (``in_size`` long) per channel. When the producers drop filters, those rows die.
+    ``coupled``: the producers of this layer's own channel group when a residual
+    merge couples several (they drop the same filters).
+    """
+
+    name: str
+    kind: str
+    filters: int
+    columns: int
+    positions: int
+    in_size: int = 1
+    reads: tuple = ()
+    coupled: tuple = ()
+
+    def __post_init__(self):
+        reads = tuple((tuple(p), int(c), int(r)) for p, c, r in self.reads)
+        object.__setattr__(self, "reads", reads)
+        object.__setattr__(self, "coupled", tuple(self.coupled))
+
+    @property
+    def params(self):
+        """Kernel entries of the dense layer."""
+        return self.filters * self.columns
+
+    def kept(self, scheme_set, first, second=0.0, alive_in=1.0):
+        """Kernel entries kept when ``first`` (the weight fraction for irregular
+        spaces, else the filter fraction) and ``second`` (the column fraction) are
+        removed with the schemes' exact rounding, times the share ``alive_in`` of
+        input rows whose channels survive upstream."""
+        if scheme_set == "irregular":
+            kept = self.params - schemes_lib.prune_count(first, self.params)
+        else:
+            kept = ((self.filters - schemes_lib.prune_count(first, self.filters))
+                    * (self.columns - schemes_lib.prune_count(second, self.columns)))
+        return kept * alive_in
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpace:
+    """The prunable layers of one model and the costs outside them."""
+
+    layers: tuple
+    scheme_set: str = "filter+column"
+    max_fraction: float = 0.99
+    fixed_params: int = 0
+    fixed_macs: int = 0
+    floors: tuple = ()
+
+    def __post_init__(self):
+        layers = tuple(l if isinstance(l, LayerSpec) else LayerSpec(**l) for l in self.layers)
+        object.__setattr__(self, "layers", layers)
+        if not layers:
+            raise ValueError("PolicySpace needs at least one prunable layer, got none.")
+        if self.scheme_set not in SCHEME_SETS:
+            raise ValueError(f"scheme_set {self.scheme_set!r} is not one of {SCHEME_SETS}.")
+        object.__setattr__(self, "max_fraction", check_real(
+            "PolicySpace", "max_fraction", self.max_fraction, 0.0, 1.0))
+        if self.max_fraction >= 1.0:
+            raise ValueError("PolicySpace: max_fraction=1.0 would allow removing whole "
+                             "layers; accepted: [0, 1).")
+        object.__setattr__(self, "floors", self._check_floors(self.floors))
+        object.__setattr__(self, "_floor_map", {n: (a, b) for n, a, b in self.floors})
+        object.__setattr__(self, "_name_set", frozenset(self.names))
+
+    def _check_floors(self, floors):
+        """``floors`` as ``((name, filter_fraction, column_fraction), ...)`` in layer
+        order; for irregular spaces the middle entry is the weight fraction and the
+        last is 0. Accepts that tuple or ``{name: {"filter_fraction": .., "column_fraction":
+        ..}}`` (``{"fraction": ..}`` for irregular and filter spaces)."""
+        if isinstance(floors, dict):
+            floors = [(n, *self._floor_pair(n, f)) for n, f in floors.items()]
+        table = {}
+        for entry in floors:
+            name, first, second = entry
+            self.layer(name)
+            first = check_real(f"PolicySpace floor of layer {name!r}", "filter_fraction",
+                          first, 0.0, 1.0)
+            second = check_real(f"PolicySpace floor of layer {name!r}", "column_fraction",
+                           second, 0.0, 1.0)
+            if self.scheme_set != "filter+column" and second != 0.0:
+                raise ValueError(f"layer {name!r}: floor column_fraction={second} with "
+                                 f"scheme_set={self.scheme_set!r}; only 'filter+column' prunes "
+                                 "columns. Search this round with 'filter+column'.")
+            total = 1.0 - (1.0 - first) * (1.0 - second)
+            if total > self.max_fraction + 1e-12:
+                raise ValueError(f"layer {name!r}: its floor (fraction {total:.6g} already "
+                                 f"lost in the previous round) exceeds max_fraction="
+                                 f"{self.max_fraction}; accepted: a max_fraction >= {total:.6g}.")
+            if total > 0.0:
+                table[name] = (name, first, second)
+        return tuple(table[n] for n in self.names if n in table)
+
+    def _floor_pair(self, name, floor):
+        if not isinstance(floor, dict):
+            raise TypeError(f"floor of layer {name!r} must be a dict, got {floor!r}.")
+        if "fraction" in floor and "filter_fraction" not in floor:
+            return floor["fraction"], 0.0
+        return floor.get("filter_fraction", 0.0), floor.get("column_fraction", 0.0)
+
+    @classmethod
+    def from_model(cls, model, scheme_set="filter+column", max_fraction=0.99,
+                   include_dense=False, previous=None):
+        """The space of ``model``'s prunable CONV layers (and Dense with ``include_dense``).
+
+        Prunable = producers of channel groups that ``graph.analyze`` may prune
+        (not those feeding the model's outputs).
+
+        ``previous``: the previous progressive round's ``PruningPolicy`` (e.g.
+        ``PruningPolicy.load`` of its saved JSON). Each layer's floor is what that
+        policy removed (``PruningPolicy.effective``), so this round only prunes more.
+        Mixing irregular with structured rounds, or a filter-only round after a
+        column-pruning one, raises ValueError naming the layer.
+        """
+        report = {row.name: row for row in cost.count(model).layers}
+        channel_graph = graph_lib.analyze(model)
+        names = []
+        for name in channel_graph.prunable_layers:
+            kind = schemes_lib.kernel_kind(model.get_layer(name))
+            if kind != "dense" or include_dense:
+                names.append(name)
+        reads = {name: [] for name in names}
+        coupled = {}
+        for group in channel_graph.groups:
+            if not set(group.producers) <= set(names):
+                continue  # a producer outside the space keeps these channels alive
+            if len(group.producers) > 1:
+                coupled.update({p: group.producers for p in group.producers})
+            for consumer, rows in group.consumers:
+                if consumer in reads:
+                    reads[consumer].append((group.producers, group.channels, rows.shape[0]))
+        specs = []
+        for name in names:
+            layer = model.get_layer(name)
+            shape = tuple(schemes_lib.kernel_of(layer).shape)
+            kind = schemes_lib.kernel_kind(layer)
+            columns, filters = schemes_lib.gemm_view(np.zeros(shape, np.int8), kind).shape
+            out = report[name].output_shape
+            positions = int(np.prod(out[:-1])) if len(out) > 1 else 1
+            specs.append(LayerSpec(name, kind, int(filters), int(columns), positions,
+                                   int(shape[-2]), tuple(reads[name]),
+                                   coupled.get(name, ())))
+        scope = [row for row in report.values() if row.conv or row.name in reads]
+        fixed_params = sum(r.params for r in scope) - sum(s.params for s in specs)
+        fixed_macs = sum(r.macs for r in scope) - sum(s.params * s.positions for s in specs)
+        space = cls(tuple(specs), scheme_set, max_fraction, int(fixed_params), int(fixed_macs))
+        return space if previous is None else space.next_round(previous)
+
+    def next_round(self, previous):
+        """This space with floors at what ``previous`` (the previous round's
+        ``PruningPolicy``) removed; model-free ``from_model(..., previous=)``."""
+        floors = self._floors_from(previous, self.scheme_set, self.names)
+        return dataclasses.replace(self, floors=floors)
+
+    @staticmethod
+    def _floors_from(previous, scheme_set, names):
+        if not (hasattr(previous, "space") and hasattr(previous, "effective")):
+            raise TypeError("previous must be the previous round's PruningPolicy (e.g. "
+                            f"PruningPolicy.load(path)), got {type(previous).__name__}.")
+        old_set = previous.space.scheme_set
+        floors = []
+        for name in previous.space.names:
+            first, second = previous.effective(name)
+            if 1.0 - (1.0 - first) * (1.0 - second) <= 0.0:
+                continue
+            if name not in names:
+                raise ValueError(f"layer {name!r} lost weights in the previous round but is "
+                                 f"not prunable in this space; its layers are: "
+                                 f"{', '.join(names)}.")
+            if (old_set == "irregular") != (scheme_set == "irregular"):
+                raise ValueError(f"layer {name!r}: the previous round was {old_set!r} and "
+                                 f"this one is {scheme_set!r}; irregular and structured "
+                                 "rounds do not chain. Use the same kind of scheme_set.")
+            floors.append((name, first, second))
+        return tuple(floors)
+
+    @property
+    def names(self):
+        return tuple(spec.name for spec in self.layers)
+
+    def layer(self, name):
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise ValueError(f"unknown layer {name!r}; the policy's layers are: "
+                         f"{', '.join(self.names)}.")
+
+    def floor(self, name):
+        """``(filter_fraction, column_fraction)`` layer ``name`` already lost in the
+        previous round (``(fraction, 0.0)`` for irregular spaces); zeros if none."""
+        if name not in self._name_set:
+            self.layer(name)  # raises, naming the layers
+        return self._floor_map.get(name, (0.0, 0.0))
+
+    def floor_fraction(self, name):
+        """Total prune fraction of layer ``name``'s kernel already lost (its floor)."""
+        first, second = self.floor(name)
+        return 1.0 - (1.0 - first) * (1.0 - second)
+
+    def effective(self, name, action=None):
+        """``(filter_fraction, column_fraction)`` that ``action`` (None: the floor)
+        prunes in layer ``name``: each at least the floor's; irregular spaces
+        give ``(fraction, 0.0)``."""
+        first, second = self.floor(name)
+        if action is None:
+            return first, second
+        if self.scheme_set != "filter+column":
+            return max(action.fraction, first), 0.0
+        own_first, own_second = action.split()
+        return max(own_first, first), max(own_second, second)
+
+    def remaining_weights(self):
+        """``{name: kernel entries left after the floors}`` (dense when no floors):
+        what the guided heuristic orders layers by."""
+        return self._layer_kept({}, "params")
+
+    def dense_cost(self, objective="params"):
+        """Params or MACs of the scope in the dense model."""
+        if cost.check_objective(objective) == "params":
+            return self.fixed_params + sum(s.params for s in self.layers)
+        return self.fixed_macs + sum(s.params * s.positions for s in self.layers)
+
+    def remaining_cost(self, actions, objective="params"):
+        """Analytic params or MACs left by ``{name: LayerAction}`` (missing = dense).
+
+        A layer keeps its scheme's count times the share of its input rows whose
+        channels survive their producers' filter pruning (coupled producers drop
+        the filters of the largest fraction, as ``masks.magnitude_masks`` does).
+        """
+        cost.check_objective(objective)
+        total = self.fixed_params if objective == "params" else self.fixed_macs
+        return total + sum(self._layer_kept(actions, objective).values())
+
+    def _layer_kept(self, actions, objective):
+        """``{name: kept params or MACs}``; missing actions prune only the floors."""
+        result = {}
+        for spec in self.layers:
+            action = actions.get(spec.name)
+            dead_rows = sum(rows * (channels - self._kept_channels(producers, channels, actions))
+                            for producers, channels, rows in spec.reads)
+            alive_in = 1.0 - dead_rows / spec.in_size
+            first, second = self.effective(spec.name, action)
+            group = self._group_fraction(spec.coupled, actions)
+            if group is not None and self.scheme_set != "irregular":
+                first = group
+            kept = spec.kept(self.scheme_set, first, second, alive_in)
+            result[spec.name] = kept if objective == "params" else kept * spec.positions
+        return result
+
+    def _group_fraction(self, producers, actions):
+        """Filter fraction a channel group loses: 0 if any coupled producer keeps
+        all its filters, else the largest of its producers' filter fractions."""
+        if self.scheme_set == "irregular" or not producers:
+            return None if not producers else 0.0
+        fractions = [self.effective(p, actions.get(p))[0] for p in producers]
+        if len(fractions) > 1 and min(fractions) <= 0.0:
+            return 0.0  # an unpruned producer keeps every channel alive
+        return max(fractions)
+
+    def _kept_channels(self, producers, channels, actions):
+        fraction = self._group_fraction(producers, actions)
+        return channels - schemes_lib.prune_count(fraction, channels)
+
+    def compression_ratio(self, actions, objective="params"):
+        """Analytic dense / remaining (N x) of ``{name: LayerAction}``."""
+        return self.dense_cost(objective) / max(self.remaining_cost(actions, objective), 1)
+
+    def get_config(self):
+        layers = [dict(dataclasses.asdict(s), reads=[[list(p), c, r] for p, c, r in s.reads],
+                       coupled=list(s.coupled)) for s in self.layers]
+        config = {"layers": layers,
+                  "scheme_set": self.scheme_set, "max_fraction": self.max_fraction,
+                  "fixed_params": self.fixed_params, "fixed_macs": self.fixed_macs}
+        if self.floors:
+            config["floors"] = {
+                name: ({"fraction": first} if self.scheme_set == "irregular" else
+                       {"filter_fraction": first, "column_fraction": second})
+                for name, first, second in self.floors}
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
