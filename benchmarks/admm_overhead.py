@@ -11,16 +11,18 @@ import time
 import numpy as np
 from absl import app, flags
 
-from tfautocompress import artifacts, data, zoo
-from tfautocompress._keras import keras
-from tfautocompress.admm_cli import uniform_policy
+
+import _common
+from tfautocompress import data, keras, zoo
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks.admm import ADMM
+from tfautocompress.masks import uniform_schemes
+from tfautocompress.schemes import Combined
 
 flags.DEFINE_integer("rounds", 3, "Alternating plain/ADMM fits.")
 flags.DEFINE_integer("epochs", 3, "Epochs per fit (the first is not timed).")
 flags.DEFINE_string("update_every", "epoch", "ADMM steps between Z/U updates, or 'epoch'.")
-flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
+_common.define_output_flag()
 FLAGS = flags.FLAGS
 
 
@@ -48,7 +50,7 @@ def main(argv):
     model = zoo.build("digits_vgg", splits.input_shape, splits.num_classes)
     compile_for_training(model, 1e-3)
     every = FLAGS.update_every if FLAGS.update_every == "epoch" else int(FLAGS.update_every)
-    admm = ADMM(uniform_policy(model, 0.75, 0.5), update_every=every)
+    admm = ADMM(uniform_schemes(model, Combined(0.75, 0.5)), update_every=every)
     timers = {"plain": _EpochTimer(), "admm": _EpochTimer()}
     for _ in range(FLAGS.rounds):
         for name, extra in (("plain", []), ("admm", [admm])):
@@ -61,9 +63,7 @@ def main(argv):
         print(f"{name:<8}{1e3 * step[name]:>10.2f}{int(np.sum(t.steps)):>13}")
     result = {"admm_step_ratio": round(ratio, 4), "plain_ms": round(1e3 * step["plain"], 3),
               "admm_ms": round(1e3 * step["admm"], 3), "update_every": FLAGS.update_every}
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
-    if FLAGS.output:
-        artifacts.write_json(FLAGS.output, result)
+    _common.finish(result, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -21,21 +21,21 @@ residual falls (last epoch vs first) for every seed.
     python benchmarks/admm_vs_magnitude.py [--seeds 0,1,2] [--output result.json]
 """
 import os
-import time
 
 import numpy as np
 from absl import app, flags
 
-from tfautocompress import artifacts, data
-from tfautocompress._keras import keras
-from tfautocompress.admm_cli import DEFAULT_MODEL, kernels, structured_sparsity, uniform_policy
-from tfautocompress.baseline import accuracy, compile_for_training, train_baseline
+import _common
+from tfautocompress import data, keras
+from tfautocompress.admm_cli import DEFAULT_MODEL, kernels, structured_sparsity
+from tfautocompress.baseline import compile_for_training, train_baseline
 from tfautocompress.callbacks import admm as admm_lib
 from tfautocompress.callbacks import masked_retraining
-from tfautocompress.callbacks.admm import kernel_variable
 from tfautocompress.callbacks.progressive import (BN_RECALIBRATION_BATCHES, FINAL_RHO, Recipe,
                                                   partial_prune)
-from tfautocompress.schemes import kernel_kind
+from tfautocompress.evaluate import accuracy
+from tfautocompress.masks import magnitude_masks, uniform_schemes
+from tfautocompress.schemes import Combined
 
 flags.DEFINE_string("baseline", DEFAULT_MODEL, "Baseline .keras (trained here if missing).")
 flags.DEFINE_integer("baseline_epochs", 20, "Epochs if the baseline must be trained.")
@@ -57,7 +57,7 @@ flags.DEFINE_string("update_every", admm_lib.UPDATE_EVERY, "Steps between Z/U up
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (ADMM and magnitude per seed).")
 flags.DEFINE_list("magnitude", ["same", "total"], "Magnitude readings to run (none: ADMM only).")
 flags.DEFINE_integer("data_seed", 0, "Data split seed (the baseline's).")
-flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
+_common.define_output_flag()
 FLAGS = flags.FLAGS
 
 
@@ -95,28 +95,28 @@ def run_seed(seed, baseline, policy, splits):
     acc, wall = {}, {}
 
     keras.utils.set_random_seed(seed)
-    start = time.perf_counter()
-    recipe = Recipe(splits.train, splits.val, constant, FLAGS.admm_epochs, FLAGS.retrain_epochs,
-                    dict(rho=FLAGS.rho, rho_factor=FLAGS.rho_factor, rho_max=FLAGS.rho_max,
-                         update_every=every, final_rho=FLAGS.final_rho or None),
-                    retrain_compile_fn=decayed(FLAGS.retrain_epochs),
-                    bn_recalibration_batches=FLAGS.bn_recalibration_batches)
-    admm = partial_prune(baseline, policy, recipe)
-    wall["admm"] = time.perf_counter() - start
+    with _common.Stopwatch() as watch:
+        recipe = Recipe(splits.train, splits.val, constant, FLAGS.admm_epochs,
+                        FLAGS.retrain_epochs,
+                        dict(rho=FLAGS.rho, rho_factor=FLAGS.rho_factor, rho_max=FLAGS.rho_max,
+                             update_every=every, final_rho=FLAGS.final_rho or None),
+                        retrain_compile_fn=decayed(FLAGS.retrain_epochs),
+                        bn_recalibration_batches=FLAGS.bn_recalibration_batches)
+        admm = partial_prune(baseline, policy, recipe)
+    wall["admm"] = watch.seconds
     acc["admm"] = accuracy(admm.model, splits.test)
 
-    magnitude_masks = {n: s.mask(kernel_variable(baseline.get_layer(n)).numpy(),
-                                 kernel_kind(baseline.get_layer(n))) for n, s in policy.items()}
+    magnitude = magnitude_masks(baseline, policy)
     total = FLAGS.admm_epochs + FLAGS.retrain_epochs
     for method, epochs in (("magnitude_same", FLAGS.retrain_epochs), ("magnitude_total", total)):
         if method not in _methods():
             continue
         keras.utils.set_random_seed(seed)
-        start = time.perf_counter()
-        model, _ = masked_retraining.retrain(
-            baseline, magnitude_masks, splits.train, epochs=epochs, compile_fn=decayed(epochs),
-            bn_recalibration_batches=FLAGS.bn_recalibration_batches)
-        wall[method] = time.perf_counter() - start
+        with _common.Stopwatch() as watch:
+            model, _ = masked_retraining.retrain(
+                baseline, magnitude, splits.train, epochs=epochs, compile_fn=decayed(epochs),
+                bn_recalibration_batches=FLAGS.bn_recalibration_batches)
+        wall[method] = watch.seconds
         acc[method] = accuracy(model, splits.test)
     residual = [float(v) for v in admm.history["admm"]["admm_res"]]
     return acc, wall, admm, residual
@@ -131,7 +131,7 @@ def main(argv):
     splits = data.load("digits", batch_size=32, seed=FLAGS.data_seed)
     baseline = keras.models.load_model(FLAGS.baseline)
     baseline_acc = accuracy(baseline, splits.test)
-    policy = uniform_policy(baseline, FLAGS.filter_fraction, FLAGS.column_fraction)
+    policy = uniform_schemes(baseline, Combined(FLAGS.filter_fraction, FLAGS.column_fraction))
     seeds = [int(s) for s in FLAGS.seeds]
     total = FLAGS.admm_epochs + FLAGS.retrain_epochs
     epochs = {"admm": total, "magnitude_same": FLAGS.retrain_epochs, "magnitude_total": total}
@@ -180,11 +180,9 @@ def main(argv):
         "residual_last": round(float(np.mean([r[-1] for r in residuals])), 4),
         "epochs": total, "seeds": len(seeds),
     }
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
-    if FLAGS.output:
-        artifacts.write_json(FLAGS.output, dict(
-            result, per_seed={m: [round(v, 4) for v in per_seed[m]] for m in methods},
-            seed_list=seeds, residuals=residuals))
+    _common.finish(result, FLAGS.output, extra=dict(
+        per_seed={m: [round(v, 4) for v in per_seed[m]] for m in methods},
+        seed_list=seeds, residuals=residuals))
     assert falls, f"ADMM primal residual did not fall (first vs last): {residuals}"
     assert exact, "ADMM result does not have exactly the requested structured sparsity."
 

@@ -8,38 +8,21 @@ dense and compact models alternating.
 
     python benchmarks/compaction.py [--model vgg16_cifar] [--output r.json]
 """
-import time
-
-import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfautocompress import artifacts, cost, zoo
-from tfautocompress._keras import keras
+import _common
+from tfautocompress import cost, keras, zoo
 from tfautocompress.compact import compact
 from tfautocompress.masks import magnitude_masks, uniform_schemes
 from tfautocompress.schemes import Filter
 
+FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "vgg16_cifar", "Zoo model name.")
 flags.DEFINE_float("prune_fraction", 0.5, "Share of filters removed per CONV layer.")
 flags.DEFINE_integer("runs", 50, "Timed calls per model.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights.")
-flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
-FLAGS = flags.FLAGS
-
-
-def median_latency(functions, x, runs):
-    """Median seconds per call of each function, calls interleaved, after warm-up."""
-    for f in functions:
-        for _ in range(5):
-            f(x).numpy()
-    times = [[] for _ in functions]
-    for _ in range(runs):
-        for f, t in zip(functions, times):
-            start = time.perf_counter()
-            f(x).numpy()
-            t.append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
+_common.define_output_flag()
 
 
 def main(argv):
@@ -47,13 +30,14 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     model = zoo.build(FLAGS.model)
     masks = magnitude_masks(model, uniform_schemes(model, Filter(FLAGS.prune_fraction)))
-    start = time.perf_counter()
-    small = compact(model, masks)
-    compaction_s = time.perf_counter() - start
+    with _common.Stopwatch() as watch:
+        small = compact(model, masks)
+    compaction_s = watch.seconds
     reports = [cost.count(m) for m in (model, small)]
     x = tf.random.normal((1,) + tuple(model.input_shape[1:]), seed=FLAGS.seed)
     calls = [tf.function(lambda t, m=m: m(t, training=False)) for m in (model, small)]
-    latency = median_latency(calls, x, FLAGS.runs)
+    latency = _common.interleaved_median_seconds([lambda f=f: f(x).numpy() for f in calls],
+                                                 FLAGS.runs)
     print(f"{'model':<10}{'params':>14}{'CONV MACs':>16}{'latency ms':>12}")
     for label, report, seconds in zip(("dense", "compact"), reports, latency):
         print(f"{label:<10}{report.params:>14,}{report.conv_macs:>16,}{1e3 * seconds:>12.3f}")
@@ -65,9 +49,7 @@ def main(argv):
         "latency_ratio": round(latency[0] / latency[1], 3),
         "dense_ms": round(1e3 * latency[0], 3), "compact_ms": round(1e3 * latency[1], 3),
     }
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
-    if FLAGS.output:
-        artifacts.write_json(FLAGS.output, result)
+    _common.finish(result, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,19 @@ validation accuracy after magnitude pruning):
   tfmot_magnitude     TF-MOT non-structured magnitude pruning, same epochs
   scratch             AutoCompress filter structure re-initialised, same total epochs
 
-AutoCompress here is one round of the enhanced SA straight to the target (the
+The dense model is ``baseline.train_baseline``'s (``--baseline_epochs``, same seed and
+data). AutoCompress here is one round of the enhanced SA straight to the target (the
 pipeline's multi-round run would spend several times the epochs of the others).
 Rows: test accuracy, CONV params / MACs ratios (dense / kept, ``cost.count``),
 host TFLite fp32 latency of the compacted model (1 thread) and search wall time.
 
     python benchmarks/compare.py --quick --output /tmp/compare.json
 """
-import json
 import os
-import time
 
 from absl import app, flags, logging
+
+import _common
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -50,7 +51,8 @@ flags.DEFINE_list("methods", ["uniform", "deeper", "amc", "lcp", "autocompress_f
 flags.DEFINE_bool("quick", False, "tiny budget (minutes): 15 baseline, 1+1 pruning epochs, "
                   "16 trials, 15 latency runs.")
 flags.DEFINE_string("workdir", "/tmp/tfac_compare", "folder for search state and .tflite files.")
-flags.DEFINE_string("output", None, "JSON file for the rows and RESULT figures.")
+_common.define_output_flag("JSON file for the rows and RESULT figures (with .md and .png "
+                           "beside it).")
 flags.DEFINE_integer("seed", 0, "seed of data, training and searches.")
 
 
@@ -67,34 +69,31 @@ class Bench:
     """Shared state of one comparison: data, dense model, recipe, measurements."""
 
     def __init__(self, budget):
-        from tfautocompress import cost, data, zoo
-        from tfautocompress._keras import keras
-        from tfautocompress.baseline import accuracy, compile_for_training
+        from tfautocompress import cost, data, keras
+        from tfautocompress.baseline import compile_for_training, train_baseline
         from tfautocompress.callbacks.progressive import Recipe
 
         self.budget = budget
         keras.utils.set_random_seed(FLAGS.seed)
         self.splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                                data_dir=FLAGS.data_dir, augment=FLAGS.dataset == "cifar10")
+                                data_dir=FLAGS.data_dir)
+        # The dense model: seed and cosine-decayed Adam of the library's trainer, on the
+        # same splits the methods then train on.
+        self.model, metrics = train_baseline(
+            FLAGS.model, epochs=budget["baseline_epochs"], lr=FLAGS.lr, seed=FLAGS.seed,
+            verbose=0, splits=self.splits)
+        self.baseline_s = metrics["train_wall_s"]
+        self.val_accuracy = metrics["val_accuracy"]
         self.compile_fn = lambda m: compile_for_training(m, FLAGS.lr)
-        self.model = zoo.build(FLAGS.model, input_shape=self.splits.input_shape,
-                               num_classes=self.splits.num_classes)
-        start = time.perf_counter()
-        compile_for_training(self.model, FLAGS.lr,
-                             decay_steps=budget["baseline_epochs"] * int(
-                                 self.splits.train.cardinality()))
-        self.model.fit(self.splits.train, epochs=budget["baseline_epochs"], verbose=0)
-        self.baseline_s = time.perf_counter() - start
         self.dense = cost.count(self.model)
-        self.val_accuracy = accuracy(self.model, self.splits.val)
         self.recipe = Recipe(self.splits.train, self.splits.val, self.compile_fn,
                              admm_epochs=budget["admm_epochs"],
                              retrain_epochs=budget["retrain_epochs"])
         self.rows, self.structures = [], {}
 
     def space(self, scheme_set):
-        from tfautocompress import policy as policy_lib
-        return policy_lib.PolicySpace.from_model(self.model, scheme_set, max_fraction=0.95)
+        from tfautocompress.space import PolicySpace
+        return PolicySpace.from_model(self.model, scheme_set, max_fraction=0.95)
 
     def tuner(self, oracle, name):
         from tfautocompress.search.tuner import PruningTuner
@@ -105,8 +104,8 @@ class Bench:
 
     def measure(self, method, model, masks, search_s, policy=None, compactable=True, note=""):
         from tfautocompress import cost
-        from tfautocompress.baseline import accuracy
         from tfautocompress.compact import compact
+        from tfautocompress.evaluate import accuracy
         from tfautocompress.tflite_tools import benchmark, export
 
         ratios = self.dense.ratios(cost.count(model, masks or None))
@@ -129,8 +128,8 @@ class Bench:
         return row
 
     def prune(self, method, policy, search_s, note=""):
+        from tfautocompress import keras
         from tfautocompress.callbacks.progressive import partial_prune
-        from tfautocompress._keras import keras
 
         keras.utils.set_random_seed(FLAGS.seed)
         result = partial_prune(self.model, policy, self.recipe)
@@ -141,11 +140,10 @@ class Bench:
 # ---------------------------------------------------------------- methods ---
 def run_uniform(bench, deeper=False):
     from tfautocompress.search import uniform
-    start = time.perf_counter()
-    make = uniform.deeper_policy if deeper else uniform.uniform_policy
-    policy = make(bench.space("filter"), FLAGS.target, FLAGS.objective)
-    bench.prune("deeper" if deeper else "uniform", policy, time.perf_counter() - start,
-                "hand-crafted, filter")
+    with _common.Stopwatch() as watch:
+        make = uniform.deeper_policy if deeper else uniform.uniform_policy
+        policy = make(bench.space("filter"), FLAGS.target, FLAGS.objective)
+    bench.prune("deeper" if deeper else "uniform", policy, watch.seconds, "hand-crafted, filter")
 
 
 def run_amc(bench):
@@ -156,10 +154,10 @@ def run_amc(bench):
                            max_trials=trials, protocol="resource", objective=FLAGS.objective,
                            target_compression_ratio=FLAGS.target, a_max=0.95,
                            warmup=max(1, trials // 4), seed=FLAGS.seed)
-    start = time.perf_counter()
-    bench.tuner(oracle, "amc").search(verbose=0)
-    bench.prune("amc", oracle.best_policy(), time.perf_counter() - start,
-                f"DDPG R_err, {trials} episodes, filter")
+    with _common.Stopwatch() as watch:
+        bench.tuner(oracle, "amc").search(verbose=0)
+        policy = oracle.best_policy()
+    bench.prune("amc", policy, watch.seconds, f"DDPG R_err, {trials} episodes, filter")
 
 
 def run_lcp(bench):
@@ -167,14 +165,15 @@ def run_lcp(bench):
     space = bench.space("filter")
     trials = bench.budget["trials"]
     pool = max(2, round(trials * 64 / 400))  # the paper's 64 + 336 = 400, scaled
-    start = time.perf_counter()
-    metrics = lcp.filter_metrics(bench.model, space, FLAGS.lcp_metric, data=bench.splits.train)
-    ranking = lcp.GlobalRanking(space, metrics, FLAGS.target, FLAGS.objective)
-    tuner = bench.tuner(_NoOracle(space), "lcp")
-    result = lcp.regularized_evolution(ranking, tuner.evaluate, pool_size=pool,
-                                       iterations=trials - pool, sample_size=max(2, pool // 4),
-                                       seed=FLAGS.seed)
-    bench.prune("lcp", result.policy, time.perf_counter() - start,
+    with _common.Stopwatch() as watch:
+        metrics = lcp.filter_metrics(bench.model, space, FLAGS.lcp_metric,
+                                     data=bench.splits.train)
+        ranking = lcp.GlobalRanking(space, metrics, FLAGS.target, FLAGS.objective)
+        tuner = bench.tuner(_NoOracle(space), "lcp")
+        result = lcp.regularized_evolution(ranking, tuner.evaluate, pool_size=pool,
+                                           iterations=trials - pool,
+                                           sample_size=max(2, pool // 4), seed=FLAGS.seed)
+    bench.prune("lcp", result.policy, watch.seconds,
                 f"{FLAGS.lcp_metric}, naive {result.naive_score:.4f} -> {result.score:.4f} "
                 f"(val subset), {result.evaluations} distinct policies")
 
@@ -184,15 +183,16 @@ def run_autocompress(bench, scheme_set):
     oracle = sa_oracle.EnhancedSAOracle(bench.space(scheme_set), FLAGS.objective,
                                         target_compression_ratio=FLAGS.target,
                                         max_trials=bench.budget["trials"], seed=FLAGS.seed)
-    start = time.perf_counter()
     name = "autocompress_" + ("filter" if scheme_set == "filter" else "combined")
-    bench.tuner(oracle, name).search(verbose=0)
-    bench.prune(name, oracle.best_policy(), time.perf_counter() - start,
+    with _common.Stopwatch() as watch:
+        bench.tuner(oracle, name).search(verbose=0)
+        policy = oracle.best_policy()
+    bench.prune(name, policy, watch.seconds,
                 f"enhanced SA, {scheme_set}, {len(oracle.trials)} trials")
 
 
 def run_tfmot(bench):
-    from tfautocompress._keras import keras
+    from tfautocompress import keras
     from tfautocompress.search import baselines
     keras.utils.set_random_seed(FLAGS.seed)
     epochs = bench.budget["admm_epochs"] + bench.budget["retrain_epochs"]
@@ -248,75 +248,42 @@ RUNNERS = {
 }
 
 
-# ---------------------------------------------------------------- outputs ---
-def markdown(rows, header):
-    lines = [header, "",
-             "| method | test acc. | CONV params ratio | CONV MACs ratio | TFLite latency (ms) "
-             "| search (s) | note |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['test_accuracy']:.4f} | {r['conv_params_ratio']:.2f}x "
-                     f"| {r['conv_macs_ratio']:.2f}x | {r['latency_ms']:.3f} | {r['search_s']:.1f} "
-                     f"| {r['note']} |")
-    return "\n".join(lines) + "\n"
-
-
-def pareto_png(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tfautocompress import artifacts
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.scatter(r["conv_params_ratio"], r["test_accuracy"])
-        ax.annotate(r["method"], (r["conv_params_ratio"], r["test_accuracy"]), fontsize=7)
-    ax.set_xlabel("CONV params ratio (dense / kept)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{FLAGS.model} on {FLAGS.dataset}, target {FLAGS.target}x {FLAGS.objective}")
-    fig.tight_layout()
-    with artifacts.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-
-
+# ------------------------------------------------------------------ main ---
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from tfautocompress import artifacts
+    from tfautocompress import report
     unknown = [m for m in FLAGS.methods if m not in RUNNERS]
     if unknown:
         raise app.UsageError(f"--methods {unknown} unknown; accepted: {', '.join(RUNNERS)}.")
     os.makedirs(FLAGS.workdir, exist_ok=True)
     budget = _budget()
-    wall = time.perf_counter()
-    bench = Bench(budget)
-    print(f"{FLAGS.model} on {FLAGS.dataset}: dense val {bench.val_accuracy:.4f} "
-          f"({budget['baseline_epochs']} epochs, {bench.baseline_s:.0f} s); budget {budget}",
-          flush=True)
-    bench.measure("dense", bench.model, {}, 0.0, note="baseline")
-    for method in FLAGS.methods:
-        RUNNERS[method](bench)
+    with _common.Stopwatch() as wall:
+        bench = Bench(budget)
+        print(f"{FLAGS.model} on {FLAGS.dataset}: dense val {bench.val_accuracy:.4f} "
+              f"({budget['baseline_epochs']} epochs, {bench.baseline_s:.0f} s); budget {budget}",
+              flush=True)
+        bench.measure("dense", bench.model, {}, 0.0, note="baseline")
+        for method in FLAGS.methods:
+            RUNNERS[method](bench)
     header = (f"{FLAGS.model} on {FLAGS.dataset}, target {FLAGS.target}x CONV "
               f"{FLAGS.objective}; {budget['admm_epochs']} ADMM + {budget['retrain_epochs']} "
               f"retraining epochs, {budget['trials']} search trials per method; host TFLite "
               f"fp32, 1 thread")
-    table = markdown(bench.rows, header)
-    print(table)
+    print(report.comparison_markdown(bench.rows, header))
     stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else os.path.join(
         FLAGS.workdir, "compare")
     result = {f"{r['method']}_acc": round(r["test_accuracy"], 4) for r in bench.rows}
     result.update({f"{r['method']}_params_x": round(r["conv_params_ratio"], 2)
                    for r in bench.rows if r["method"] != "dense"})
-    result["wall_s"] = round(time.perf_counter() - wall, 1)
-    artifacts.write_json(stem + ".json", {"rows": bench.rows, "budget": budget,
-                                          "flags": {"model": FLAGS.model, "dataset": FLAGS.dataset,
-                                                    "objective": FLAGS.objective,
-                                                    "target": FLAGS.target, "seed": FLAGS.seed},
-                                          "result": result})
-    with artifacts.atomic_path(stem + ".md") as tmp, open(tmp, "w") as f:
-        f.write(table)
-    pareto_png(bench.rows, stem + ".png")
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
+    result["wall_s"] = round(wall.seconds, 1)
+    report.write_comparison(
+        stem, bench.rows, header,
+        f"{FLAGS.model} on {FLAGS.dataset}, target {FLAGS.target}x {FLAGS.objective}",
+        budget=budget, result=result,
+        flags={"model": FLAGS.model, "dataset": FLAGS.dataset, "objective": FLAGS.objective,
+               "target": FLAGS.target, "seed": FLAGS.seed})
+    _common.print_result(result)
 
 
 if __name__ == "__main__":

@@ -9,31 +9,23 @@ pass alone.
 """
 import os
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 from absl import app, flags
 
-from tfautocompress import artifacts, masks as masks_lib, policy as policy_lib, zoo
+import _common
+from tfautocompress import masks as masks_lib, policy as policy_lib, zoo
 from tfautocompress.search import sa_oracle, tuner as tuner_lib
+from tfautocompress.space import PolicySpace
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("trials", 9, "Trials in the timed search (1 + 4 per temperature).")
 flags.DEFINE_integer("subset", 256, "Validation images per trial.")
 flags.DEFINE_string("scheme_set", "filter+column", "filter, filter+column or irregular.")
 flags.DEFINE_integer("seed", 0, "Seed of the data and the search.")
-flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
-
-
-def _median_s(fn, repeats=5):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+_common.define_output_flag()
 
 
 def main(argv):
@@ -42,20 +34,20 @@ def main(argv):
     x = rng.random((FLAGS.subset, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, FLAGS.subset).astype(np.int32)
     model = zoo.build("vgg16_cifar")
-    space = policy_lib.PolicySpace.from_model(model, FLAGS.scheme_set)
+    space = PolicySpace.from_model(model, FLAGS.scheme_set)
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=2.0, iterations=4,
                                         max_trials=FLAGS.trials, seed=FLAGS.seed)
     with tempfile.TemporaryDirectory() as folder:
         tuner = tuner_lib.PruningTuner(oracle, model, (x, y), directory=folder,
                                        project_name="throughput")
         tuner.evaluate(policy_lib.PruningPolicy(space, {}))  # trace the forward pass
-        start = time.perf_counter()
-        tuner.search(verbose=0)
-        search_s = time.perf_counter() - start
+        with _common.Stopwatch() as watch:
+            tuner.search(verbose=0)
+        search_s = watch.seconds
         policy = tuner.best_policy()
-        forward_s = _median_s(tuner._accuracy)
-        masks_s = _median_s(lambda: tuner._graph.close(
-            masks_lib.magnitude_masks(model, policy, graph=tuner._graph)))
+        forward_s = _common.median_seconds(tuner.score)
+        masks_s = _common.median_seconds(lambda: tuner.graph.close(
+            masks_lib.magnitude_masks(model, policy, graph=tuner.graph)))
     trials = len(oracle.trials)
     per_trial = search_s / trials
     print(f"vgg16_cifar, {FLAGS.subset} images, scheme set {FLAGS.scheme_set}, "
@@ -67,9 +59,7 @@ def main(argv):
     result = {"trials_per_s": round(1.0 / per_trial, 3), "trial_ms": round(1e3 * per_trial, 1),
               "masks_ms": round(1e3 * masks_s, 1), "forward_ms": round(1e3 * forward_s, 1),
               "trials": trials, "subset": FLAGS.subset}
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
-    if FLAGS.output:
-        artifacts.write_json(FLAGS.output, result)
+    _common.finish(result, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,19 @@ same target; ``search.uniform``) through ``partial_prune``. Test accuracy of eac
     python benchmarks/search_vs_uniform.py [--output result.json]
 """
 import os
-import time
 
 from absl import app, flags
 
-from tfautocompress import artifacts, compress_cli, cost, data
-from tfautocompress._keras import keras
-from tfautocompress.baseline import accuracy, compile_for_training
+import _common
+from tfautocompress import compress_cli, cost, data, keras
+from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks.progressive import Recipe, partial_prune
-from tfautocompress.pipeline import AutoCompress, Config
-from tfautocompress.policy import PolicySpace
+from tfautocompress.evaluate import accuracy
+from tfautocompress.pipeline import AutoCompress, Config, step_seed
 from tfautocompress.search.uniform import uniform_policy
+from tfautocompress.space import PolicySpace
 
-flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
+_common.define_output_flag()
 FLAGS = flags.FLAGS
 
 
@@ -38,21 +38,21 @@ def main(argv):
                     round_ratio=f.target_ratio, max_rounds=1, scheme_set=f.schemes,
                     search_trials=f.search_trials, admm_epochs=f.admm_epochs,
                     retrain_epochs=f.retrain_epochs, lr=f.lr, admm=admm, seed=f.seed)
-    start = time.perf_counter()
-    searched = AutoCompress(model, splits, os.path.join(f.output_dir, "sa"), config)
-    searched.next_round()
-    sa = searched.state["rounds"][0]
-    sa_s = time.perf_counter() - start
+    with _common.Stopwatch() as watch:
+        searched = AutoCompress(model, splits, os.path.join(f.output_dir, "sa"), config)
+        searched.next_round()
+        sa = searched.state["rounds"][0]
+    sa_s = watch.seconds
 
-    start = time.perf_counter()
-    space = PolicySpace.from_model(model, config.scheme_set, config.max_fraction)
-    policy = uniform_policy(space, f.target_ratio, "params")
-    keras.utils.set_random_seed(f.seed * 1000 + 1)  # the seed AutoCompress gives round 1
-    recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
-                    f.admm_epochs, f.retrain_epochs, admm=admm, verbose=2)
-    uniform = partial_prune(searched.model, policy, recipe)
-    uniform_ratios = cost.count(model).ratios(cost.count(model, uniform.masks))
-    uniform_s = time.perf_counter() - start
+    with _common.Stopwatch() as watch:
+        space = PolicySpace.from_model(model, config.scheme_set, max_fraction=config.max_fraction)
+        policy = uniform_policy(space, f.target_ratio, "params")
+        keras.utils.set_random_seed(step_seed(f.seed, 1))  # as AutoCompress trains round 1
+        recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
+                        f.admm_epochs, f.retrain_epochs, admm=admm, verbose=2)
+        uniform = partial_prune(searched.model, policy, recipe)
+        uniform_ratios = cost.count(model).ratios(cost.count(model, uniform.masks))
+    uniform_s = watch.seconds
 
     print(f"{'policy':<10} {'CONV params':>12} {'val acc':>8} {'test acc':>9} {'wall s':>8}")
     print(f"{'SA':<10} {sa['conv_params_ratio']:>11.2f}x {100 * sa['val_accuracy']:>7.2f}% "
@@ -65,9 +65,7 @@ def main(argv):
               "uniform_ratio": round(uniform_ratios["conv_params_ratio"], 3),
               "baseline_acc": round(accuracy(model, splits.test), 4),
               "sa_s": round(sa_s, 1), "uniform_s": round(uniform_s, 1)}
-    if f.output:
-        artifacts.write_json(f.output, result)
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
+    _common.finish(result, f.output)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-from tfautocompress import apply_masks, artifacts, count, zoo
+import _common
+from tfautocompress import apply_masks, count, keras, zoo
 from tfautocompress.compact import compact
 from tfautocompress.masks import magnitude_masks, uniform_schemes
 from tfautocompress.schemes import Filter
-from tfautocompress._keras import keras
 from tfautocompress.tflite_tools import benchmark, export
 
 flags.DEFINE_list("fractions", ["0.5", "0.75"], "Filter prune fractions (removed share).")
@@ -30,7 +30,7 @@ flags.DEFINE_integer("threads", 1, "LiteRT CPU threads.")
 flags.DEFINE_integer("runs", 50, "Timed runs per model per round.")
 flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
 flags.DEFINE_integer("seed", 0, "Seed of the random weights.")
-flags.DEFINE_string("output", None, "Write the RESULT figures here as JSON.")
+_common.define_output_flag()
 FLAGS = flags.FLAGS
 
 
@@ -75,9 +75,7 @@ def main(argv):
                            f"speedup_min_{tag}": round(speedup_min, 3),
                            f"ms_{tag}": round(latency[name], 3),
                            f"mb_{tag}": round(size_mb, 2)})
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
-    if FLAGS.output:
-        artifacts.write_json(FLAGS.output, result)
+    _common.finish(result, FLAGS.output)
 
 
 def _relative_diff(path, reference, x):

@@ -7,8 +7,7 @@
 """
 from absl import app, flags
 
-from tfautocompress import artifacts, data
-from tfautocompress._keras import keras
+from tfautocompress import artifacts, data, keras
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.admm import ADMM
 from tfautocompress.schemes import Combined, Filter

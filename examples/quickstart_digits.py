@@ -8,8 +8,7 @@ resumes from ``runs/quickstart``.
 """
 import os
 
-from tfautocompress import data
-from tfautocompress._keras import keras
+from tfautocompress import data, keras
 from tfautocompress.baseline import train_baseline
 from tfautocompress.pipeline import AutoCompress, Config
 

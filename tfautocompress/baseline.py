@@ -24,14 +24,18 @@ def _num_batches(dataset):
 
 
 def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=32,
-                   lr=1e-3, seed=0, output_dir=None, data_dir=None, verbose=1):
+                   lr=1e-3, seed=0, output_dir=None, data_dir=None, verbose=1, splits=None):
     """Train ``model`` (a zoo name or a tf_keras model) on ``dataset``.
 
-    Returns ``(model, metrics)``; with ``output_dir`` it also writes
-    ``<name>.keras`` and ``<name>.json`` there (atomically).
+    ``splits``: a ``data.Splits`` to train on instead of loading ``dataset`` (its
+    iterators then carry on for later training on the same data). Returns
+    ``(model, metrics)``; with ``output_dir`` it also writes ``<name>.keras`` and
+    ``<name>.json`` there (atomically).
     """
+    if splits is None:
+        keras.utils.set_random_seed(seed)
+        splits = data.load(dataset, batch_size=batch_size, seed=seed, data_dir=data_dir)
     keras.utils.set_random_seed(seed)
-    splits = data.load(dataset, batch_size=batch_size, seed=seed, data_dir=data_dir)
     if isinstance(model, str):
         model = zoo.build(model, input_shape=splits.input_shape,
                           num_classes=splits.num_classes)

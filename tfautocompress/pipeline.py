@@ -40,7 +40,7 @@ from tfautocompress.schemes import Scheme
 from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib
 from tfautocompress.search.oracle import InfeasibleTargetError
 
-__all__ = ["Config", "AutoCompress", "round_seed"]
+__all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 
 _STATE = "state.json"
 
@@ -48,6 +48,12 @@ _STATE = "state.json"
 def round_seed(seed, k):
     """The seed of round ``k``'s search (Config.seed = ``seed``)."""
     return seed + k
+
+
+def step_seed(seed, step):
+    """The global seed set before step ``step`` trains (round k is step k;
+    purification is step 100)."""
+    return seed * 1000 + step
 
 
 @dataclasses.dataclass
@@ -166,7 +172,7 @@ class AutoCompress:
                       verbose=2 if self.verbose else 0)
 
     def _seed(self, step):
-        keras.utils.set_random_seed(self.config.seed * 1000 + step)
+        keras.utils.set_random_seed(step_seed(self.config.seed, step))
 
     def _accepted(self):
         return [r for r in self.state["rounds"] if r["accepted"]]

@@ -7,6 +7,12 @@ each with ``val_accuracy``, ``test_accuracy``, ``conv_params_ratio``,
 kept fractions (``layers``) with the filter/column ``scheme_split``; ``final`` has
 the TFLite figures when they were measured. Ratios are dense / kept (N x);
 accuracies are fractions in [0, 1].
+
+``write_comparison(stem, rows, header, title)`` writes a side-by-side comparison of
+pruning methods (``benchmarks/compare.py``): ``stem.json``, the markdown table
+``stem.md`` (``comparison_markdown``) and the accuracy-vs-ratio plot ``stem.png``
+(``plot_pareto``); a row is one method's dict with ``method``, ``test_accuracy``,
+``conv_params_ratio``, ``conv_macs_ratio``, ``latency_ms``, ``search_s`` and ``note``.
 """
 import os
 
@@ -18,7 +24,8 @@ import numpy as np  # noqa: E402
 
 from tfautocompress import artifacts, graph as graph_lib, schemes as schemes_lib  # noqa: E402
 
-__all__ = ["layer_summary", "scheme_split", "tflite_figures", "build", "write"]
+__all__ = ["layer_summary", "scheme_split", "tflite_figures", "build", "write",
+           "comparison_markdown", "plot_pareto", "write_comparison"]
 
 KEYS = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
         "params_ratio", "macs_ratio", "wall_s")
@@ -35,7 +42,7 @@ def layer_summary(model, masks):
             kind = schemes_lib.kernel_kind(layer)
         except TypeError:
             continue
-        shape = tuple(getattr(layer, "depthwise_kernel" if kind == "depthwise" else "kernel").shape)
+        shape = tuple(schemes_lib.kernel_of(layer).shape)
         mask = np.asarray(closed.get(layer.name, np.ones(shape, np.float32)))
         zero = schemes_lib.zero_group_shares(mask, kind)
         summary[layer.name] = {"kept": float(mask.mean()), "params": int(mask.size),
@@ -147,9 +154,14 @@ def _markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def _save_figure(figure, path):
+def _write_text(path, text):
+    with artifacts.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _save_figure(figure, path, dpi=100, bbox_inches="tight"):
     with artifacts.atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, dpi=100, bbox_inches="tight")
+        figure.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches)
     plt.close(figure)
 
 
@@ -186,9 +198,46 @@ def write(output_dir, state):
     """Write report.json, report.md, layers.png and accuracy.png; return the report."""
     report = build(state)
     artifacts.write_json(os.path.join(output_dir, "report.json"), report)
-    with artifacts.atomic_path(os.path.join(output_dir, "report.md")) as tmp, \
-            open(tmp, "w", encoding="utf-8") as f:
-        f.write(_markdown(report))
+    _write_text(os.path.join(output_dir, "report.md"), _markdown(report))
     _plot_layers(report, os.path.join(output_dir, "layers.png"))
     _plot_accuracy(report, os.path.join(output_dir, "accuracy.png"))
     return report
+
+
+# ------------------------------------------------------------ comparisons ---
+def comparison_markdown(rows, header):
+    """The markdown table of a method comparison under the line ``header`` (rows: see
+    the module doc), one line per row in order, ending with a newline."""
+    lines = [header, "",
+             "| method | test acc. | CONV params ratio | CONV MACs ratio | TFLite latency (ms) "
+             "| search (s) | note |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['test_accuracy']:.4f} | {r['conv_params_ratio']:.2f}x "
+                     f"| {r['conv_macs_ratio']:.2f}x | {r['latency_ms']:.3f} | {r['search_s']:.1f} "
+                     f"| {r['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_pareto(rows, path, title):
+    """PNG at ``path``: each row's test accuracy against its CONV params ratio,
+    labelled with its method, under ``title``."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        axis.scatter(r["conv_params_ratio"], r["test_accuracy"])
+        axis.annotate(r["method"], (r["conv_params_ratio"], r["test_accuracy"]), fontsize=7)
+    axis.set_xlabel("CONV params ratio (dense / kept)")
+    axis.set_ylabel("test accuracy")
+    axis.set_title(title)
+    figure.tight_layout()
+    _save_figure(figure, path, dpi=120, bbox_inches=None)
+
+
+def write_comparison(stem, rows, header, title, **fields):
+    """Write ``stem + ".json"`` (``{"rows": rows, **fields}``), ``stem + ".md"``
+    (``comparison_markdown(rows, header)``) and ``stem + ".png"``
+    (``plot_pareto(rows, ..., title)``); return the markdown table."""
+    table = comparison_markdown(rows, header)
+    artifacts.write_json(stem + ".json", dict(fields, rows=rows))
+    _write_text(stem + ".md", table)
+    plot_pareto(rows, stem + ".png", title)
+    return table
