@@ -4,8 +4,16 @@
 policy, the training loss plus ``rho_i / 2 * ||W_i - Z_i + U_i||_F^2`` (Eq. 4: the
 *squared* Frobenius norm). Every ``update_every`` steps (or once per epoch):
 
-    Z_i <- Pi_i(W_i + U_i)        (Eq. 5, the scheme's Euclidean projection)
-    U_i <- U_i + W_i - Z_i        (Eq. 6)
+    Z <- Pi(W + U)                (Eq. 5, the policy's Euclidean projection)
+    U <- U + W - Z                (Eq. 6)
+
+``Pi`` is the model-level projection ``masks.magnitude_masks`` (the one the search's
+fast evaluation scores and the hard prune applies): producers coupled by a
+residual merge drop the same filters, and each layer's columns are chosen among
+its live rows given the filters upstream. ``regularize`` names the layers that
+get the penalty (all by default); the others (e.g. layers whose scheme did not
+change since the previous progressive round: the paper's rho_i = 0) still take
+part in the projection with their current weights.
 
 and, with multi-rho (Ye et al. 2018), every ``rho_every`` updates
 ``rho_i <- min(rho_factor * rho_i, rho_max)`` with ``U_i`` rescaled by
@@ -22,8 +30,9 @@ callback existed) and removes at ``on_train_end``. The projection runs in NumPy
 at each update, off the per-step path. State persists across ``fit`` calls on
 the same model.
 
-Logged at every epoch end into ``logs`` (put ``ADMM`` before ``TensorBoard`` /
-``CSVLogger`` in the callback list so that they see the keys):
+Logged at every epoch end into ``logs``, for the regularized layers (put ``ADMM``
+before ``TensorBoard`` / ``CSVLogger`` in the callback list so that they see the
+keys):
 
 * ``admm_res/<layer>``: primal residual ``||W - Z|| / ||W||`` of the latest
   update (before the first update: the distance of W to its constraint set);
@@ -38,7 +47,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from tfautocompress import schemes as schemes_lib
+import tensorflow_model_optimization as tfmot
+
+from tfautocompress import graph as graph_lib, masks as masks_lib, schemes as schemes_lib
 from tfautocompress._keras import check_model, keras
 from tfautocompress.wrappers import StructuredPruneLowMagnitude
 
@@ -82,6 +93,7 @@ class _Slot:
     u: tf.Variable
     rho: tf.Variable
     residual: float = 0.0
+    active: bool = True  # gets the penalty and the rho schedule
 
     def weight(self):
         """The weight W the ADMM sees, as a float32 tensor."""
@@ -120,11 +132,16 @@ class ADMM(keras.callbacks.Callback):
 
     def __init__(self, policy, rho=RHO, rho_factor=RHO_FACTOR, rho_every=RHO_EVERY,
                  rho_max=None, update_every=UPDATE_EVERY, near_zero=NEAR_ZERO,
-                 hard_prune_on_train_end=False, final_rho=None):
+                 hard_prune_on_train_end=False, final_rho=None, regularize=None):
         super().__init__()
         self._schemes = schemes_lib.as_schemes(policy)
         if not self._schemes:
             raise ValueError("ADMM policy is empty: give at least one {layer name: Scheme}.")
+        self._regularize = set(self._schemes if regularize is None else regularize)
+        unknown = sorted(self._regularize - set(self._schemes))
+        if unknown:
+            raise ValueError(f"ADMM regularize names {unknown}, which the policy does not "
+                             f"prune; its layers are: {', '.join(self._schemes)}.")
         rho_max = max(RHO_MAX, rho) if rho_max is None else rho_max
         for flag, value in (("rho", rho), ("rho_max", rho_max)):
             if not value > 0:
@@ -161,20 +178,23 @@ class ADMM(keras.callbacks.Callback):
         if self._slots_model is model:
             return
         check_model(model)
+        self._graph = graph_lib.analyze(_plain(model))
         slots = []
         with model.distribute_strategy.scope():
             for name, scheme in self._schemes.items():
                 layer, mask = _find_layer(model, name)
-                kind = schemes_lib.kernel_kind(layer)
-                slot = _Slot(name, kind, scheme, schemes_lib.kernel_of(layer), mask,
-                             None, None, None)
-                w = slot.weight_numpy()
-                z = scheme.project(w, kind)
+                slots.append(_Slot(name, schemes_lib.kernel_kind(layer), scheme,
+                                   schemes_lib.kernel_of(layer), mask, None, None, None,
+                                   active=name in self._regularize))
+            weights = {s.name: s.weight_numpy() for s in slots}
+            projected = self._project(weights)
+            for s in slots:
                 var = lambda value, what: tf.Variable(  # noqa: E731
-                    value, trainable=False, dtype=tf.float32, name=f"admm_{what}_{name}")
-                slot.z, slot.u, slot.rho = var(z, "z"), var(np.zeros_like(w), "u"), var(self.rho0, "rho")
-                slot.residual = _relative(w - z, w)
-                slots.append(slot)
+                    value, trainable=False, dtype=tf.float32, name=f"admm_{what}_{s.name}")
+                w = weights[s.name]
+                s.z, s.u, s.rho = (var(projected[s.name], "z"), var(np.zeros_like(w), "u"),
+                                   var(self.rho0, "rho"))
+                s.residual = _relative(w - projected[s.name], w)
         self._slots, self._slots_model = slots, model
         self.updates, self._steps, self.masks = 0, 0, None
 
@@ -187,26 +207,33 @@ class ADMM(keras.callbacks.Callback):
     def penalty(self):
         """``sum_i rho_i / 2 * ||W_i - Z_i + U_i||_F^2`` as a scalar tensor."""
         terms = [0.5 * s.rho * tf.reduce_sum(tf.square(s.weight() - s.z + s.u))
-                 for s in self._slots]
-        return tf.add_n(terms)
+                 for s in self._slots if s.active]
+        return tf.add_n(terms) if terms else tf.constant(0.0)
+
+    def _project(self, kernels):
+        """``{layer: Pi(kernel)}``: the model-level projection of ``kernels``."""
+        masks = masks_lib.magnitude_masks(None, self._schemes, graph=self._graph,
+                                          kernels=kernels)
+        return {name: kernel * masks[name] for name, kernel in kernels.items()}
 
     def update(self):
         """One ADMM iteration: Z = Pi(W + U), U += W - Z, then the rho schedule."""
+        weights = {s.name: s.weight_numpy() for s in self._slots}
+        sums = {s.name: weights[s.name] + s.u.numpy() for s in self._slots}
+        projected = self._project(sums)
         for s in self._slots:
-            w = s.weight_numpy()
-            v = w + s.u.numpy()
-            z = s.scheme.project(v, s.kind)
-            s.z.assign(z)
-            s.u.assign(v - z)
-            s.residual = _relative(w - z, w)
+            s.z.assign(projected[s.name])
+            s.u.assign(sums[s.name] - projected[s.name])
+            s.residual = _relative(weights[s.name] - projected[s.name], weights[s.name])
         self.updates += 1
         if self.updates % self.rho_every == 0:
-            for s in self._slots:
+            for s in (s for s in self._slots if s.active):
                 old = float(s.rho.numpy())
                 _set_rho(s, max(old, min(old * self.rho_factor, self.rho_max)))
 
     def hard_prune(self):
-        """Project every policy kernel onto its scheme's set in place; return the masks.
+        """Project the policy's kernels (``W``) in place with the model-level
+        projection; return the masks.
 
         Returns ``{layer name: 0/1 float32 mask of the kernel's shape}``; in
         masked ADMM the masks lie inside the wrappers' masks.
@@ -214,9 +241,11 @@ class ADMM(keras.callbacks.Callback):
         if self._slots is None:
             raise ValueError("ADMM.hard_prune() needs a model: call model.fit with "
                              "this callback first (or set_model(model)).")
-        masks = {}
+        masks = masks_lib.magnitude_masks(
+            None, self._schemes, graph=self._graph,
+            kernels={s.name: s.weight_numpy() for s in self._slots})
         for s in self._slots:
-            mask = s.scheme.mask(s.weight_numpy(), s.kind).astype(np.float32)
+            mask = masks[s.name]
             if s.mask is not None:
                 mask *= s.mask.numpy()
             masks[s.name] = mask
@@ -260,7 +289,7 @@ class ADMM(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         epochs = (self.params or {}).get("epochs")
         if self.final_rho is not None and epochs is not None and epoch == epochs - 1:
-            for s in self._slots:
+            for s in (s for s in self._slots if s.active):
                 _set_rho(s, max(float(s.rho.numpy()), self.final_rho))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -269,7 +298,8 @@ class ADMM(keras.callbacks.Callback):
         if logs is None:
             return
         residuals, zeros = [], []
-        for s in self._slots:
+        active = [s for s in self._slots if s.active]
+        for s in active:
             w = np.abs(s.weight_numpy())
             zero = float(np.mean(w <= self.near_zero * w.max())) if w.size else 0.0
             logs[f"admm_res/{s.name}"] = s.residual
@@ -278,7 +308,14 @@ class ADMM(keras.callbacks.Callback):
             zeros.append(zero)
         logs["admm_res"] = float(np.mean(residuals))
         logs["admm_zero"] = float(np.mean(zeros))
-        logs["admm_rho"] = float(np.mean([s.rho.numpy() for s in self._slots]))
+        logs["admm_rho"] = float(np.mean([s.rho.numpy() for s in active]))
+
+
+def _plain(model):
+    """``model`` without pruning wrappers (a stripped copy when it has some), whose
+    layers carry the inner layers' names: what the channel analysis reads."""
+    wrapped = any(isinstance(layer, pruning_wrapper.PruneLowMagnitude) for layer in model.layers)
+    return tfmot.sparsity.keras.strip_pruning(model) if wrapped else model
 
 
 def _set_rho(slot, new):

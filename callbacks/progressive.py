@@ -4,7 +4,8 @@ A *partial pruning* takes a model to one policy: ADMM regularization, hard prune
 (Euclidean projection), BatchNormalization recalibration, masked retraining.
 Started from an earlier partial model it is *masked* ADMM: the earlier model is
 wrapped with its masks, so its pruned weights never revive, and layers whose
-scheme does not change get no ADMM term (the paper's rho_i = 0).
+scheme does not change get no ADMM term (the paper's rho_i = 0) but take part in
+the model-level projection (their filters decide the live rows downstream).
 
 ``progressive_prune`` reaches a high rate through policies of rising fraction: the
 first ``pool_size`` are pruned directly from the dense model; each later one is
@@ -91,7 +92,7 @@ def partial_prune(model, policy, recipe, start=None):
     work = masked_retraining.wrap(base, prior) if prior else _copy(base)
     masks, history = dict(prior), {"admm": {}}
     if changed:
-        admm = ADMM(changed, **{"final_rho": FINAL_RHO, **recipe.admm})
+        admm = ADMM(schemes, regularize=changed, **{"final_rho": FINAL_RHO, **recipe.admm})
         recipe.compile_fn(work)
         extra = masked_retraining.callbacks() if prior else []
         history["admm"] = work.fit(recipe.train, validation_data=recipe.val,

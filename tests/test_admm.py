@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tfautocompress._keras import keras
 from tfautocompress.callbacks.admm import ADMM
+from tfautocompress.masks import magnitude_masks
 from tfautocompress.schemes import Combined, Filter, Column
 
 POLICY = {"conv": Filter(0.5), "dense": Column(0.5)}
@@ -162,8 +163,15 @@ def test_hard_prune_projects_in_place_and_returns_masks():
         kernel = model.get_layer(name).kernel.numpy()
         assert masks[name].shape == kernel.shape and masks[name].dtype == np.float32
         np.testing.assert_array_equal(kernel * (1 - masks[name]), 0)
-        np.testing.assert_array_equal(masks[name], scheme.mask(kernel, None))
-    assert int((np.abs(masks["conv"]).sum(axis=(0, 1, 2)) == 0).sum()) == 2
+    # The model-level projection: "dense" reads conv's two dead channels (16 rows each
+    # after Flatten) as dead rows and removes half of its 32 live columns.
+    projected = magnitude_masks(model, POLICY)
+    for name in POLICY:
+        np.testing.assert_array_equal(masks[name], projected[name])
+    dead = ~masks["conv"].reshape(-1, 4).any(axis=0)
+    assert int(dead.sum()) == 2
+    dense_rows = masks["dense"].any(axis=1).reshape(16, 4)
+    assert not dense_rows[:, dead].any() and int(dense_rows[:, ~dead].sum()) == 16
 
 
 class _PolicyLike:

@@ -114,24 +114,37 @@ def test_second_round_masks_keep_the_first_rounds_zeros(seed):
 
 
 def test_coupled_producers_drop_a_members_previous_zero_filters_first():
-    """Round 1 pruned only "b" of the coupled pair: in round 2 its zero filters go
-    first even though "a" keeps them large (summed norms alone would keep them)."""
+    """"b" of a coupled pair has zero filters (as after a round that pruned it): in
+    the next round they go first even though "a" keeps them large (summed norms
+    alone would keep them)."""
     from tfautocompress import policy as policy_lib, space as space_lib
 
     model = _residual_model()
     space = space_lib.PolicySpace.from_model(model, "filter")
-    round1 = policy_lib.PruningPolicy(space, {"b": policy_lib.LayerAction(0.25)})
-    closed1 = _prune_in_place(model, masks_lib.magnitude_masks(model, round1))
-    zero_b = ~closed1["b"].reshape(-1, 8).any(axis=0)
-    assert zero_b.sum() == 2
+    zero_b = np.zeros(8, bool)
+    zero_b[[1, 6]] = True
+    kernel = model.get_layer("b").kernel
+    kernel.assign(kernel.numpy() * np.where(zero_b, 0.0, 1.0).astype(np.float32))
     kernel = model.get_layer("a").kernel  # make "a" largest exactly on b's zero filters
     kernel.assign(kernel.numpy() * np.where(zero_b, 100.0, 0.01).astype(np.float32))
-    space2 = space_lib.PolicySpace.from_model(model, "filter", previous=round1)
-    round2 = policy_lib.PruningPolicy(space2, {"a": policy_lib.LayerAction(0.25),
-                                               "b": policy_lib.LayerAction(0.25)})
+    round2 = policy_lib.PruningPolicy(space, {"a": policy_lib.LayerAction(0.25),
+                                              "b": policy_lib.LayerAction(0.25)})
     masks2 = masks_lib.magnitude_masks(model, round2)
     for name in ("a", "b"):
         np.testing.assert_array_equal(masks2[name].reshape(-1, 8).any(axis=0), ~zero_b)
+
+
+def test_a_coupled_group_with_an_unpruned_producer_keeps_its_filters():
+    """Its channels stay alive through the unpruned producer, so the projection
+    prunes no filter of the group (as the analytic budget counts)."""
+    from tfautocompress import policy as policy_lib, space as space_lib
+
+    model = _residual_model()
+    space = space_lib.PolicySpace.from_model(model, "filter")
+    policy = policy_lib.PruningPolicy(space, {"b": policy_lib.LayerAction(0.25)})
+    masks = masks_lib.magnitude_masks(model, policy)
+    assert masks["b"].all()
+    assert policy.compression_ratio() == 1.0
 
 
 def test_uniform_schemes_cover_prunable_conv_layers_only():

@@ -1,20 +1,29 @@
-"""Masks from a policy by magnitude (AutoCompress §3.1 step (ii), one-shot pruning).
+"""THE projection: masks from a policy by magnitude, model-level (AutoCompress
+§3.1 step (ii), §3.3).
 
-``magnitude_masks(model, policy)`` applies each layer's scheme to its current
-kernel: the groups (filters, columns, weights) of smallest L2 norm go. Producers
-coupled by a residual merge (one ``graph`` group) must drop the same filters, or
-no channel dies: they rank filters by the sum of their filter norms and all drop
-the ``round(f * n)`` smallest, ``f`` the largest filter fraction among them;
-a ``Combined`` scheme then picks each layer's columns given those filters.
+``magnitude_masks(model, policy)`` is the one Euclidean projection of a model's
+kernels onto a policy's constraint set. The fast evaluation scores its masks, the
+ADMM Z-step projects ``W + U`` with it and the hard prune projects ``W`` with it,
+so the search never scores masks that ADMM cannot produce; the analytic budget of
+``space.PolicySpace`` counts exactly what it keeps.
+
+* Producers coupled by a residual merge (one ``graph`` group) drop the same
+  filters, or no channel dies: they rank filters by the sum of their filter
+  norms and all drop the ``round(f * n)`` smallest, ``f`` the largest filter
+  fraction among them (none if a producer of the group prunes no filters, as
+  its channels stay alive anyway). Filters that are zero in any of them go first
+  (a previous round's).
+* Layers are then projected in graph order. A channel is *dead* when every
+  producer of its group drops its filter in this projection; the input rows a
+  layer reads from dead channels are 0 in its mask, and its columns (GEMM rows:
+  one ``(kh, kw, cin)`` position) are chosen among its *live* rows only: a
+  column fraction ``c`` removes ``round(c * live)`` of them, so the column
+  budget is never spent on rows that upstream filter pruning kills anyway.
+  Depthwise and separable layers rank all their columns.
 
 Progressive rounds: on a model pruned by a previous round, the removed groups
 are exact zeros and have the smallest norms, so a policy that prunes at least as
-many groups (``PolicySpace`` floors) removes them again. Two ties are settled so
-that this holds exactly: coupled producers first drop filters that are zero in
-any of them; and the input rows of channels that are already dead (every
-producer's filter zero and the rows zero) are left out of a ``Combined`` layer's
-column ranking, so its column budget goes to its own previous zero columns
-first, never to rows that are dead anyway. Those dead rows are 0 in the mask.
+many groups (``PolicySpace`` floors) removes them again.
 """
 import numpy as np
 
@@ -44,14 +53,6 @@ def load(path):
                          f"tfautocompress ({err}); rerun the step that wrote it.") from None
 
 
-def _filter_fraction(scheme):
-    if isinstance(scheme, schemes_lib.Filter):
-        return scheme.fraction
-    if isinstance(scheme, schemes_lib.Combined):
-        return scheme.filter_fraction
-    return None
-
-
 def uniform_schemes(model, scheme):
     """``{layer: scheme}`` for every CONV layer of ``model`` whose filters may be
     pruned (``graph.analyze(model).prunable_layers``): a uniform policy."""
@@ -66,135 +67,129 @@ def uniform_schemes(model, scheme):
 def magnitude_masks(model, policy_or_schemes, *, graph=None, kernels=None):
     """``{layer name: 0/1 float32 kernel-shaped mask}`` for every layer the policy prunes.
 
-    ``graph``: ``graph.analyze(model)``, reused across calls; ``kernels``:
-    ``{name: array}`` to use instead of the layers' current kernels (e.g. a cached
-    dense copy). Raises ValueError for a layer the model does not have.
+    ``graph``: ``graph.analyze(model)`` (made from ``model`` when None; ``model``
+    may then be None); ``kernels``: ``{name: array}`` to project instead of the
+    layers' current kernels (a cached dense copy, or ADMM's ``W + U``). Raises
+    ValueError for a layer the model does not have.
     """
     schemes = schemes_lib.as_schemes(policy_or_schemes)
-    layers, kinds, arrays = {}, {}, {}
-    known = {layer.name: layer for layer in model.layers}
+    graph = graph if graph is not None else graph_lib.analyze(model)
+    known = graph.layers
     for name in schemes:
         if name not in known:
             raise ValueError(f"the policy names layer {name!r}, which model "
-                             f"{model.name!r} does not have; its layers are: "
+                             f"{graph.model.name!r} does not have; its layers are: "
                              f"{', '.join(known)}.")
-        layers[name] = known[name]
-        kinds[name] = schemes_lib.kernel_kind(known[name])
-        arrays[name] = (np.asarray(kernels[name]) if kernels and name in kernels
-                        else schemes_lib.kernel_of(known[name]).numpy())
-    graph = graph if graph is not None else graph_lib.analyze(model)
-    dead = _dead_rows(graph, schemes, known, kinds, arrays, kernels)
+    kinds = {n: schemes_lib.kernel_kind(known[n]) for n in schemes}
+    arrays = {n: (np.asarray(kernels[n]) if kernels and n in kernels
+                  else schemes_lib.kernel_of(known[n]).numpy()) for n in schemes}
+    filters = _coupled_filters(graph, schemes, kinds, arrays)
     masks = {}
-    for group in graph.groups:
-        members = [p for p in group.producers
-                   if p in schemes and _filter_fraction(schemes[p]) is not None]
-        if len(members) > 1:
-            masks.update(_coupled(members, schemes, kinds, arrays, dead))
-    for name, scheme in schemes.items():
-        if name in masks:
-            continue
-        if name in dead and isinstance(scheme, schemes_lib.Combined):
-            masks[name] = _combined_alive(scheme, arrays[name], kinds[name], dead[name])
-        else:
-            masks[name] = scheme.mask(arrays[name], kinds[name])
+    for name in (n for n in known if n in schemes):
+        dead = _dead_rows(graph, name, schemes, masks, filters, kinds, arrays)
+        masks[name] = _project(schemes[name], arrays[name], kinds[name], dead,
+                               filters.get(name))
     return masks
 
 
-def _dead_rows(graph, schemes, known, kinds, arrays, kernels):
-    """``{name: bool per kernel row (axis -2)}`` for the Conv2D/Dense layers with a
-    ``Combined`` scheme that read channels already dead: every producer's filter
-    is zero and so are the layer's rows for that channel."""
-    wanted = {n for n, s in schemes.items() if isinstance(s, schemes_lib.Combined)
-              and kinds[n] != "depthwise" and getattr(known[n], "pointwise_kernel", None) is None}
-    if not wanted:
-        return {}
-    zero_filters = {}
+def _filter_fraction(scheme):
+    if isinstance(scheme, schemes_lib.Filter):
+        return scheme.fraction
+    if isinstance(scheme, schemes_lib.Combined):
+        return scheme.filter_fraction
+    return None
 
-    def filter_is_zero(name):
-        if name not in zero_filters:
-            kernel = arrays.get(name)
-            if kernel is None:
-                kernel = (np.asarray(kernels[name]) if kernels and name in kernels
-                          else schemes_lib.kernel_of(known[name]).numpy())
-            kind = schemes_lib.kernel_kind(known[name])
-            zero_filters[name] = ~np.any(schemes_lib.gemm_view(kernel, kind) != 0, axis=0)
-        return zero_filters[name]
 
-    dead = {}
+def _column_fraction(scheme):
+    if isinstance(scheme, schemes_lib.Combined):
+        return scheme.column_fraction
+    return scheme.fraction if isinstance(scheme, schemes_lib.Column) else 0.0
+
+
+def _coupled_filters(graph, schemes, kinds, arrays):
+    """``{producer: 0/1 keep per filter}`` of the producers coupled by a merge."""
+    filters = {}
     for group in graph.groups:
-        consumers = [(n, rows) for n, rows in group.consumers if n in wanted]
-        if not consumers:
+        if len(group.producers) < 2:
+            continue
+        fractions = [_filter_fraction(schemes[p]) if p in schemes else None
+                     for p in group.producers]
+        if any(not f for f in fractions):  # a producer keeps every channel alive
+            filters.update({p: np.ones(group.channels, np.float32)
+                            for p, f in zip(group.producers, fractions) if f is not None})
+            continue
+        energy = [np.square(schemes_lib.gemm_view(arrays[p], kinds[p]).astype(np.float64))
+                  for p in group.producers]
+        norms = sum(np.sqrt(e.sum(axis=0)) for e in energy)
+        zero = np.any([e.sum(axis=0) == 0 for e in energy], axis=0)
+        keep = _keep_largest(np.where(zero, -1.0, norms),
+                             schemes_lib.prune_count(max(fractions), norms.size))
+        filters.update(dict.fromkeys(group.producers, keep))
+    return filters
+
+
+def _alive_filters(mask, kind):
+    return np.any(schemes_lib.gemm_view(mask, kind) != 0, axis=0)
+
+
+def _dead_rows(graph, name, schemes, masks, filters, kinds, arrays):
+    """Bool per kernel row (axis -2) of layer ``name``: does it read a channel that
+    every producer drops in this projection? None for a layer that ranks all its
+    columns (depthwise, separable)."""
+    layer = graph.layers[name]
+    if kinds[name] == "depthwise" or schemes_lib.kernel_attr(layer) == "pointwise_kernel":
+        return None
+    dead = np.zeros(arrays[name].shape[-2], bool)
+    for group in graph.groups:
+        rows = [r for consumer, r in group.consumers if consumer == name]
+        if not rows or any(p not in schemes for p in group.producers):
             continue
         channel_dead = np.ones(group.channels, bool)
         for producer in group.producers:
-            zero = filter_is_zero(producer)
-            if zero.size != group.channels:
-                channel_dead[:] = False
-                break
-            channel_dead &= zero
-        if not channel_dead.any():
-            continue
-        for name, rows in consumers:
-            kernel = arrays[name]
-            flags = dead.setdefault(name, np.zeros(kernel.shape[-2], bool))
-            if rows.max() >= flags.size:
-                continue
-            row_zero = ~np.any(np.moveaxis(kernel, -2, 0).reshape(flags.size, -1) != 0, axis=1)
-            picked = rows[:, channel_dead].reshape(-1)
-            flags[picked] |= row_zero[picked]
-    return {n: f for n, f in dead.items() if f.any()}
+            if producer in filters:
+                alive = filters[producer] != 0
+            elif producer in masks:
+                alive = _alive_filters(masks[producer], kinds[producer])
+            else:
+                alive = np.ones(group.channels, bool)  # projected later: none dead yet
+            channel_dead &= ~alive if alive.size == group.channels else False
+        for r in rows:
+            if r.max() < dead.size:
+                dead[r[:, channel_dead].reshape(-1)] = True
+    return dead
 
 
-def _row_columns(dead, shape, kind):
-    """Dead flags per GEMM column (row of ``gemm_view``) from flags per input row."""
-    if kind == "dense":
-        return dead
-    return np.broadcast_to(dead, shape[:-1]).reshape(-1)
-
-
-def _combined_alive(scheme, kernel, kind, dead):
-    """``scheme.mask`` with the dead input rows left out of the column ranking
-    (the same number of columns pruned among the live ones) and zero in the mask."""
-    dead_columns = _row_columns(dead, kernel.shape, kind)
+def _project(scheme, kernel, kind, dead, filters):
+    """One layer's mask: ``scheme`` on its live rows, given coupled ``filters``."""
     view = schemes_lib.gemm_view(kernel, kind)
-    alive = np.flatnonzero(~dead_columns)
+    live = np.ones(view.shape[0], bool)
+    if dead is not None:
+        rows = dead if kind == "dense" else np.broadcast_to(dead, kernel.shape[:-1]).reshape(-1)
+        live = ~rows
     mask = np.zeros(view.shape, np.float32)
-    if alive.size:
-        n_prune = min(schemes_lib.prune_count(scheme.column_fraction, view.shape[0]),
-                      alive.size - 1)
-        sub = schemes_lib.Combined(scheme.filter_fraction, n_prune / alive.size)
-        mask[alive] = sub.mask(view[alive], "dense")
+    if filters is not None:
+        count = _column_count(scheme, view, live)
+        columns = np.zeros(view.shape[0], np.float32)
+        ranking = np.square(view[live].astype(np.float64)) @ filters
+        columns[live] = _keep_largest(ranking, max(count, 0))
+        return np.outer(columns, filters).astype(np.float32).reshape(kernel.shape)
+    if dead is None or not isinstance(scheme, (schemes_lib.Combined, schemes_lib.Column,
+                                                schemes_lib.Filter)):
+        return scheme.mask(kernel, kind).astype(np.float32)  # ranks every column
+    share = _column_count(scheme, view, live) / live.sum()
+    sub = (schemes_lib.Combined(_filter_fraction(scheme) or 0.0, share)
+           if not isinstance(scheme, schemes_lib.Column) else schemes_lib.Column(share))
+    mask[live] = sub.mask(view[live], "dense")
     return mask.reshape(kernel.shape)
 
 
-def _coupled(members, schemes, kinds, arrays, dead):
-    """Masks of coupled producers that drop the same filters (first those that are
-    zero in any of them: a previous round's)."""
-    energy = {n: np.square(schemes_lib.gemm_view(arrays[n], kinds[n]).astype(np.float64))
-              for n in members}
-    norms = sum(np.sqrt(e.sum(axis=0)) for e in energy.values())
-    zero = np.any([e.sum(axis=0) == 0 for e in energy.values()], axis=0)
-    norms = np.where(zero, -1.0, norms)
-    fraction = max(_filter_fraction(schemes[n]) for n in members)
-    filters = _keep_largest(norms, schemes_lib.prune_count(fraction, norms.size))
-    masks = {}
-    for name in members:
-        scheme = schemes[name]
-        columns = np.ones(energy[name].shape[0], np.float32)
-        if isinstance(scheme, schemes_lib.Combined):
-            count = schemes_lib.prune_count(scheme.column_fraction, columns.size)
-            ranking = energy[name] @ filters
-            if name in dead:
-                dead_columns = _row_columns(dead[name], arrays[name].shape, kinds[name])
-                count = min(count, int(np.count_nonzero(~dead_columns)) - 1)
-                ranking = np.where(dead_columns, np.inf, ranking)
-                columns = _keep_largest(ranking, max(count, 0))
-                columns[dead_columns] = 0.0
-            else:
-                columns = _keep_largest(ranking, count)
-        masks[name] = np.outer(columns, filters).astype(np.float32).reshape(
-            arrays[name].shape)
-    return masks
+def _column_count(scheme, view, live):
+    """Columns to remove among the live ones: ``round(c * live)``, and at least the
+    live columns that are zero already (a previous round's: they never revive),
+    at most ``live - 1``."""
+    n_live = int(live.sum())
+    zero = int(np.count_nonzero(~np.any(view[live] != 0, axis=1)))
+    return min(max(schemes_lib.prune_count(_column_fraction(scheme), n_live), zero), n_live - 1)
 
 
 def _keep_largest(norms, n_prune):

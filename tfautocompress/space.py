@@ -58,7 +58,13 @@ class LayerSpec:
     space that this layer reads: ``rows`` entries of its kernel's input axis
     (``in_size`` long) per channel. When the producers drop filters, those rows die.
     ``coupled``: the producers of this layer's own channel group when a residual
-    merge couples several (they drop the same filters).
+    merge couples several (they drop the same filters). ``bias``: entries per
+    filter outside the kernel that the scope counts (1 with a bias).
+    ``channelwise``: params and MACs per output channel of the depthwise layers its
+    channel group passes through (counted on the group's first producer).
+    ``live_columns``:
+    the projection chooses this layer's columns among its live rows (False for
+    depthwise and separable layers, which rank all of them).
     """
 
     name: str
@@ -69,28 +75,46 @@ class LayerSpec:
     in_size: int = 1
     reads: tuple = ()
     coupled: tuple = ()
+    bias: int = 0
+    live_columns: bool = True
+    channelwise: tuple = (0.0, 0.0)
 
     def __post_init__(self):
         reads = tuple((tuple(p), int(c), int(r)) for p, c, r in self.reads)
         object.__setattr__(self, "reads", reads)
         object.__setattr__(self, "coupled", tuple(self.coupled))
+        object.__setattr__(self, "channelwise", tuple(float(c) for c in self.channelwise))
 
     @property
     def params(self):
         """Kernel entries of the dense layer."""
         return self.filters * self.columns
 
+    def dense(self, objective):
+        """Params or MACs the dense layer adds to the scope (kernel, bias, and the
+        depthwise layers on its channels)."""
+        if objective == "params":
+            return self.params + self.filters * (self.bias + self.channelwise[0])
+        return self.filters * (self.columns * self.positions + self.channelwise[1])
+
     def kept(self, scheme_set, first, second=0.0, alive_in=1.0):
-        """Kernel entries kept when ``first`` (the weight fraction for irregular
-        spaces, else the filter fraction) and ``second`` (the column fraction) are
-        removed with the schemes' exact rounding, times the share ``alive_in`` of
-        input rows whose channels survive upstream."""
+        """Kernel entries that ``masks.magnitude_masks`` keeps when ``first`` (the
+        weight fraction for irregular spaces, else the filter fraction) and
+        ``second`` (the column fraction, a share of the live columns) are removed
+        with the schemes' exact rounding, the share ``alive_in`` of the input rows
+        surviving upstream filter pruning."""
         if scheme_set == "irregular":
-            kept = self.params - schemes_lib.prune_count(first, self.params)
-        else:
-            kept = ((self.filters - schemes_lib.prune_count(first, self.filters))
+            return (self.params - schemes_lib.prune_count(first, self.params)) * alive_in
+        kept_filters = self.kept_filters(first)
+        if not self.live_columns:
+            return (kept_filters * alive_in
                     * (self.columns - schemes_lib.prune_count(second, self.columns)))
-        return kept * alive_in
+        live = int(round(self.columns * alive_in))
+        return kept_filters * (live - schemes_lib.prune_count(second, live)) if live else 0
+
+    def kept_filters(self, first):
+        """Filters left when the filter fraction ``first`` is removed."""
+        return self.filters - schemes_lib.prune_count(first, self.filters)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,36 +195,17 @@ class PolicySpace:
         """
         report = {row.name: row for row in cost.count(model).layers}
         channel_graph = graph_lib.analyze(model)
-        names = []
-        for name in channel_graph.prunable_layers:
-            kind = schemes_lib.kernel_kind(model.get_layer(name))
-            if kind != "dense" or include_dense:
-                names.append(name)
-        reads = {name: [] for name in names}
-        coupled = {}
-        for group in channel_graph.groups:
-            if not set(group.producers) <= set(names):
-                continue  # a producer outside the space keeps these channels alive
-            if len(group.producers) > 1:
-                coupled.update({p: group.producers for p in group.producers})
-            for consumer, rows in group.consumers:
-                if consumer in reads:
-                    reads[consumer].append((group.producers, group.channels, rows.shape[0]))
-        specs = []
-        for name in names:
-            layer = model.get_layer(name)
-            shape = tuple(schemes_lib.kernel_of(layer).shape)
-            kind = schemes_lib.kernel_kind(layer)
-            columns, filters = schemes_lib.gemm_view(np.zeros(shape, np.int8), kind).shape
-            out = report[name].output_shape
-            positions = int(np.prod(out[:-1])) if len(out) > 1 else 1
-            specs.append(LayerSpec(name, kind, int(filters), int(columns), positions,
-                                   int(shape[-2]), tuple(reads[name]),
-                                   coupled.get(name, ())))
+        layers = channel_graph.layers
+        names = [n for n in channel_graph.prunable_layers
+                 if include_dense or schemes_lib.kernel_kind(layers[n]) != "dense"]
+        reads, coupled, channelwise = _group_links(channel_graph, names, report)
+        specs = [_layer_spec(layers[n], report[n], reads[n], coupled.get(n, ()),
+                             channelwise.get(n, (0.0, 0.0))) for n in names]
         scope = [row for row in report.values() if row.conv or row.name in reads]
-        fixed_params = sum(r.params for r in scope) - sum(s.params for s in specs)
-        fixed_macs = sum(r.macs for r in scope) - sum(s.params * s.positions for s in specs)
-        space = cls(tuple(specs), scheme_set, max_fraction, int(fixed_params), int(fixed_macs))
+        fixed_params = sum(r.params for r in scope) - sum(s.dense("params") for s in specs)
+        fixed_macs = sum(r.macs for r in scope) - sum(s.dense("macs") for s in specs)
+        space = cls(tuple(specs), scheme_set, max_fraction, int(round(fixed_params)),
+                    int(round(fixed_macs)))
         return space if previous is None else space.next_round(previous)
 
     def next_round(self, previous):
@@ -273,9 +278,8 @@ class PolicySpace:
 
     def dense_cost(self, objective="params"):
         """Params or MACs of the scope in the dense model."""
-        if cost.check_objective(objective) == "params":
-            return self.fixed_params + sum(s.params for s in self.layers)
-        return self.fixed_macs + sum(s.params * s.positions for s in self.layers)
+        fixed = self.fixed_params if cost.check_objective(objective) == "params" else self.fixed_macs
+        return fixed + sum(s.dense(objective) for s in self.layers)
 
     def remaining_cost(self, actions, objective="params"):
         """Analytic params or MACs left by ``{name: LayerAction}`` (missing = dense).
@@ -301,7 +305,11 @@ class PolicySpace:
             if group is not None and self.scheme_set != "irregular":
                 first = group
             kept = spec.kept(self.scheme_set, first, second, alive_in)
-            result[spec.name] = kept if objective == "params" else kept * spec.positions
+            filters = spec.filters if self.scheme_set == "irregular" else spec.kept_filters(first)
+            if objective == "params":
+                result[spec.name] = kept + filters * (spec.bias + spec.channelwise[0])
+            else:
+                result[spec.name] = kept * spec.positions + filters * spec.channelwise[1]
         return result
 
     def _group_fraction(self, producers, actions):
@@ -338,3 +346,39 @@ class PolicySpace:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _group_links(channel_graph, names, report):
+    """Per layer of the space: the groups it reads ``(producers, channels, rows)``,
+    its coupled producers, and (on a group's first producer) the params and MACs
+    per channel of the depthwise layers the group passes through."""
+    reads = {name: [] for name in names}
+    coupled, channelwise = {}, {}
+    for group in channel_graph.groups:
+        if not set(group.producers) <= set(names):
+            continue  # a producer outside the space keeps these channels alive
+        if len(group.producers) > 1:
+            coupled.update({p: group.producers for p in group.producers})
+        for consumer, rows in group.consumers:
+            if consumer in reads:
+                reads[consumer].append((group.producers, group.channels, rows.shape[0]))
+            layer = channel_graph.layers[consumer]
+            if consumer not in names and schemes_lib.kernel_attr(layer) == "depthwise_kernel":
+                per_row = 1.0 / schemes_lib.kernel_of(layer).shape[-2]
+                params, macs = channelwise.get(group.producers[0], (0.0, 0.0))
+                row = report[consumer]
+                channelwise[group.producers[0]] = (params + row.params * per_row * rows.shape[0],
+                                                   macs + row.macs * per_row * rows.shape[0])
+    return reads, coupled, channelwise
+
+
+def _layer_spec(layer, row, reads, coupled, channelwise):
+    shape = tuple(schemes_lib.kernel_of(layer).shape)
+    kind = schemes_lib.kernel_kind(layer)
+    columns, filters = schemes_lib.gemm_view(np.zeros(shape, np.int8), kind).shape
+    positions = int(np.prod(row.output_shape[:-1])) if len(row.output_shape) > 1 else 1
+    bias = getattr(layer, "bias", None)
+    return LayerSpec(row.name, kind, int(filters), int(columns), positions, int(shape[-2]),
+                     tuple(reads), coupled, int(bias is not None and bias.shape[0] == filters),
+                     kind != "depthwise" and schemes_lib.kernel_attr(layer) == "kernel",
+                     tuple(float(c) for c in channelwise))
