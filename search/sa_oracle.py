@@ -8,17 +8,63 @@ a hard constraint: every proposed action reaches it (analytically, see
 never gets a smaller prune fraction — and are normalised to the target by a
 bounded bisection on a common scale of the fractions.
 
-Trials are the initial action, then batches of ``iterations`` neighbours of the
-current action per temperature (evaluated in parallel by distributed workers).
-A finished batch is folded in trial order: each neighbour is accepted if it
-scores higher, else with probability ``exp(-dE / (k T))`` (dE = accuracy loss);
-then ``T <- cooling * T``. The search stops below ``stop_temperature`` or at
-``max_trials``, whichever comes first.
+The chain. Trial 0 is the initial action; then, at each temperature of the
+schedule, ``steps_per_temperature`` chain steps. By default (``parallel=1``) a
+step is Algorithm 1's inner loop body: one neighbour of the *current accepted*
+action is proposed, fast-evaluated, accepted if it scores at least as high,
+else with probability ``exp(-dE / (k T))`` (dE = accuracy loss,
+``search.oracle.metropolis``), and the next neighbour perturbs the possibly new
+current action — a true Metropolis chain. With ``parallel=p > 1`` (p =
+keras-tuner workers) a step is a batch of p neighbours of the same current
+action, evaluated at once and folded in trial order (each neighbour is
+accepted or rejected against the current action as updated by the earlier
+ones). Workers asking for a trial while a step is in flight get IDLE. The
+perturbation magnitude shrinks with T (``step * T / T0``).
+
+The schedule always completes within the budget (``plan_schedule``). Let L be
+the number of temperatures ``T0 * cooling**i >= stop_temperature`` (11 for the
+paper's T0=20, stop=0.5, eta=0.7) and B = ``(max_trials - 1) // parallel`` the
+chain steps the budget holds after the initial trial:
+
+* B >= L: every temperature of the geometric schedule gets
+  ``B // L`` steps (at most ``iterations`` if given); the trial count is
+  ``1 + L * steps * parallel`` (<= max_trials; the remainder of B / L is left
+  unused so every temperature gets the same number of steps).
+* B < L: the temperatures are spread: B temperatures with one step each and a
+  faster cooling factor ``(stop / T0) ** (1 / (B - 1))``, so the first is T0 and
+  the last is exactly the stop temperature (B = 1: the stop temperature only).
+* no ``max_trials``: the budget comes from the schedule, ``iterations``
+  (default 4) steps at each of the L temperatures: ``1 + L * iterations *
+  parallel`` trials (45 with the defaults).
+
+So the last step always runs at the stop temperature or just above it (below
+``stop / cooling``). ``parallel`` is capped at ``max_trials - 1``.
+``cooling=1`` has L = 1 if T0 == stop (every step at that temperature);
+otherwise it needs ``max_trials``, L is infinite and the temperatures are
+spread from T0 to the stop temperature over the budget. The
+schedule used is ``oracle.schedule`` (``Schedule``: temperatures, steps per
+temperature, parallel, cooling factor used, trials); ``oracle.max_trials`` is
+its trial count.
+
+The decision. The paper's "action outcome" is the chain's final state
+(``current_policy()``). ``best_policy()`` instead returns the best-scoring
+action seen (ties: the earliest trial): the fast evaluation of every visited
+action is already paid for, the search budget is a few dozen trials (far from
+the convergence at which the final state and the best one coincide), and the
+chain can end on a worse action it accepted at a higher temperature, or one
+step away from a better one it left. The best-seen action is never worse on
+the fast evaluation than the final state, and meets the same hard target and
+size order.
 
 A trial's values are the policy as plain scalars (``fraction/<layer>``,
-``filter_share/<layer>``) plus ``sa/temperature``, ``sa/parent`` and
-``sa/level``; the ``sa/`` entries are left out of the values hash. The whole
-space is declared up front (``allow_new_entries=False``).
+``filter_share/<layer>``) plus ``sa/temperature``, ``sa/parent`` (trial id of
+the current action it perturbs; "" for the initial one), ``sa/level`` (index of
+the temperature) and ``sa/step`` (chain step, 0 for the initial action); the
+``sa/`` entries are left out of the values hash. The whole space is declared up
+front (``allow_new_entries=False``). ``get_state`` is JSON-clean and holds the
+RNG as seed + draw count (``search.oracle.Draws``), the current and best
+actions, the chain step, the step in flight and the folded trial ids (folding is
+idempotent, so replays after a resume do not fold twice).
 
 Progressive rounds: over a space with floors (``PolicySpace.from_model(...,
 previous=policy)``) the oracle works in *increments*: per layer, the share ``g``
@@ -29,6 +75,7 @@ remaining weights, ``g`` never decreases with them, and re-normalisation only
 scales ``g`` (never below 0, i.e. never below a floor). Without floors ``g`` and
 ``t`` are the action's fraction and filter share, as before.
 """
+import dataclasses
 import math
 
 import keras_tuner
@@ -39,12 +86,98 @@ from tfautocompress import cost, policy as policy_lib, space as space_lib
 from tfautocompress.search import encoding
 from tfautocompress.search.oracle import Draws, InfeasibleTargetError, SafeOracle, metropolis
 
-__all__ = ["EnhancedSAOracle", "follows_size_order", "increment", "from_increment"]
+__all__ = ["EnhancedSAOracle", "Schedule", "plan_schedule", "follows_size_order",
+           "increment", "from_increment"]
 
 _STATUS = trial_module.TrialStatus
 _BISECTION_STEPS = 60
 _PERTURB_ATTEMPTS = 8
 _TOLERANCE = 1e-12
+DEFAULT_ITERATIONS = 4  # chain steps per temperature when no max_trials is given
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The annealing schedule an oracle runs.
+
+    Attributes:
+      temperatures: one per level, hottest (T0) first; the last is the stop
+        temperature or just above it.
+      steps_per_temperature: chain steps at each temperature.
+      parallel: neighbours per chain step (1: a plain Metropolis chain).
+      cooling: the factor between successive temperatures (the given one, or
+        the faster one when the budget spreads the temperatures).
+      trials: ``1 + len(temperatures) * steps_per_temperature * parallel``.
+    """
+
+    temperatures: tuple
+    steps_per_temperature: int
+    parallel: int
+    cooling: float
+    trials: int
+
+    @property
+    def steps(self):
+        """Chain steps after the initial trial."""
+        return len(self.temperatures) * self.steps_per_temperature
+
+    def as_dict(self):
+        """JSON-clean dict (for reports and the oracle state)."""
+        return {"temperatures": [float(t) for t in self.temperatures],
+                "steps_per_temperature": int(self.steps_per_temperature),
+                "parallel": int(self.parallel), "cooling": float(self.cooling),
+                "trials": int(self.trials)}
+
+
+def _levels(start, stop, cooling):
+    """Temperatures ``start * cooling**i`` that are >= ``stop`` (inf if never below)."""
+    if start == stop:
+        return 1
+    if cooling >= 1:
+        return math.inf
+    return int(math.floor(math.log(stop / start) / math.log(cooling) + 1e-9)) + 1
+
+
+def plan_schedule(start_temperature, stop_temperature, cooling, max_trials=None,
+                  iterations=None, parallel=1):
+    """The ``Schedule`` that completes the cooling from ``start_temperature`` to
+    ``stop_temperature`` within ``max_trials`` (see the module docstring).
+
+    ``iterations``: chain steps per temperature (an upper bound when
+    ``max_trials`` is given; default ``DEFAULT_ITERATIONS`` without it).
+    ``parallel``: neighbours per step; capped by the budget's ``max_trials - 1``.
+    """
+    start, stop, cooling = float(start_temperature), float(stop_temperature), float(cooling)
+    levels = _levels(start, stop, cooling)
+    parallel = int(parallel)
+    if not max_trials:
+        if levels == math.inf:
+            raise ValueError("cooling=1 never reaches the stop temperature: give max_trials.")
+        steps = int(iterations or DEFAULT_ITERATIONS)
+        temperatures = tuple(start * cooling ** i for i in range(levels))
+        return Schedule(temperatures, steps, parallel, cooling,
+                        1 + levels * steps * parallel)
+    max_trials = int(max_trials)
+    if max_trials == 1:
+        return Schedule((), 1, parallel, cooling, 1)
+    parallel = min(parallel, max_trials - 1)
+    batches = (max_trials - 1) // parallel
+    if batches >= levels:
+        steps = batches // levels
+        if iterations:
+            steps = min(steps, int(iterations))
+        temperatures = tuple(start * cooling ** i for i in range(levels))
+    else:  # spread the temperatures: one step each, T0 down to the stop temperature
+        steps = 1
+        if batches == 1:
+            temperatures = (stop,)
+        else:
+            ratio = stop / start
+            temperatures = tuple(start * ratio ** (i / (batches - 1)) for i in range(batches - 1))
+            temperatures += (stop,)
+            cooling = ratio ** (1.0 / (batches - 1))
+    return Schedule(temperatures, steps, parallel, cooling,
+                    1 + len(temperatures) * steps * parallel)
 
 
 def follows_size_order(policy):
@@ -115,31 +248,38 @@ class EnhancedSAOracle(SafeOracle):
         ratio; 1.0 for a space without floors).
       start_temperature, stop_temperature, cooling, boltzmann: SA schedule
         (cooling eta = 0.7 and k = 1e-3 as in the paper's §4).
-      iterations: neighbours proposed (and evaluated in parallel) per temperature.
+      iterations: chain steps per temperature; None (default): as many as
+        ``max_trials`` allows (``DEFAULT_ITERATIONS`` without it). With
+        ``max_trials`` it is an upper bound (see ``plan_schedule``).
+      parallel: neighbours of the current action per chain step, evaluated at
+        once by that many keras-tuner workers; 1 (default): a Metropolis chain.
       perturb_share: share of layers a perturbation changes (at least one).
       step: perturbation magnitude at the start temperature; it shrinks with T.
       metric: name of the metric the tuner reports (maximised).
-      max_trials: optional cap on the trial count (required if cooling == 1).
+      max_trials: trial budget (required if cooling == 1); the cooling schedule
+        is fitted into it (``schedule``).
     """
 
     def __init__(self, space, objective="params", target_compression_ratio=None,
                  previous_compression_ratio=None, round_ratio=2.0, round_variance=0.05,
                  start_temperature=20.0, stop_temperature=0.5, cooling=0.7,
-                 boltzmann=1e-3, iterations=4, perturb_share=0.3, step=0.5,
+                 boltzmann=1e-3, iterations=None, parallel=1, perturb_share=0.3, step=0.5,
                  metric="val_accuracy", max_trials=None, seed=0, **kwargs):
         if not isinstance(space, space_lib.PolicySpace):
             raise TypeError(f"space must be a space.PolicySpace, got {type(space).__name__}.")
         self.space = space
         self.cost_objective = cost.check_objective(objective)
         self._check_schedule(start_temperature, stop_temperature, cooling, boltzmann,
-                             iterations, max_trials)
+                             iterations, parallel, max_trials)
         self.start_temperature, self.stop_temperature = float(start_temperature), float(stop_temperature)
         self.cooling, self.boltzmann = float(cooling), float(boltzmann)
-        self.iterations = int(iterations)
+        self.schedule = plan_schedule(start_temperature, stop_temperature, cooling,
+                                      max_trials, iterations, parallel)
+        self.iterations = self.schedule.steps_per_temperature
+        self.parallel = self.schedule.parallel
         self.perturb_share, self.step = float(perturb_share), float(step)
-        budget = 1 + self._levels() * self.iterations if cooling < 1 else max_trials
         super().__init__(objective=keras_tuner.Objective(metric, "max"),
-                         max_trials=min(budget, max_trials or budget),
+                         max_trials=self.schedule.trials,
                          hyperparameters=self._space_hyperparameters(),
                          allow_new_entries=False, tune_new_entries=False,
                          seed=int(seed), **kwargs)
@@ -156,32 +296,30 @@ class EnhancedSAOracle(SafeOracle):
                                         * (1.0 + round_variance * u))
         self.target_compression_ratio = float(target_compression_ratio)
         self._check_feasible()
-        self._temperature = self.start_temperature
-        self._level = 0
+        self._step = 0         # chain steps folded after the initial trial
         self._current = None   # {"trial_id", "score", "values"}
         self._best = None
-        self._batch = {"level": -1, "proposals": [], "trial_ids": []}
+        self._batch = {"step": -1, "proposals": [], "trial_ids": []}
         self._folded = []
 
     # ------------------------------------------------------------ checks ---
     @staticmethod
-    def _check_schedule(start, stop, cooling, boltzmann, iterations, max_trials):
+    def _check_schedule(start, stop, cooling, boltzmann, iterations, parallel, max_trials):
         if not 0 < stop <= start:
             raise ValueError(f"temperatures: need 0 < stop_temperature <= start_temperature, "
                              f"got stop={stop}, start={start}.")
         if not 0 < cooling <= 1:
             raise ValueError(f"cooling={cooling} must be in (0, 1].")
-        if cooling == 1 and not max_trials:
+        if cooling == 1 and stop < start and not max_trials:
             raise ValueError("cooling=1 never reaches the stop temperature: give max_trials.")
         if boltzmann <= 0:
             raise ValueError(f"boltzmann={boltzmann} must be > 0.")
-        if int(iterations) < 1:
-            raise ValueError(f"iterations={iterations} must be >= 1.")
-
-    def _levels(self):
-        """Temperatures T0 * cooling**i that are >= the stop temperature."""
-        return int(math.floor(math.log(self.stop_temperature / self.start_temperature)
-                              / math.log(self.cooling) + 1e-9)) + 1
+        if iterations is not None and int(iterations) < 1:
+            raise ValueError(f"iterations={iterations} must be >= 1 (or None).")
+        if int(parallel) < 1:
+            raise ValueError(f"parallel={parallel} must be >= 1.")
+        if max_trials is not None and int(max_trials) < 0:
+            raise ValueError(f"max_trials={max_trials} must be >= 1 (or None).")
 
     def _check_feasible(self):
         target = self.target_compression_ratio
@@ -232,6 +370,7 @@ class EnhancedSAOracle(SafeOracle):
         hp.Fixed("sa/temperature", self.start_temperature)
         hp.Fixed("sa/parent", "")
         hp.Fixed("sa/level", 0)
+        hp.Fixed("sa/step", 0)
         return hp
 
     def _compute_values_hash(self, values):
@@ -304,55 +443,68 @@ class EnhancedSAOracle(SafeOracle):
         if not self._batch["proposals"]:
             if self._in_flight():
                 return {"status": _STATUS.IDLE}
-            if self._current is not None and self._level >= self._max_level():
+            if self._current is not None and self._step >= self.schedule.steps:
                 return {"status": _STATUS.STOPPED, "values": None}
             self._new_batch()
         values = self._batch["proposals"].pop(0)
         self._batch["trial_ids"].append(trial_id)
         return {"status": _STATUS.RUNNING, "values": values}
 
-    def _max_level(self):
-        return self._levels() if self.cooling < 1 else math.inf
-
     def _in_flight(self):
         ended = set(self.end_order)
         return any(t not in ended for t in self._batch["trial_ids"])
 
+    def _temperature_at(self, step):
+        """Temperature of chain step ``step`` (0-based, after the initial trial)."""
+        temperatures = self.schedule.temperatures
+        if step < self.schedule.steps:
+            return temperatures[step // self.schedule.steps_per_temperature]
+        last = temperatures[-1] if temperatures else self.start_temperature
+        return last * self.schedule.cooling
+
+    def _level_at(self, step):
+        return min(step, self.schedule.steps) // self.schedule.steps_per_temperature
+
     def _new_batch(self):
-        meta = {"sa/temperature": self._temperature, "sa/level": self._level}
         if self._current is None:
             initial = encoding.to_values(self._initial_policy())
-            proposals = [dict(initial, **meta, **{"sa/parent": ""})]
+            meta = {"sa/temperature": self.start_temperature, "sa/level": 0, "sa/step": 0,
+                    "sa/parent": ""}
+            proposals = [dict(initial, **meta)]
+            step = -1
         else:
-            parent = self._current["trial_id"]
+            step = self._step
+            temperature = self._temperature_at(step)
+            meta = {"sa/temperature": temperature, "sa/level": self._level_at(step),
+                    "sa/step": step + 1, "sa/parent": self._current["trial_id"]}
             proposals = [dict(encoding.to_values(self._neighbour(self._current["values"],
-                                                                 self._temperature)),
-                              **meta, **{"sa/parent": parent})
-                         for _ in range(self.iterations)]
-        self._batch = {"level": self._level, "proposals": proposals, "trial_ids": []}
+                                                                 temperature)), **meta)
+                         for _ in range(self.parallel)]
+        self._batch = {"step": step, "proposals": proposals, "trial_ids": []}
 
     def _fold_if_ready(self):
-        """Fold a finished batch into the SA state once (idempotent on replays)."""
+        """Fold a finished step into the SA state once (idempotent on replays)."""
         batch = self._batch
         if batch["proposals"] or not batch["trial_ids"] or self._in_flight():
             return
-        if all(t in self._folded for t in batch["trial_ids"]):
+        folded = set(self._folded)
+        if all(t in folded for t in batch["trial_ids"]):
             return
-        initial = self._current is None
+        initial = batch["step"] < 0
+        temperature = self._temperature_at(max(batch["step"], 0))
         for trial_id in sorted(batch["trial_ids"], key=self.start_order.index):
             trial = self.trials[trial_id]
             score = trial.score if trial.status == _STATUS.COMPLETED else None
-            if self._current is None or self._accept(self._current["score"], score):
+            if self._current is None or self._accept(self._current["score"], score, temperature):
                 self._current = {"trial_id": trial_id, "score": _clean(score),
                                  "values": _clean_values(trial.hyperparameters.values)}
             self._folded.append(trial_id)
         if not initial:
-            self._level += 1
-            self._temperature *= self.cooling
+            self._step += 1
 
-    def _accept(self, current_score, score):
-        """Metropolis (dE = the accuracy loss) at the current temperature."""
-        return metropolis(current_score, score, self._temperature, self.boltzmann, self._draws)
+    def _accept(self, current_score, score, temperature):
+        """Metropolis (dE = the accuracy loss) at the step's temperature."""
+        return metropolis(current_score, score, temperature, self.boltzmann, self._draws)
 
     def _note_best(self, trial):
         if trial.status != _STATUS.COMPLETED or trial.score is None:
@@ -369,25 +521,38 @@ class EnhancedSAOracle(SafeOracle):
 
     # ------------------------------------------------------------ result ---
     def best_policy(self):
-        """The best-scoring ``PruningPolicy`` so far (ties: the earliest trial)."""
+        """The best-scoring ``PruningPolicy`` seen (ties: the earliest trial).
+
+        The round's decision: never worse on the fast evaluation than the
+        chain's final state (``current_policy``), which is the paper's "action
+        outcome"; see the module docstring for why best-seen is used."""
         if self._best is None:
             raise ValueError("no completed trial yet: run the search first.")
         return encoding.from_values(self.space, self._best["values"])
 
     def current_policy(self):
+        """The chain's current accepted action (its final state once the search ends)."""
         if self._current is None:
             raise ValueError("no completed trial yet: run the search first.")
         return encoding.from_values(self.space, self._current["values"])
 
     @property
     def temperature(self):
-        return self._temperature
+        """Temperature of the next chain step; once done, the last one times the
+        schedule's cooling factor (below the stop temperature if cooling < 1)."""
+        return self._temperature_at(self._step)
+
+    @property
+    def level(self):
+        """Index of the next step's temperature (``len(schedule.temperatures)`` once done)."""
+        return self._level_at(self._step)
 
     def get_state(self):
         state = super().get_state()
         state["sa"] = {
             "target_compression_ratio": self.target_compression_ratio,
-            "temperature": self._temperature, "level": self._level,
+            "schedule": self.schedule.as_dict(),
+            "step": self._step, "temperature": self.temperature, "level": self.level,
             "seed": self.seed, "draws": self._draws.count,
             "current": self._current, "best": self._best,
             "batch": self._batch, "folded": list(self._folded),
@@ -398,7 +563,7 @@ class EnhancedSAOracle(SafeOracle):
         super().set_state(state)
         sa = state["sa"]
         self.target_compression_ratio = sa["target_compression_ratio"]
-        self._temperature, self._level = sa["temperature"], sa["level"]
+        self._step = sa["step"]
         self.seed, self._draws = sa["seed"], Draws(sa["seed"], sa["draws"])
         self._current, self._best = sa["current"], sa["best"]
         self._batch, self._folded = sa["batch"], list(sa["folded"])

@@ -62,7 +62,8 @@ def run_search(oracle, limit=500, score_fn=score):
 def test_every_action_is_guided_and_hits_the_target(tmp_path):
     oracle = make_oracle(tmp_path)
     trials = run_search(oracle)
-    assert len(trials) == oracle.max_trials == 1 + oracle._levels() * oracle.iterations
+    # No max_trials: the schedule's own budget, 4 chain steps at each of the 11 temperatures.
+    assert len(trials) == oracle.max_trials == oracle.schedule.trials == 1 + 11 * 4
     for trial in trials:
         policy = encoding.from_values(SPACE, trial.hyperparameters.values)
         assert sa_oracle.follows_size_order(policy)
@@ -115,7 +116,9 @@ def test_metropolis_acceptance_rate(tmp_path):
     temperature, k, n = 2.0, 1e-3, 300
     delta = -math.log(0.3) * k * temperature  # acceptance probability 0.3
     oracle = make_oracle(tmp_path, start_temperature=temperature, stop_temperature=temperature,
-                         cooling=1.0, boltzmann=k, iterations=1, max_trials=n + 1, seed=7)
+                         cooling=1.0, boltzmann=k, max_trials=n + 1, seed=7)
+    assert oracle.schedule.temperatures == (temperature,)
+    assert oracle.schedule.steps_per_temperature == n
     scores = {}
 
     def parent_minus_delta(values):
@@ -161,10 +164,10 @@ def test_kill_and_resume_gives_the_same_policy(tmp_path):
 
 
 def test_parallel_batch_idle_and_arrival_order(tmp_path):
-    """Neighbours of one temperature run at once; results in any order fold the same."""
+    """parallel=3: a step's three neighbours run at once; results in any order fold the same."""
     results = []
     for reverse in (False, True):
-        oracle = make_oracle(tmp_path, project=f"order{reverse}", iterations=3)
+        oracle = make_oracle(tmp_path, project=f"order{reverse}", parallel=3)
         run_one(oracle, "w0")  # the initial action
         batch = [oracle.create_trial(f"w{i}") for i in range(3)]
         assert [t.status for t in batch] == [STATUS.RUNNING] * 3
@@ -201,6 +204,146 @@ def test_failed_trials_are_rejected_and_search_continues(tmp_path):
     assert other.status == STATUS.COMPLETED
     assert oracle.get_state()["sa"]["current"]["trial_id"] in {"00", other.trial_id}
     assert oracle.get_state()["sa"]["level"] == 1
+
+
+# ------------------------------------------------------------------ the chain schedule ---
+def _trial_values(oracle):
+    return [oracle.trials[t].hyperparameters.values for t in oracle.start_order]
+
+
+def test_default_budget_of_24_visits_every_temperature(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=24)
+    schedule = oracle.schedule
+    nominal = tuple(20.0 * 0.7 ** i for i in range(11))  # 20 ... 0.565 >= 0.5
+    assert schedule.temperatures == pytest.approx(nominal)
+    assert (schedule.steps_per_temperature, schedule.parallel, schedule.trials) == (2, 1, 23)
+    assert schedule.cooling == 0.7
+    trials = run_search(oracle)
+    assert len(trials) == oracle.max_trials == 23
+    temperatures = [v["sa/temperature"] for v in _trial_values(oracle)[1:]]
+    assert temperatures == [t for t in schedule.temperatures for _ in range(2)]
+    assert [v["sa/step"] for v in _trial_values(oracle)] == list(range(23))
+    assert [v["sa/level"] for v in _trial_values(oracle)[1:]] == [i // 2 for i in range(22)]
+    stop = oracle.stop_temperature
+    assert stop <= temperatures[-1] <= stop / oracle.cooling
+    assert oracle.temperature < stop and oracle.level == 11
+
+
+@pytest.mark.parametrize("max_trials", [8, 3])
+def test_small_budget_spreads_the_temperatures_to_the_stop(tmp_path, max_trials):
+    oracle = make_oracle(tmp_path, max_trials=max_trials)
+    schedule = oracle.schedule
+    steps = max_trials - 1
+    assert len(schedule.temperatures) == steps and schedule.steps_per_temperature == 1
+    assert schedule.temperatures[0] == 20.0 and schedule.temperatures[-1] == 0.5
+    assert schedule.cooling < 0.7
+    assert schedule.cooling ** (steps - 1) * 20.0 == pytest.approx(0.5)
+    trials = run_search(oracle)
+    assert len(trials) == schedule.trials == max_trials
+    temperatures = [v["sa/temperature"] for v in _trial_values(oracle)[1:]]
+    assert temperatures == list(schedule.temperatures)
+    assert temperatures[-1] == oracle.stop_temperature
+
+
+def test_plan_schedule_cases():
+    plan = sa_oracle.plan_schedule
+    full = plan(20.0, 0.5, 0.7)  # no budget: 4 steps at each of 11 temperatures
+    assert (len(full.temperatures), full.steps_per_temperature, full.trials) == (11, 4, 45)
+    assert plan(20.0, 0.5, 0.7, iterations=2, parallel=3).trials == 1 + 11 * 2 * 3
+    assert plan(20.0, 0.5, 0.7, max_trials=100).steps_per_temperature == 9
+    assert plan(20.0, 0.5, 0.7, max_trials=100, iterations=3).trials == 1 + 11 * 3
+    assert plan(20.0, 0.5, 0.7, max_trials=12).trials == 12  # one step per temperature
+    parallel = plan(20.0, 0.5, 0.7, max_trials=24, parallel=2)  # 11 steps of 2
+    assert len(parallel.temperatures) == 11
+    assert (parallel.steps_per_temperature, parallel.trials) == (1, 23)
+    spread = plan(20.0, 0.5, 0.7, max_trials=24, parallel=3)  # 7 steps of 3: spread
+    assert len(spread.temperatures) == 7 and spread.temperatures[-1] == 0.5
+    assert spread.trials == 22
+    assert plan(20.0, 0.5, 0.7, max_trials=2).temperatures == (0.5,)
+    assert plan(20.0, 0.5, 0.7, max_trials=3, parallel=4).parallel == 2
+    assert plan(20.0, 0.5, 0.7, max_trials=1).trials == 1
+    constant = plan(2.0, 2.0, 1.0, max_trials=11)
+    assert constant.temperatures == (2.0,) and constant.steps_per_temperature == 10
+    annealed = plan(20.0, 0.5, 1.0, max_trials=6)  # cooling=1: spread over the budget
+    assert annealed.temperatures[0] == 20.0 and annealed.temperatures[-1] == 0.5
+    assert sa_oracle.Schedule(**full.as_dict() | {"temperatures": full.temperatures}) == full
+    for schedule in (full, parallel, spread, constant, annealed):
+        assert schedule.trials == 1 + schedule.steps * schedule.parallel
+        assert all(a > b for a, b in zip(schedule.temperatures, schedule.temperatures[1:]))
+
+
+def test_chain_parent_is_the_then_current_action(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=24)
+    parents, currents = [], []
+    while True:
+        current = oracle.get_state()["sa"]["current"]
+        trial = run_one(oracle)
+        if trial.status == STATUS.STOPPED:
+            break
+        currents.append("" if current is None else current["trial_id"])
+        parents.append(trial.hyperparameters.values["sa/parent"])
+    assert parents == currents
+    ids = oracle.start_order
+    moves = sum(parents[i + 1] == ids[i] for i in range(1, len(ids) - 1))
+    assert 0 < moves < len(ids) - 2  # some neighbours accepted, some rejected
+    assert oracle.get_state()["sa"]["current"]["trial_id"] in ids
+    best = max(oracle.trials.values(), key=lambda t: t.score)
+    assert oracle.best_policy() == encoding.from_values(SPACE, best.hyperparameters.values)
+    final = oracle.get_state()["sa"]["current"]["score"]  # the chain's final state
+    assert score(encoding.to_values(oracle.best_policy())) >= final
+
+
+def test_parallel_steps_share_the_then_current_parent(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=24, parallel=3)
+    assert oracle.schedule.parallel == 3 and oracle.schedule.trials == 22
+    run_one(oracle)  # the initial action
+    steps = 0
+    while True:
+        current = oracle.get_state()["sa"]["current"]["trial_id"]
+        batch = [oracle.create_trial(f"w{i}") for i in range(3)]
+        if batch[0].status == STATUS.STOPPED:
+            break
+        assert [t.status for t in batch] == [STATUS.RUNNING] * 3
+        if len(oracle.trials) < oracle.max_trials:  # else keras-tuner answers STOPPED
+            assert oracle.create_trial("w3").status == STATUS.IDLE
+        values = [t.hyperparameters.values for t in batch]
+        assert {v["sa/parent"] for v in values} == {current}
+        assert {v["sa/step"] for v in values} == {steps + 1}
+        assert len({v["sa/temperature"] for v in values}) == 1
+        for trial in batch:
+            value = score(trial.hyperparameters.values)
+            oracle.update_trial(trial.trial_id, {"val_accuracy": value})
+            trial.status = STATUS.COMPLETED
+            oracle.end_trial(trial)
+        steps += 1
+    assert steps == len(oracle.schedule.temperatures) == 7
+    assert len(oracle.trials) == 22
+    temperatures = [v["sa/temperature"] for v in _trial_values(oracle)]
+    assert temperatures[-1] == oracle.stop_temperature
+
+
+@pytest.mark.parametrize("parallel,done,in_flight", [(1, 6, True), (1, 9, False),
+                                                      (3, 5, True), (3, 7, False)])
+def test_resume_gives_the_same_trials_and_draws(tmp_path, parallel, done, in_flight):
+    reference = make_oracle(tmp_path, project="whole", max_trials=24, parallel=parallel)
+    run_search(reference)
+
+    first = make_oracle(tmp_path, project="killed", max_trials=24, parallel=parallel)
+    for _ in range(done):
+        run_one(first)
+    if in_flight:  # killed while this trial runs
+        assert first.create_trial("tuner0").status == STATUS.RUNNING
+    resumed = make_oracle(tmp_path, project="killed", max_trials=24, parallel=parallel)
+    resumed.reload()
+    run_search(resumed)
+    assert resumed.start_order == reference.start_order
+    assert _trial_values(resumed) == _trial_values(reference)
+    assert ([resumed.trials[t].score for t in resumed.start_order]
+            == [reference.trials[t].score for t in reference.start_order])
+    state, expected = resumed.get_state()["sa"], reference.get_state()["sa"]
+    assert state["draws"] == expected["draws"]
+    assert state["current"] == expected["current"] and state["best"] == expected["best"]
+    assert state["folded"] == expected["folded"] == reference.start_order
 
 
 # ---------------------------------------------------------------- progressive rounds ---
