@@ -50,6 +50,14 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path):
                     "params_ratio", "macs_ratio", "wall_s", "layers", "scheme_split"):
             assert key in entry
     assert report["final"]["conv_params_ratio"] >= report["rounds"][1]["conv_params_ratio"] * 0.999
+    for entry in report["rounds"]:  # the hard constraint, after ADMM + masked retraining
+        assert 0.98 <= entry["objective_ratio"] / entry["search_target_ratio"] <= 1.05, entry
+    first_round, second_round = (r["layers"] for r in report["rounds"])
+    for name, kept in first_round.items():  # floors: nothing an earlier round removed revives
+        later = second_round[name]
+        assert later["kept"] <= kept["kept"] + 1e-9, name
+        assert later["filters_removed"] >= kept["filters_removed"] - 1e-9, name
+        assert later["columns_removed"] >= kept["columns_removed"] - 1e-9, name
     tflite = report["final"]["tflite"]
     assert tflite["compact_fp32"]["size_bytes"] < tflite["baseline_fp32"]["size_bytes"]
     assert tflite["compact_fp32"]["equivalence"]["passed"]

@@ -46,7 +46,7 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
              "rounds": [dict(_record(0.97, 2.0, half), round=1, accepted=True, schemes={}),
                         dict(_record(0.80, 4.0, half), round=2, accepted=False, schemes={})],
              "phase1_end": "round 2 broke the accuracy bound",
-             "purification": dict(_record(0.97, 2.5, half), scales={"c1": [0.1, 0.2]}),
+             "purification": dict(_record(0.97, 2.5, half), rounds=[{"ratio": 2.5, "scales": {"c1": [0.1, 0.2]}}]),
              "final": dict(_record(0.97, 2.5, {}), max_abs_diff_vs_masked=0.0)}
     result = report.write(str(tmp_path), state)
     assert set(result) >= {"baseline", "rounds", "final"}

@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tfautocompress import artifacts, cost, masks as masks_lib, purification
-from tfautocompress import report as report_lib, space as space_lib
+from tfautocompress import artifacts, cost, masks as masks_lib, policy as policy_lib
+from tfautocompress import purification, report as report_lib, space as space_lib
 from tfautocompress._keras import check_model, keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
@@ -84,6 +84,7 @@ class Config:
     admm: dict = dataclasses.field(default_factory=dict)
     bn_momentum: float = 0.9
     purification_trials: int = 12
+    purification_rounds: int = 3
     purification_max_scale: float = 1.0
     export_tflite: bool = False
     seed: int = 0
@@ -95,6 +96,7 @@ class Config:
         checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
                   "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,
                   "purification_trials": self.purification_trials >= 0,
+                  "purification_rounds": self.purification_rounds >= 1,
                   "max_accuracy_drop": 0 <= self.max_accuracy_drop <= 100,
                   "round_ratio": self.round_ratio > 1, "lr": self.lr > 0,
                   "bn_momentum": self.bn_momentum is None or 0 <= self.bn_momentum < 1,
@@ -122,8 +124,6 @@ class AutoCompress:
         self.splits, self.output_dir = splits, os.fspath(output_dir)
         self.verbose = verbose
         self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
-        self._space = space_lib.PolicySpace.from_model(model, self.config.scheme_set,
-                                                         self.config.max_fraction)
         self._dense = cost.count(model)
         path = os.path.join(self.output_dir, _STATE)
         if os.path.exists(path):
@@ -218,7 +218,7 @@ class AutoCompress:
         model, _, partial = self._current()
         folder = f"round_{k}"
         try:
-            policy, searched = self._search(model, previous, target, folder, k)
+            policy, searched, schedule = self._search(model, previous, target, folder, k)
         except InfeasibleTargetError as err:
             return self._end_phase1(f"round {k}: {err}")
         self._seed(k)
@@ -226,6 +226,8 @@ class AutoCompress:
         record = dict(self._metrics(result.model, result.masks, time.perf_counter() - start),
                       round=k, dir=folder, accepted=result.score >= self._floor(),
                       search_target_ratio=searched,
+                      analytic_ratio=policy.compression_ratio(self.config.objective),
+                      schedule=schedule,
                       schemes={n: s.get_config() for n, s in result.schemes.items()},
                       layers=report_lib.layer_summary(self.model, result.masks))
         self._save_round(folder, policy, result, record)
@@ -245,7 +247,7 @@ class AutoCompress:
         if target is not None and previous * cfg.round_ratio * 1.05 >= target:
             kwargs["target_compression_ratio"] = target
         oracle = sa_oracle.EnhancedSAOracle(
-            self._space, cfg.objective, previous_compression_ratio=previous,
+            self._space_of(model), cfg.objective, previous_compression_ratio=previous,
             round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
             **kwargs)
         tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
@@ -255,7 +257,18 @@ class AutoCompress:
         self._log(f"round {k}: searching {oracle.target_compression_ratio:.2f}x "
                   f"({cfg.objective}) with {oracle.max_trials} trials")
         tuner.search(verbose=0)
-        return tuner.best_policy(), float(oracle.target_compression_ratio)
+        return (tuner.best_policy(), float(oracle.target_compression_ratio),
+                oracle.schedule.as_dict())
+
+    def _space_of(self, model):
+        """This round's space (§3.5): ``model``'s layers with floors at what the last
+        accepted round's policy removed, ordered by their remaining weights."""
+        accepted = self._accepted()
+        previous = (policy_lib.PruningPolicy.load(
+            os.path.join(self.output_dir, accepted[-1]["dir"], "policy.json"))
+            if accepted else None)
+        return space_lib.PolicySpace.from_model(model, self.config.scheme_set,
+                                                 self.config.max_fraction, previous=previous)
 
     def _save_round(self, folder, policy, result, record):
         path = os.path.join(self.output_dir, folder)
@@ -276,27 +289,40 @@ class AutoCompress:
             start = time.perf_counter()
             self._seed(100)
             model, masks, _ = self._current()
-            scales = {}
-            if masks and self.config.purification_trials:
-                masks, scales, _ = thresholds.search_thresholds(
-                    model, masks, self.splits.val, self._floor(),
-                    objective=self.config.objective, max_trials=self.config.purification_trials,
-                    max_scale=self.config.purification_max_scale, seed=self.config.seed,
-                    directory=self.output_dir, project_name="purification")
-            elif masks:
-                masks = purification.remove_unused(model, masks)
+            masks, rounds = self._purification_rounds(model, masks)
             path = os.path.join(self.output_dir, "purification")
             masks_lib.save(os.path.join(path, "masks.npz"), masks)
             record = dict(self._metrics(apply_masks(model, masks), masks,
                                         time.perf_counter() - start),
-                          scales={n: list(s) for n, s in scales.items()},
-                          layers=report_lib.layer_summary(self.model, masks))
+                          rounds=rounds, layers=report_lib.layer_summary(self.model, masks))
             artifacts.write_json(os.path.join(path, "metrics.json"), record)
             self.state["purification"] = record
             self._save_state()
             self._log(f"purification: {record['objective_ratio']:.2f}x, "
                       f"val {record['val_accuracy']:.4f}")
         return self.state["purification"]
+
+    def _purification_rounds(self, model, masks):
+        """Threshold searches, each on the previous one's masks, while one still
+        removes something within the accuracy bound (at most
+        ``purification_rounds``); returns the masks and ``[{"ratio", "scales"}]``."""
+        cfg = self.config
+        if not masks:
+            return masks, []
+        masks = purification.remove_unused(model, masks)
+        rounds, ratio = [], self._ratio(cost.count(model, masks))
+        for r in range(1, cfg.purification_rounds + 1 if cfg.purification_trials else 1):
+            found, scales, _ = thresholds.search_thresholds(
+                model, masks, self.splits.val, self._floor(), objective=cfg.objective,
+                max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
+                seed=cfg.seed + r - 1, directory=self.output_dir,
+                project_name=f"purification_{r}")
+            reached = self._ratio(cost.count(model, found))
+            if reached <= ratio:
+                break
+            masks, ratio = found, reached
+            rounds.append({"ratio": reached, "scales": {n: list(v) for n, v in scales.items()}})
+        return masks, rounds
 
     def finish(self):
         """Compaction (and TFLite export) of the purified model (once)."""

@@ -100,12 +100,15 @@ def build(state):
         entry = _entry(record)
         entry.update(round=record["round"], accepted=record["accepted"],
                      search_target_ratio=record.get("search_target_ratio"),
-                     schemes=record.get("schemes", {}))
+                     analytic_ratio=record.get("analytic_ratio"),
+                     objective_ratio=record.get("objective_ratio"),
+                     schedule=record.get("schedule"), schemes=record.get("schemes", {}))
         rounds.append(entry)
     final = _entry(state["final"])
     final["layers"] = state["purification"]["layers"]
     final["scheme_split"] = scheme_split(final["layers"])
-    final["purification"] = {k: state["purification"][k] for k in KEYS + ("scales",)}
+    final["purification"] = {k: state["purification"][k] for k in KEYS}
+    final["purification"]["rounds"] = state["purification"].get("rounds", [])
     for key in ("tflite", "max_abs_diff_vs_masked", "compact_params"):
         if key in state["final"]:
             final[key] = state["final"][key]
@@ -113,6 +116,30 @@ def build(state):
                        + state["final"]["wall_s"])
     return {"baseline": _entry(state["baseline"]), "rounds": rounds, "final": final,
             "phase1_end": state.get("phase1_end"), "config": state.get("config")}
+
+
+def _budget_lines(report):
+    """Each round's hard constraint: search target, analytic budget of the chosen
+    policy, ratio reached after ADMM + masked retraining, and the SA schedule."""
+    lines = ["## Phase I: search target vs reached", "",
+             "| round | search target | chosen policy (analytic) | reached | SA trials / temperatures |",
+             "|---|---|---|---|---|"]
+    for r in report["rounds"]:
+        if r.get("search_target_ratio") is None:
+            continue
+        schedule = r.get("schedule") or {}
+        analytic = r.get("analytic_ratio")
+        reached = r.get("objective_ratio")
+        lines.append(f"| {r['round']} | {r['search_target_ratio']:.2f}x | "
+                     f"{'-' if analytic is None else f'{analytic:.2f}x'} | "
+                     f"{'-' if reached is None else f'{reached:.2f}x'} | "
+                     f"{schedule.get('trials', '-')} / "
+                     f"{len(schedule.get('temperatures', ())) or '-'} |")
+    purified = report["final"].get("purification", {}).get("rounds", [])
+    if purified:
+        lines += ["", "Purification rounds reached: "
+                  + ", ".join(f"{p['ratio']:.2f}x" for p in purified)]
+    return lines
 
 
 def _markdown(report):
@@ -129,7 +156,9 @@ def _markdown(report):
         lines.append(f"| {name} | {100 * e['val_accuracy']:.2f} | {100 * e['test_accuracy']:.2f} "
                      f"| {e['conv_params_ratio']:.2f}x | {e['conv_macs_ratio']:.2f}x "
                      f"| {split['filter']:.2f} / {split['column']:.2f} | {e['wall_s']:.1f} |")
-    lines += ["", f"Phase I ended: {report.get('phase1_end')}", "",
+    lines += ["", f"Phase I ended: {report.get('phase1_end')}", ""]
+    lines += _budget_lines(report)
+    lines += ["",
               "## Per-layer kept fraction (filters removed / columns removed)", ""]
     names = list(report["baseline"]["layers"])
     header = [name for name, _ in steps[1:]]
