@@ -1,27 +1,48 @@
-"""Side-by-side comparison of layer schedules and pruning baselines (AutoCompress Table 1).
+"""Side-by-side comparison of layer schedules and pruning baselines (AutoCompress Tables 1-2).
 
 Every structured method finds a filter (or filter+column) policy reaching the same
 CONV compression ratio, then goes through the same ADMM -> hard prune -> masked
-retraining (``callbacks.progressive.partial_prune``, equal epochs); searched
-methods get the same trial budget on the same fast evaluation (``PruningTuner``:
-validation accuracy after magnitude pruning):
+retraining (``callbacks.progressive.partial_prune``, equal epochs); every searched
+method gets the same trial budget (``--trials``) on the same fast evaluation
+(``PruningTuner``: validation accuracy after magnitude pruning), and its note says
+how many trials it actually evaluated:
 
-  uniform, deeper     hand-crafted schedules (``search.uniform``), no search
-  amc                 DDPG agent, resource-constrained protocol (``search.amc``)
-  lcp                 layer-compensated global ranking (``search.lcp``)
-  autocompress        enhanced SA (``search.sa_oracle``), filter only and filter+column
-  tfmot_magnitude     TF-MOT non-structured magnitude pruning, same epochs
-  scratch             AutoCompress filter structure re-initialised, same total epochs
+  uniform, deeper      hand-crafted filter schedules (``search.uniform``), no search
+                       ("ADMM, manual hyper. determ." under filter pruning)
+  uniform_combined     hand-crafted combined pruning: every prunable CONV layer the
+                       same fraction and the same filter/column split (0.5)
+                       ("ADMM, manual hyper. determ." under combined pruning)
+  amc                  DDPG agent, resource-constrained protocol, filters (``search.amc``)
+  amc_combined         the same agent over the filter+column space: per layer a
+                       fraction and its filter share ("ADMM, DRL hyper. determ.")
+  lcp                  layer-compensated global ranking (``search.lcp``)
+  autocompress_filter  one round of the enhanced SA (``search.sa_oracle``) straight
+  autocompress_combined  to the target, filter only / filter+column
+  autocompress         full AutoCompress: the progressive pipeline
+                       (``pipeline.AutoCompress``: rounds of ~2x each with the same
+                       trials per round and the same ADMM/retraining epochs per round,
+                       purification, compaction), filter+column; it spends one
+                       ADMM+retraining budget per round, its note gives the total
+  tfmot_magnitude      TF-MOT non-structured magnitude pruning, same epochs
+  scratch              autocompress_filter structure re-initialised, same total epochs
+  scratch_combined     autocompress_combined structure (compact model and its column
+                       zeros, held fixed) re-initialised, same total epochs
 
 The dense model is ``baseline.train_baseline``'s (``--baseline_epochs``, same seed and
-data). AutoCompress here is one round of the enhanced SA straight to the target (the
-pipeline's multi-round run would spend several times the epochs of the others).
+data). The pipeline keeps its accuracy bound (``Config.max_accuracy_drop``, set with
+``--pipeline_accuracy_drop``): a round that breaks it ends Phase I below the target,
+and the note says where Phase I ended.
 Rows: test accuracy, CONV params / MACs ratios (dense / kept, ``cost.count``),
-host TFLite fp32 latency of the compacted model (1 thread) and search wall time.
+host TFLite fp32 latency of the compacted model (1 thread), search wall time (for
+``autocompress`` the whole pipeline's wall time) and the trials evaluated.
 
     python benchmarks/compare.py --quick --output /tmp/compare.json
 """
+import glob
+import json
+import math
 import os
+import shutil
 
 from absl import app, flags, logging
 
@@ -39,15 +60,23 @@ flags.DEFINE_float("target", 10.0, "target CONV compression ratio (dense / kept,
 flags.DEFINE_integer("baseline_epochs", 30, "epochs of the dense model.")
 flags.DEFINE_integer("admm_epochs", 8, "ADMM epochs per method.")
 flags.DEFINE_integer("retrain_epochs", 8, "masked retraining epochs per method.")
-flags.DEFINE_integer("trials", 60, "search trials per searched method.")
+flags.DEFINE_integer("trials", 60, "search trials per searched method (per round for the "
+                     "progressive autocompress).")
 flags.DEFINE_integer("search_subset", None, "validation examples per trial (all if unset).")
 flags.DEFINE_string("lcp_metric", "l2", "LcP filter metric: l1, l2 or taylor.")
 flags.DEFINE_integer("batch_size", 32, "batch size.")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
 flags.DEFINE_integer("latency_runs", 50, "TFLite timed runs per model.")
-flags.DEFINE_list("methods", ["uniform", "deeper", "amc", "lcp", "autocompress_filter",
-                              "autocompress_combined", "tfmot_magnitude", "scratch"],
-                  "methods to run (scratch needs autocompress_filter).")
+flags.DEFINE_list("methods", ["uniform", "deeper", "uniform_combined", "amc", "amc_combined",
+                              "lcp", "autocompress_filter", "autocompress_combined",
+                              "autocompress", "tfmot_magnitude", "scratch", "scratch_combined"],
+                  "methods to run (scratch needs autocompress_filter before it, "
+                  "scratch_combined needs autocompress_combined).")
+flags.DEFINE_float("pipeline_accuracy_drop", None,
+                   "the progressive autocompress's max_accuracy_drop (percentage points of "
+                   "validation accuracy a round and purification may lose); default: "
+                   "pipeline.Config's. 100 = no bound (Phase I then always runs to --target, "
+                   "but purification also removes all its thresholds allow).")
 flags.DEFINE_bool("quick", False, "tiny budget (minutes): 15 baseline, 1+1 pruning epochs, "
                   "16 trials, 15 latency runs.")
 flags.DEFINE_string("workdir", "/tmp/tfac_compare", "folder for search state and .tflite files.")
@@ -138,26 +167,57 @@ class Bench:
 
 
 # ---------------------------------------------------------------- methods ---
-def run_uniform(bench, deeper=False):
+def _evaluated(oracle):
+    """Trials of ``oracle`` that completed (were scored by the fast evaluation)."""
+    return sum(1 for t in oracle.trials.values() if t.status == "COMPLETED")
+
+
+def _evaluated_in(project_dir):
+    """Completed trials a keras-tuner project folder recorded (``trial_*/trial.json``)."""
+    count = 0
+    for path in glob.glob(os.path.join(project_dir, "trial_*", "trial.json")):
+        with open(path) as f:
+            count += json.load(f).get("status") == "COMPLETED"
+    return count
+
+
+def _scheme_name(scheme_set):
+    return "filter" if scheme_set == "filter" else "combined"
+
+
+def run_uniform(bench, deeper=False, scheme_set="filter"):
     from tfautocompress.search import uniform
     with _common.Stopwatch() as watch:
         make = uniform.deeper_policy if deeper else uniform.uniform_policy
-        policy = make(bench.space("filter"), FLAGS.target, FLAGS.objective)
-    bench.prune("deeper" if deeper else "uniform", policy, watch.seconds, "hand-crafted, filter")
+        policy = make(bench.space(scheme_set), FLAGS.target, FLAGS.objective)
+    if scheme_set == "filter":
+        bench.prune("deeper" if deeper else "uniform", policy, watch.seconds,
+                    "one round, hand-crafted, filter")
+        return
+    share = next(iter(policy.actions.values())).filter_share
+    bench.prune("uniform_combined", policy, watch.seconds,
+                f"one round, hand-crafted, filter+column: one fraction and filter share "
+                f"{share:g} in every layer")
 
 
-def run_amc(bench):
+def run_amc(bench, scheme_set="filter"):
     from tfautocompress.search import amc
-    space = bench.space("filter")
+    space = bench.space(scheme_set)
     trials = bench.budget["trials"]
     oracle = amc.AMCOracle(space, amc.geometry_from_model(bench.model, space),
                            max_trials=trials, protocol="resource", objective=FLAGS.objective,
                            target_compression_ratio=FLAGS.target, a_max=0.95,
                            warmup=max(1, trials // 4), seed=FLAGS.seed)
+    name = "amc" if scheme_set == "filter" else "amc_combined"
     with _common.Stopwatch() as watch:
-        bench.tuner(oracle, "amc").search(verbose=0)
+        bench.tuner(oracle, name).search(verbose=0)
         policy = oracle.best_policy()
-    bench.prune("amc", policy, watch.seconds, f"DDPG R_err, {trials} episodes, filter")
+    evaluated = _evaluated(oracle)
+    action = "rate" if scheme_set == "filter" else "rate + filter share"
+    row = bench.prune(name, policy, watch.seconds,
+                      f"one round, DDPG R_err, {evaluated}/{trials} episodes evaluated, "
+                      f"{scheme_set} ({action} per layer)")
+    row["trials"] = evaluated
 
 
 def run_lcp(bench):
@@ -173,22 +233,75 @@ def run_lcp(bench):
         result = lcp.regularized_evolution(ranking, tuner.evaluate, pool_size=pool,
                                            iterations=trials - pool,
                                            sample_size=max(2, pool // 4), seed=FLAGS.seed)
-    bench.prune("lcp", result.policy, watch.seconds,
-                f"{FLAGS.lcp_metric}, naive {result.naive_score:.4f} -> {result.score:.4f} "
-                f"(val subset), {result.evaluations} distinct policies")
+    row = bench.prune("lcp", result.policy, watch.seconds,
+                      f"one round, {FLAGS.lcp_metric}, naive {result.naive_score:.4f} -> "
+                      f"{result.score:.4f} (val subset), {len(result.history)}/{trials} "
+                      f"proposals, {result.evaluations} evaluated (distinct policies)")
+    row["trials"] = result.evaluations
 
 
 def run_autocompress(bench, scheme_set):
     from tfautocompress.search import sa_oracle
+    trials = bench.budget["trials"]
     oracle = sa_oracle.EnhancedSAOracle(bench.space(scheme_set), FLAGS.objective,
                                         target_compression_ratio=FLAGS.target,
-                                        max_trials=bench.budget["trials"], seed=FLAGS.seed)
-    name = "autocompress_" + ("filter" if scheme_set == "filter" else "combined")
+                                        max_trials=trials, seed=FLAGS.seed)
+    name = "autocompress_" + _scheme_name(scheme_set)
     with _common.Stopwatch() as watch:
         bench.tuner(oracle, name).search(verbose=0)
         policy = oracle.best_policy()
-    bench.prune(name, policy, watch.seconds,
-                f"enhanced SA, {scheme_set}, {len(oracle.trials)} trials")
+    evaluated = _evaluated(oracle)
+    row = bench.prune(name, policy, watch.seconds,
+                      f"one round, enhanced SA, {scheme_set}, {evaluated}/{trials} trials "
+                      f"evaluated")
+    row["trials"] = evaluated
+
+
+def run_pipeline(bench):
+    """Full AutoCompress: progressive rounds (filter+column), purification, compaction."""
+    from tfautocompress import keras, masks as masks_lib
+    from tfautocompress.pipeline import AutoCompress, Config
+
+    budget = bench.budget
+    folder = os.path.join(FLAGS.workdir, "autocompress_pipeline")
+    shutil.rmtree(folder, ignore_errors=True)  # a stale state.json would be resumed
+    bound = ({} if FLAGS.pipeline_accuracy_drop is None
+             else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
+    config = Config(objective=FLAGS.objective, target_compression_ratio=FLAGS.target,
+                    scheme_set="filter+column", max_fraction=0.95, **bound,
+                    max_rounds=_pipeline_rounds(FLAGS.target, Config.round_ratio),
+                    search_trials=budget["trials"], search_subset=FLAGS.search_subset,
+                    admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
+                    lr=FLAGS.lr, seed=FLAGS.seed)
+    keras.utils.set_random_seed(FLAGS.seed)
+    with _common.Stopwatch() as watch:
+        report = AutoCompress(bench.model, bench.splits, folder, config, verbose=0).run()
+    rounds = report["rounds"]
+    evaluated = [_evaluated_in(os.path.join(folder, f"round_{r['round']}", "search"))
+                 for r in rounds]
+    epochs = len(rounds) * (budget["admm_epochs"] + budget["retrain_epochs"])
+    for r, n in zip(rounds, evaluated):
+        print(f"    round {r['round']}: {r['conv_params_ratio']:.2f}x params, val "
+              f"{r['val_accuracy']:.4f}, {n} trials{'' if r['accepted'] else ', rejected'}",
+              flush=True)
+    final = report["final"]
+    model = keras.models.load_model(os.path.join(folder, "final", "compact.keras"))
+    masks = masks_lib.load(os.path.join(folder, "final", "masks.npz"))
+    row = bench.measure(
+        "autocompress", model, masks, watch.seconds,
+        note=f"full pipeline, filter+column, {len(rounds)} rounds x "
+             f"({budget['admm_epochs']} ADMM + {budget['retrain_epochs']} retraining) = "
+             f"{epochs} epochs, {sum(evaluated)} trials evaluated "
+             f"({'/'.join(map(str, evaluated))} of {budget['trials']} per round), purified, "
+             f"bound {config.max_accuracy_drop:g} points (report test "
+             f"{final['test_accuracy']:.4f}, {final['conv_params_ratio']:.2f}x); search_s = "
+             f"whole pipeline; Phase I end: {report.get('phase1_end')}")
+    row.update(trials=sum(evaluated), epochs=epochs, rounds=len(rounds))
+
+
+def _pipeline_rounds(target, round_ratio):
+    """Rounds of ~``round_ratio`` x each that reach ``target`` x, plus one spare."""
+    return max(1, math.ceil(math.log(target) / math.log(round_ratio) - 1e-9)) + 1
 
 
 def run_tfmot(bench):
@@ -203,20 +316,32 @@ def run_tfmot(bench):
                   note="non-structured: dense TFLite, no speedup")
 
 
-def run_scratch(bench):
+def run_scratch(bench, scheme_set="filter"):
     from tfautocompress.compact import compact
     from tfautocompress.search import baselines
-    if "autocompress_filter" not in bench.structures:
-        raise app.UsageError("scratch re-trains the autocompress_filter structure: put "
-                             "autocompress_filter before scratch in --methods.")
-    model, masks = bench.structures["autocompress_filter"]
+    source = "autocompress_" + _scheme_name(scheme_set)
+    name = "scratch" if scheme_set == "filter" else "scratch_combined"
+    if source not in bench.structures:
+        raise app.UsageError(f"{name} re-trains the {source} structure: put {source} before "
+                             f"{name} in --methods.")
+    model, masks = bench.structures[source]
     epochs = sum(bench.budget[k] for k in ("baseline_epochs", "admm_epochs", "retrain_epochs"))
-    scratch = baselines.train_from_scratch(compact(model, masks), bench.splits.train,
-                                           epochs=epochs, compile_fn=bench.compile_fn,
-                                           seed=FLAGS.seed)
-    search_s = next(r["search_s"] for r in bench.rows if r["method"] == "autocompress_filter")
-    bench.measure("scratch", scratch, {}, search_s, note=f"autocompress_filter structure, "
-                  f"{epochs} epochs from scratch")
+    search_s = next(r["search_s"] for r in bench.rows if r["method"] == source)
+    if scheme_set == "filter":
+        scratch = baselines.train_from_scratch(compact(model, masks), bench.splits.train,
+                                               epochs=epochs, compile_fn=bench.compile_fn,
+                                               seed=FLAGS.seed)
+        bench.measure(name, scratch, {}, search_s, note=f"{source} structure, "
+                      f"{epochs} epochs from scratch")
+        return
+    # the combined structure: the compact model plus the column zeros inside its kernels
+    small, small_masks = compact(model, masks, return_masks=True)
+    scratch = baselines.train_from_scratch(small, bench.splits.train, epochs=epochs,
+                                           compile_fn=bench.compile_fn, seed=FLAGS.seed,
+                                           masks=small_masks)
+    bench.measure(name, scratch, small_masks, search_s,
+                  note=f"{source} structure (filters and columns, column zeros held), "
+                       f"{epochs} epochs from scratch")
 
 
 def _NoOracle(space):
@@ -239,12 +364,16 @@ def _NoOracle(space):
 RUNNERS = {
     "uniform": run_uniform,
     "deeper": lambda b: run_uniform(b, deeper=True),
+    "uniform_combined": lambda b: run_uniform(b, scheme_set="filter+column"),
     "amc": run_amc,
+    "amc_combined": lambda b: run_amc(b, "filter+column"),
     "lcp": run_lcp,
     "autocompress_filter": lambda b: run_autocompress(b, "filter"),
     "autocompress_combined": lambda b: run_autocompress(b, "filter+column"),
+    "autocompress": run_pipeline,
     "tfmot_magnitude": run_tfmot,
     "scratch": run_scratch,
+    "scratch_combined": lambda b: run_scratch(b, "filter+column"),
 }
 
 
@@ -268,14 +397,17 @@ def main(argv):
             RUNNERS[method](bench)
     header = (f"{FLAGS.model} on {FLAGS.dataset}, target {FLAGS.target}x CONV "
               f"{FLAGS.objective}; {budget['admm_epochs']} ADMM + {budget['retrain_epochs']} "
-              f"retraining epochs, {budget['trials']} search trials per method; host TFLite "
-              f"fp32, 1 thread")
+              f"retraining epochs (per round for autocompress), {budget['trials']} search "
+              f"trials per searched method (per round for autocompress); host TFLite fp32, "
+              f"1 thread")
     print(report.comparison_markdown(bench.rows, header))
     stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else os.path.join(
         FLAGS.workdir, "compare")
     result = {f"{r['method']}_acc": round(r["test_accuracy"], 4) for r in bench.rows}
     result.update({f"{r['method']}_params_x": round(r["conv_params_ratio"], 2)
                    for r in bench.rows if r["method"] != "dense"})
+    result.update({f"{r['method']}_trials": r["trials"] for r in bench.rows if "trials" in r})
+    result.update({f"{r['method']}_epochs": r["epochs"] for r in bench.rows if "epochs" in r})
     result["wall_s"] = round(wall.seconds, 1)
     report.write_comparison(
         stem, bench.rows, header,

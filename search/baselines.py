@@ -5,7 +5,11 @@
 of every CONV kernel, trained for the same epoch budget as a partial pruning.
 ``train_from_scratch`` (Liu et al., 2018b, "Rethinking the value of network
 pruning"): a pruned model's compact structure re-initialised and trained for the
-same total epochs the pruned model saw.
+same total epochs the pruned model saw. A filter structure is the compact model
+itself; a combined filter + column structure also has the column zeros kept
+inside the compact kernels (``compact(..., return_masks=True)``): given those
+``masks``, they stay zero while it trains (``callbacks.masked_retraining``), so the
+re-initialised model has exactly the pruned model's kernel shapes.
 """
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -66,11 +70,22 @@ def magnitude_prune(model, train, *, target_compression_ratio, epochs, compile_f
 
 
 def train_from_scratch(structure, train, *, epochs, compile_fn, validation_data=None,
-                       seed=0, verbose=0):
-    """``structure`` (e.g. a ``compact`` model) re-initialised and trained for ``epochs``."""
+                       seed=0, verbose=0, masks=None):
+    """``structure`` (e.g. a ``compact`` model) re-initialised and trained for ``epochs``.
+
+    ``masks``: ``{layer: 0/1 kernel mask}`` of ``structure`` (the compact masks of a
+    combined pruning) held fixed while training: the masked entries of the fresh
+    weights are zero from the first step and stay exactly zero. None: all trained.
+    """
     check_model(structure)
     keras.utils.set_random_seed(int(seed))
     model = keras.models.clone_model(structure)  # fresh layers: fresh initial weights
+    if masks:
+        from tfautocompress.callbacks import masked_retraining
+        model, _ = masked_retraining.retrain(model, masks, train, epochs=int(epochs),
+                                             compile_fn=compile_fn,
+                                             validation_data=validation_data, verbose=verbose)
+        return model
     compile_fn(model)
     model.fit(train, validation_data=validation_data, epochs=int(epochs), verbose=verbose)
     return model

@@ -6,6 +6,12 @@ paper's *deep* handcraft). Both are scaled by a bounded bisection on a common
 factor to the smallest policy whose analytic compression ratio (dense / kept,
 N x, ``PolicySpace.compression_ratio``) reaches the target. They need no search
 and no model: a ``PolicySpace`` is enough.
+
+Over a ``filter+column`` space every layer also gets the same split of its
+fraction between filters and columns (``filter_share``, default 0.5: kept
+filters and kept columns both ``sqrt(1 - fraction)``), so ``uniform_policy`` is
+the manual combined pruning of AutoCompress Tables 1-2 ("ADMM, manual hyper.
+determ." under combined structured pruning).
 """
 from tfautocompress import cost, policy as policy_lib
 from tfautocompress.search.oracle import InfeasibleTargetError

@@ -26,6 +26,18 @@ def test_uniform_meets_target_with_one_fraction(scheme_set, objective, target):
     assert policy.space.compression_ratio(less, objective) < target
 
 
+@pytest.mark.parametrize("share", [None, 0.3, 1.0])
+def test_uniform_combined_has_one_split_in_every_layer(share):
+    policy = uniform.uniform_policy(_space("filter+column"), 4.0, "params", filter_share=share)
+    assert {a.filter_share for a in policy.actions.values()} == {0.5 if share is None else share}
+    assert len({a.fraction for a in policy.actions.values()}) == 1
+    assert set(policy.actions) == set(policy.space.names)
+    assert policy.compression_ratio("params") >= 4.0
+    if share != 1.0:  # the policy prunes columns too
+        assert all(s.get_config()["config"]["column_fraction"] > 0
+                   for s in policy.schemes().values())
+
+
 @pytest.mark.parametrize("objective", ["params", "macs"])
 def test_deeper_prunes_deeper_layers_more_and_meets_target(objective):
     policy = uniform.deeper_policy(_space(), 3.0, objective)
