@@ -84,3 +84,23 @@ def test_residual_groups_lose_exactly_the_policys_share_after_admm(zoo_model):
         for producer in group.producers:
             alive |= closed[producer].reshape(-1, group.channels).any(axis=0)
         assert int((~alive).sum()) == round(0.5 * group.channels), group.producers
+
+
+def test_a_nested_model_goes_through_the_space_and_the_projection():
+    inner_in = keras.Input((8, 8, 8))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="inner_a")(inner_in)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="inner_b")(x)
+    block = keras.Model(inner_in, x, name="block")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = block(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="head_conv")(x)
+    outputs = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    space = space_lib.PolicySpace.from_model(model, "filter+column", 0.95)
+    assert {"inner_a", "inner_b", "stem"} <= set(space.names)
+    policy = _random_policy(space, 3)
+    masks = masks_lib.magnitude_masks(model, policy)
+    assert set(masks) == set(policy.schemes())
+    counted = _counted_ratio(model, masks, space, "params")
+    assert policy.compression_ratio() == pytest.approx(counted, rel=0.01)

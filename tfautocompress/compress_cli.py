@@ -40,7 +40,7 @@ def _define():
                        "(dense / kept, N x); default: as far as the accuracy bound allows.")
     flags.DEFINE_float("max_accuracy_drop", 1.0, "Allowed validation-accuracy loss in "
                        "percentage points vs. the baseline.", lower_bound=0.0, upper_bound=100.0)
-    flags.DEFINE_integer("rounds", 4, "Maximum Phase I rounds.", lower_bound=1)
+    flags.DEFINE_integer("rounds", 5, "Maximum Phase I rounds.", lower_bound=1)
     flags.DEFINE_float("round_ratio", 2.0, "Each round's target / the previous round's.")
     flags.DEFINE_integer("admm_epochs", 4, "ADMM epochs per round.", lower_bound=1)
     flags.DEFINE_integer("retrain_epochs", 4, "Masked-retraining epochs per round.",
@@ -63,7 +63,8 @@ def _define():
 
 
 def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed):
-    """A .keras file, or a zoo baseline loaded from / trained into ``baseline_dir``."""
+    """A .keras file, or a zoo baseline loaded from / trained into ``baseline_dir``
+    (``baseline_dir/seed_<k>`` for a seed k other than 0)."""
     from tfautocompress import zoo
     from tfautocompress._keras import keras
     from tfautocompress.baseline import train_baseline
@@ -76,6 +77,8 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
     if spec not in zoo.MODELS:
         raise ValueError(f"--model {spec!r} is neither a .keras file nor a zoo model; "
                          f"the zoo has: {', '.join(sorted(zoo.MODELS))}.")
+    if seed:  # the data split depends on the seed: a baseline per seed, or test data leaks
+        baseline_dir = os.path.join(baseline_dir, f"seed_{seed}")
     path = os.path.join(baseline_dir, f"{spec}.keras")
     if os.path.exists(path):
         return keras.models.load_model(path)
