@@ -104,3 +104,23 @@ def test_a_nested_model_goes_through_the_space_and_the_projection():
     assert set(masks) == set(policy.schemes())
     counted = _counted_ratio(model, masks, space, "params")
     assert policy.compression_ratio() == pytest.approx(counted, rel=0.01)
+
+
+def test_conv1d_layers_go_through_the_space_the_projection_and_admm():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 3))
+    x = keras.layers.Conv1D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Conv1D(12, 3, padding="same", activation="relu", name="c2")(x)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    space = space_lib.PolicySpace.from_model(model, "filter+column", 0.95)
+    assert set(space.names) == {"c1", "c2"}
+    policy = policy_lib.PruningPolicy(space, {"c1": policy_lib.LayerAction(0.5, 0.5),
+                                              "c2": policy_lib.LayerAction(0.6, 0.4)})
+    masks = masks_lib.magnitude_masks(model, policy)
+    assert masks["c2"].shape == (3, 8, 12)
+    counted = _counted_ratio(model, masks, space, "params")
+    assert policy.compression_ratio() == pytest.approx(counted, rel=0.01)
+    pruned, admm_masks = _admm_masks(model, policy)
+    assert _counted_ratio(pruned, admm_masks, space, "params") == pytest.approx(counted, rel=0.01)

@@ -240,7 +240,9 @@ def test_bad_kernels_and_configs():
     with pytest.raises(ValueError, match=r"'depthwise' kernel must be 4-D, got shape \(3, 4\)"):
         Filter(0.5).mask(np.ones((3, 4)), "depthwise")
     with pytest.raises(ValueError, match="cannot infer the kernel kind from shape"):
-        Filter(0.5).mask(np.ones((3, 4, 5)))
+        Filter(0.5).mask(np.ones((3,)))
+    # A 3-D kernel is a Conv1D kernel (k, cin, cout): filters are its last axis.
+    assert Filter(0.4).mask(np.arange(60.0).reshape(3, 4, 5)).reshape(-1, 5).any(axis=0).sum() == 3
     with pytest.raises(ValueError, match="kind 'conv1d' is not one of"):
         Filter(0.5).mask(np.ones((3, 4)), "conv1d")
     with pytest.raises(ValueError, match="class_name must be one of"):

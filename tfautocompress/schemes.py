@@ -63,20 +63,23 @@ _COMBINED_MAX_ROUNDS = 16
 def kernel_kind(layer):
     """The kernel layout of ``layer``: ``"conv"``, ``"depthwise"`` or ``"dense"``.
 
-    SeparableConv2D counts as ``"conv"`` (its prunable pointwise kernel).
+    Separable convolutions count as ``"conv"`` (their prunable pointwise kernel);
+    Conv1D/Conv3D kernels are ``"conv"`` kernels of another rank (see ``_as_kernel``).
     """
     layers = keras.layers
-    if isinstance(layer, layers.DepthwiseConv2D):
+    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
         return "depthwise"
-    if isinstance(layer, layers.SeparableConv2D):
+    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
         return "conv"
-    if isinstance(layer, layers.Conv2D) and not isinstance(layer, layers.Conv2DTranspose):
+    transposed = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
+    if (isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D))
+            and not isinstance(layer, transposed)):
         return "conv"
     if isinstance(layer, layers.Dense):
         return "dense"
     raise TypeError(
         f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}; "
-        "prunable kernels belong to Conv2D, SeparableConv2D, DepthwiseConv2D or Dense."
+        "prunable kernels belong to Conv1D/2D/3D, SeparableConv, DepthwiseConv or Dense."
     )
 
 
@@ -105,7 +108,11 @@ def kernel_of(layer):
 
 
 def _as_kernel(kernel, kind):
+    """``(kernel, kind)`` checked; a Conv1D/Conv3D-rank conv or depthwise kernel comes
+    back as the 4-D view ``(positions, 1, cin, cout)`` (callers reshape masks back)."""
     kernel = np.asarray(kernel)
+    if kind in (None, "conv", "depthwise") and kernel.ndim in (3, 5):
+        kernel = kernel.reshape((-1, 1) + kernel.shape[-2:])
     if kind is None:
         kind = {2: "dense", 4: "conv"}.get(kernel.ndim)
         if kind is None:
@@ -227,9 +234,10 @@ class _GroupScheme(Scheme):
         return self._norms(kernel, kind)[1].ravel()
 
     def mask(self, kernel, kind=None):
+        shape = np.shape(kernel)
         kernel, norms = self._norms(kernel, kind)
         keep = _keep_largest(norms.ravel(), prune_count(self.fraction, norms.size))
-        return np.broadcast_to(keep.reshape(norms.shape), kernel.shape).copy()
+        return np.broadcast_to(keep.reshape(norms.shape), kernel.shape).copy().reshape(shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +297,7 @@ class Combined(Scheme):
         return np.sqrt(np.concatenate([energy.sum(axis=0), energy.sum(axis=1)]))
 
     def mask(self, kernel, kind=None):
+        shape = np.shape(kernel)
         kernel, kind = _as_kernel(kernel, kind)
         energy = np.square(gemm_view(kernel, kind).astype(np.float64))
         n_cols, n_filters = energy.shape
@@ -315,7 +324,7 @@ class Combined(Scheme):
         best_cols = _keep_largest(energy.sum(axis=1), prune_c, np.float64)
         best = max(ascend(all_cols), ascend(best_cols), key=lambda result: result[0])
         _, cols, filters = best
-        return np.outer(cols, filters).astype(np.float32).reshape(kernel.shape)
+        return np.outer(cols, filters).astype(np.float32).reshape(shape)
 
 
 def as_schemes(policy):
