@@ -68,9 +68,9 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path):
     assert os.listdir(tmp_path / "tb")
     assert artifacts.read_json(tmp_path / "report.json")["final"] == report["final"]
 
-    # The compact model computes what the last round's model computes with the purified masks.
+    # The compact model computes what the purified (fine-tuned) model computes with its masks.
     compact = keras.models.load_model(tmp_path / "final" / "compact.keras")
-    pruned = keras.models.load_model(round_1.parent / "round_2" / "model.keras")
+    pruned = keras.models.load_model(tmp_path / "purification" / "model.keras")
     with np.load(tmp_path / "purification" / "masks.npz") as stored:
         masks = {k: stored[k] for k in stored.files}
     x = next(iter(splits.test))[0]

@@ -33,6 +33,7 @@ from tfautocompress import artifacts, cost, masks as masks_lib, policy as policy
 from tfautocompress import purification, report as report_lib, space as space_lib
 from tfautocompress._keras import check_model, keras
 from tfautocompress.baseline import compile_for_training
+from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.compact import apply_masks, compact
 from tfautocompress.evaluate import accuracy
@@ -72,7 +73,7 @@ class Config:
     objective: str = "params"
     target_compression_ratio: float = None
     max_accuracy_drop: float = 1.0
-    max_rounds: int = 4
+    max_rounds: int = 5
     round_ratio: float = 2.0
     scheme_set: str = "filter+column"
     max_fraction: float = 0.95
@@ -290,7 +291,10 @@ class AutoCompress:
             self._seed(100)
             model, masks, _ = self._current()
             masks, rounds = self._purification_rounds(model, masks)
+            if rounds and self.config.retrain_epochs:
+                model = self._fine_tune(model, masks)
             path = os.path.join(self.output_dir, "purification")
+            artifacts.save_model(model, os.path.join(path, "model.keras"))
             masks_lib.save(os.path.join(path, "masks.npz"), masks)
             record = dict(self._metrics(apply_masks(model, masks), masks,
                                         time.perf_counter() - start),
@@ -324,12 +328,23 @@ class AutoCompress:
             rounds.append({"ratio": reached, "scales": {n: list(v) for n, v in scales.items()}})
         return masks, rounds
 
+    def _fine_tune(self, model, masks):
+        """Masked retraining of the purified structure (``retrain_epochs``): the
+        thresholds remove groups of trained weights, not ADMM's near-zero ones."""
+        recipe = self._recipe()
+        tuned, _ = masked_retraining.retrain(
+            model, masks, recipe.train, epochs=self.config.retrain_epochs,
+            compile_fn=recipe.compile_fn, validation_data=recipe.val, verbose=recipe.verbose,
+            bn_recalibration_batches=recipe.bn_recalibration_batches)
+        return tuned
+
     def finish(self):
         """Compaction (and TFLite export) of the purified model (once)."""
         if self.state["final"] is None:
             start = time.perf_counter()
-            model, _, _ = self._current()
-            masks = masks_lib.load(os.path.join(self.output_dir, "purification", "masks.npz"))
+            folder = os.path.join(self.output_dir, "purification")
+            model = keras.models.load_model(os.path.join(folder, "model.keras"))
+            masks = masks_lib.load(os.path.join(folder, "masks.npz"))
             small, small_masks = compact(model, masks, return_masks=True)
             path = os.path.join(self.output_dir, "final")
             artifacts.save_model(small, os.path.join(path, "compact.keras"))
