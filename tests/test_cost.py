@@ -63,3 +63,17 @@ def test_report_to_dict_is_json_clean():
     import json
 
     json.dumps(cost.count(_tiny()).to_dict())
+
+
+def test_a_shared_layer_costs_its_params_once_and_its_macs_per_call():
+    from tfautocompress import cost
+    from tfautocompress._keras import keras
+
+    inputs = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(4, 3, padding="same", name="shared")
+    x = keras.layers.Add()([shared(inputs), shared(inputs * 2.0)])
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    row = next(r for r in cost.count(model).layers if r.name == "shared")
+    assert row.calls == 2
+    assert row.params == 3 * 3 * 3 * 4 + 4
+    assert row.macs == 2 * (3 * 3 * 3 * 4) * 8 * 8

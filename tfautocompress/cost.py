@@ -25,7 +25,7 @@ import dataclasses
 
 import numpy as np
 
-from tfautocompress import masks as masks_lib, schemes
+from tfautocompress import graph as graph_lib, masks as masks_lib, schemes
 from tfautocompress._keras import check_model, keras
 
 OBJECTIVES = ("params", "macs")
@@ -41,6 +41,7 @@ class LayerCost:
     macs: int
     output_shape: tuple
     conv: bool
+    calls: int = 1  # how often the model calls the layer (shared layers: more than once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,12 +131,10 @@ def count(model, masks=None):
     consumers' input channels, as compaction would.
     """
     check_model(model)
-    if masks:
-        from tfautocompress import graph  # the graph depends on nothing here
-
-        masks = graph.close_masks(model, masks)
-    masks = masks or {}
-    return CostReport(tuple(_layer_cost(layer, masks.get(layer.name))
+    masks = graph_lib.close_masks(model, masks) if masks else {}
+    calls = {}
+    _count_calls(model, calls)
+    return CostReport(tuple(_layer_cost(layer, masks.get(layer.name), calls.get(layer.name, 1))
                             for layer in _leaf_layers(model)))
 
 
@@ -147,18 +146,31 @@ def _leaf_layers(model):
             yield layer
 
 
-def _layer_cost(layer, mask):
+def _count_calls(model, calls):
+    """``calls[name]`` += how often ``model``'s graph calls each leaf layer (a shared
+    layer costs its MACs once per call; its parameters once)."""
+    for nodes in model._nodes_by_depth.values():  # noqa: SLF001 - the layer graph itself
+        for node in nodes:
+            if node.is_input:
+                continue
+            if isinstance(node.layer, keras.Model):
+                _count_calls(node.layer, calls)
+            else:
+                calls[node.layer.name] = calls.get(node.layer.name, 0) + 1
+
+
+def _layer_cost(layer, mask, calls=1):
     out_shape = _output_shape(layer)
     attr = schemes.kernel_attr(layer)
     kernel = None if attr is None else getattr(layer, attr)
     if kernel is None:
         params = sum(_live_count(w, mask) for w in _parameters(layer))
         return LayerCost(layer.name, type(layer).__name__, int(params), 0, out_shape,
-                         False)
+                         False, calls)
     kept = np.ones(kernel.shape, bool) if mask is None else np.asarray(mask) != 0
     live = _live_filters(layer, kept)
     params, macs = 0, 0
-    positions = _output_positions(layer, out_shape)
+    positions = _output_positions(layer, out_shape) * calls
     for weight in _parameters(layer):
         n = int(np.prod(weight.shape))
         if weight is kernel:
@@ -170,7 +182,7 @@ def _layer_cost(layer, mask):
             n = int(live.sum())
         params += n
     return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape,
-                     isinstance(layer, _CONV_TYPES))
+                     isinstance(layer, _CONV_TYPES), calls)
 
 
 def _live_filters(layer, kept):
@@ -197,7 +209,10 @@ def _live_count(weight, channel_mask):
 
 
 def _output_shape(layer):
-    shape = layer.output_shape
+    try:
+        shape = layer.output_shape
+    except AttributeError:  # a shared layer called on inputs of several shapes
+        shape = layer.get_output_shape_at(0)
     if isinstance(shape, list):  # a layer with several outputs: report the first
         shape = shape[0]
     return tuple(int(d) for d in shape[1:] if d is not None)

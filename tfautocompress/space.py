@@ -376,7 +376,7 @@ def _layer_spec(layer, row, reads, coupled, channelwise):
     shape = tuple(schemes_lib.kernel_of(layer).shape)
     kind = schemes_lib.kernel_kind(layer)
     columns, filters = schemes_lib.gemm_view(np.zeros(shape, np.int8), kind).shape
-    positions = int(np.prod(row.output_shape[:-1])) if len(row.output_shape) > 1 else 1
+    positions = (int(np.prod(row.output_shape[:-1])) if len(row.output_shape) > 1 else 1) * row.calls
     bias = getattr(layer, "bias", None)
     return LayerSpec(row.name, kind, int(filters), int(columns), positions, int(shape[-2]),
                      tuple(reads), coupled, int(bias is not None and bias.shape[0] == filters),
