@@ -3,8 +3,8 @@
 One oracle searches one progressive round. The round's target compression
 ratio (dense / kept, N x, on ``objective`` params or MACs) is about
 ``round_ratio`` times the previous round's, with a small seeded variance, and is
-a hard constraint: every proposed action reaches it (analytically, see
-``policy``). Proposals follow the guided heuristic — a layer with more weights
+a hard constraint: every proposed action reaches it (by ``space.PolicySpace``'s
+exact budget of the projection). Proposals follow the guided heuristic — a layer with more weights
 never gets a smaller prune fraction — and are normalised to the target by a
 bounded bisection on a common scale of the fractions.
 
