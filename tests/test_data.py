@@ -98,3 +98,143 @@ def test_image_folder(tmp_path):
 def test_unknown_source_lists_what_is_accepted():
     with pytest.raises(ValueError, match=r"unknown data set 'nope'.*digits.*cifar10.*npz"):
         data.load("nope")
+
+
+# --- MNIST / Fashion-MNIST from the standard IDX files -------------------------------
+
+def _write_idx(path, array, magic_dims, compress=True):
+    import gzip
+    import struct
+
+    raw = struct.pack(f">I{array.ndim}I", 0x0800 + magic_dims, *array.shape)
+    raw += array.astype(np.uint8).tobytes()
+    if compress:
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+
+
+def _write_idx_dataset(folder, n_train=200, n_test=50, seed=0, compress=True):
+    """Tiny real-format IDX files: image pixels encode (label, index) so tests can
+    check that images and labels stay paired."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    out = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = labels * 20  # pixel (0, 0) carries the label
+        _write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", images, 3, compress)
+        _write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", labels, 1, compress)
+        out[split] = (images, labels)
+    return out
+
+
+@pytest.fixture
+def no_system_idx(monkeypatch, tmp_path):
+    """Hide the Debian package and Keras' cache, so only data_dir is searched."""
+    monkeypatch.setattr(data, "DEBIAN_DIRS", {"fashion_mnist": str(tmp_path / "debian")})
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+
+@pytest.mark.parametrize("name,compress", [("fashion_mnist", True), ("mnist", False)])
+def test_idx_files_load_with_stratified_val(tmp_path, no_system_idx, name, compress):
+    written = _write_idx_dataset(tmp_path / "idx", compress=compress)
+    splits = data.load(name, data_dir=str(tmp_path / "idx"), batch_size=16, seed=0)
+    assert splits.sizes == {"train": 170, "val": 30, "test": 50}  # val = 15 % of train
+    assert splits.input_shape == (28, 28, 1) and splits.num_classes == 10
+    parts = {s: _arrays(getattr(splits, s)) for s in ("train", "val", "test")}
+    for split, (x, y) in parts.items():
+        assert x.shape[1:] == (28, 28, 1) and len(x) == splits.sizes[split]
+        assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+        assert y.dtype == np.int32
+        np.testing.assert_array_equal(np.round(x[:, 0, 0, 0] * 255 / 20), y)  # paired
+    assert np.bincount(parts["val"][1]).tolist() == [3] * 10  # stratified
+    # test = the official test files, in order; train + val = the training files.
+    np.testing.assert_array_equal(parts["test"][1], written["t10k"][1])
+    np.testing.assert_allclose(parts["test"][0][..., 0], written["t10k"][0] / 255.0,
+                               atol=1e-6)
+    assert sorted(np.concatenate([parts["train"][1], parts["val"][1]]).tolist()) == \
+        sorted(written["train"][1].tolist())
+    assert not data.augments_by_default(name)
+
+
+def test_idx_val_split_is_fixed_by_seed(tmp_path, no_system_idx):
+    _write_idx_dataset(tmp_path)
+    a, b, c = (data.load("fashion_mnist", data_dir=str(tmp_path), seed=s) for s in (1, 1, 2))
+    assert np.array_equal(_arrays(a.val)[0], _arrays(b.val)[0])
+    assert not np.array_equal(_arrays(a.val)[0], _arrays(c.val)[0])
+
+
+def test_idx_found_in_keras_cache(tmp_path, no_system_idx):
+    _write_idx_dataset(tmp_path / "keras_home" / "datasets" / "fashion-mnist")
+    assert data.load("fashion_mnist").sizes["test"] == 50
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda raw: raw[:-7], r"corrupt: header says shape \(200, 28, 28\)"),
+    (lambda raw: b"\x00\x00\x08\x01" + raw[4:], r"corrupt: magic number 0x00000801"),
+    (lambda raw: raw[:3], r"corrupt: 3 bytes"),
+])
+def test_corrupt_idx_file_is_named(tmp_path, no_system_idx, damage, message):
+    import gzip
+
+    _write_idx_dataset(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(damage(gzip.decompress(path.read_bytes()))))
+    with pytest.raises(ValueError, match=rf"train-images-idx3-ubyte.gz.*{message}"):
+        data.load("fashion_mnist", data_dir=str(tmp_path))
+
+
+def test_truncated_gzip_is_named(tmp_path, no_system_idx):
+    _write_idx_dataset(tmp_path)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz' is corrupt"):
+        data.load("fashion_mnist", data_dir=str(tmp_path))
+
+
+def test_prepared_tfds_data_dir_used_when_no_idx_files(tmp_path, no_system_idx,
+                                                      monkeypatch):
+    # mock_data serves any builder's as_dataset; say tmp_path/tfds is prepared.
+    monkeypatch.setattr(data, "_tfds_prepared",
+                        lambda name, data_dir: data_dir == str(tmp_path / "tfds"))
+    with tfds.testing.mock_data(num_examples=8):
+        from_tfds = data.load("mnist", data_dir=str(tmp_path / "tfds"), batch_size=4)
+        _write_idx_dataset(tmp_path / "tfds")
+        from_idx = data.load("mnist", data_dir=str(tmp_path / "tfds"), batch_size=4)
+    assert from_tfds.sizes["test"] == 8 and from_tfds.input_shape == (28, 28, 1)
+    assert from_idx.sizes["test"] == 50  # IDX files in data_dir come first
+
+
+def test_missing_idx_data_set_names_places_and_apt_command(tmp_path, no_system_idx):
+    with pytest.raises(ValueError) as err:
+        data.load("fashion_mnist", data_dir=str(tmp_path / "mine"))
+    message = str(err.value)
+    for place in (tmp_path / "mine", tmp_path / "debian",
+                  tmp_path / "keras_home" / "datasets" / "fashion-mnist"):
+        assert str(place) in message
+    assert "tensorflow-datasets data_dir" in message
+    assert "apt-get install -y dataset-fashion-mnist" in message
+
+
+def test_debian_package_fashion_mnist():
+    folder = "/usr/share/datasets/fashion-mnist"
+    import os
+
+    if not os.path.isfile(os.path.join(folder, "train-images-idx3-ubyte.gz")):
+        pytest.skip(f"Debian package dataset-fashion-mnist not installed ({folder} "
+                    "absent): apt-get install -y dataset-fashion-mnist")
+    import time
+
+    start = time.perf_counter()
+    splits = data.load("fashion_mnist", batch_size=1000)
+    assert time.perf_counter() - start < 15
+    assert splits.sizes == {"train": 51000, "val": 9000, "test": 10000}
+    assert splits.input_shape == (28, 28, 1) and splits.num_classes == 10
+    for split, per_class in (("val", 900), ("test", 1000)):
+        labels = np.concatenate([y.numpy() for _, y in getattr(splits, split)])
+        assert np.bincount(labels, minlength=10).tolist() == [per_class] * 10
+    x, _ = next(iter(splits.test))
+    assert x.dtype == tf.float32 and 0.0 <= float(tf.reduce_min(x)) < float(tf.reduce_max(x)) <= 1.0

@@ -11,6 +11,7 @@ EXPECTED_PARAMS = {
     "lenet5": 61_706,
     "vgg16_cifar": 14_732_490,
     "resnet18_cifar": 11_183_562,
+    "resnet20_cifar": 274_042,  # He et al. 2016: 0.27 M
     "resnet56_cifar": 860_026,
     "mobilenetv2_cifar": 2_270_794,
     "resnet50_v1_5": 25_610_152,
@@ -51,6 +52,18 @@ def test_trains_one_step_on_small_inputs(name):
     assert np.isfinite(history.history["loss"][0])
     assert not np.array_equal(before[0], model.trainable_weights[0].numpy())
     assert model.output_shape == (None, 10)
+
+
+def test_resnet20_builds_for_fashion_mnist():
+    """3 stages x 3 basic blocks, 16/32/64 filters, 1x1 projection shortcuts
+    (as resnet56_cifar); 0.27 M params, a 1-channel stem at 28x28x1."""
+    model = zoo.build("resnet20_cifar", input_shape=(28, 28, 1), num_classes=10)
+    check_model(model)
+    assert model.count_params() == 273_754  # 274,042 at 32x32x3 less 16*9*2 stem weights
+    assert model.output_shape == (None, 10)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 1 + 2 * 9 + 2  # stem, 9 blocks of two, 2 shortcut projections
+    assert sorted({layer.filters for layer in convs}) == [16, 32, 64]
 
 
 def test_unknown_model_lists_zoo():

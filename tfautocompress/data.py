@@ -4,6 +4,13 @@
 
 * ``"digits"`` — scikit-learn's real handwritten digits (1,797 8x8 images, offline),
   resized to ``image_size`` (default 32x32x3), stratified split fixed by ``seed``;
+* ``"fashion_mnist"`` or ``"mnist"`` — read offline from the four standard IDX
+  files (``train-images-idx3-ubyte.gz``, ... gzipped or not), looked for in
+  ``data_dir``, then (if ``data_dir`` is a prepared tensorflow-datasets folder)
+  tensorflow-datasets, then the Debian package's folder
+  (``apt-get install -y dataset-fashion-mnist``), then Keras' cache
+  (``~/.keras/datasets/fashion-mnist``); 60,000 training images (validation
+  carved from them, stratified), the official 10,000 as test;
 * a tensorflow-datasets image-classification name (``cifar10``, ``mnist``,
   ``fashion_mnist``, ``imagenette``, ``imagenet2012``, ...), read from ``data_dir``;
 * a path to an ``.npz`` file holding ``x_train, y_train, x_test, y_test``
@@ -15,7 +22,9 @@ validation split is always disjoint from the test split; searches and
 accuracy bounds use validation, reports use test.
 """
 import dataclasses
+import gzip
 import os
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +37,13 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Centred grey digits and garments: a mirror image or a shifted crop is not a
 # training example of the same class, so these train without augmentation.
 _NOT_AUGMENTED = ("digits", "mnist", "fashion_mnist")
+# The four standard IDX files of MNIST and Fashion-MNIST (each gzipped or not).
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_NAMES = {"fashion_mnist": "fashion-mnist", "mnist": "mnist"}
+# Where Debian packages put the IDX files (no Debian package ships MNIST itself).
+DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+_APT_COMMAND = "apt-get install -y dataset-fashion-mnist"
 
 
 @dataclasses.dataclass
@@ -69,6 +85,12 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
         arrays = _npz(source, **common)
     elif os.path.isdir(str(source)):
         arrays = _image_folder(source, **common)
+    elif source in _IDX_NAMES:
+        arrays = _idx_or_tfds(source, data_dir, val_fraction, seed)
+        if not isinstance(arrays, dict):  # found as a tensorflow-datasets data set
+            return _tfds(source, batch_size=batch_size, image_size=image_size,
+                         channels=channels, augment=augment, data_dir=arrays.data_dir,
+                         **common)
     elif source in TFDS_NAMES or _is_tfds_name(source):
         return _tfds(source, batch_size=batch_size, image_size=image_size,
                      channels=channels, augment=augment, data_dir=data_dir, **common)
@@ -79,7 +101,8 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
             "--data_dir holding its prepared files, a path to an .npz file with "
             "x_train/y_train/x_test/y_test, or a folder with one sub-folder of "
             "images per class.")
-    num_classes = int(max(y.max() for _, y in arrays.values())) + 1
+    num_classes = (10 if source in _IDX_NAMES
+                   else int(max(y.max() for _, y in arrays.values())) + 1)
     datasets = {split: tf.data.Dataset.from_tensor_slices(xy)
                 for split, xy in arrays.items()}
     return _finish(datasets, {k: len(v[1]) for k, v in arrays.items()}, num_classes,
@@ -171,6 +194,131 @@ def _image_folder(path, val_fraction, test_fraction, seed):
                          "resize them to one size first.")
     x = (np.stack(images) / 255.0).astype(np.float32)
     return _split(x, np.asarray(labels, np.int32), val_fraction, test_fraction, seed)
+
+
+def _keras_cache_dir():
+    return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")),
+                        "datasets")
+
+
+def _idx_places(name, data_dir):
+    """The folders searched for ``name``'s IDX files, in order, tagged with whether a
+    prepared tensorflow-datasets data set in ``data_dir`` comes right after them."""
+    places = []
+    if data_dir is not None:
+        places += [data_dir, os.path.join(data_dir, name),
+                   os.path.join(data_dir, _IDX_NAMES[name])]
+    tfds_after = len(places)
+    if name in DEBIAN_DIRS:
+        places.append(DEBIAN_DIRS[name])
+    places.append(os.path.join(_keras_cache_dir(), _IDX_NAMES[name]))
+    return places, tfds_after
+
+
+def _idx_file(folder, stem):
+    for candidate in (os.path.join(folder, stem + ".gz"), os.path.join(folder, stem)):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _idx_files_in(folder):
+    """{"train": (images, labels), "test": (...)} paths when all four are in ``folder``."""
+    files = {split: tuple(_idx_file(folder, stem) for stem in stems)
+             for split, stems in IDX_FILES.items()}
+    return files if all(all(paths) for paths in files.values()) else None
+
+
+@dataclasses.dataclass
+class _TfdsFound:
+    data_dir: str
+
+
+def _idx_or_tfds(name, data_dir, val_fraction, seed):
+    """Train/val/test arrays from the first folder holding the four IDX files, or
+    a :class:`_TfdsFound` where a prepared tensorflow-datasets data set comes first."""
+    places, tfds_after = _idx_places(name, data_dir)
+    searched = []
+    for i, folder in enumerate(places):
+        if i == tfds_after and data_dir is not None:
+            searched.append(f"tensorflow-datasets data_dir {data_dir}")
+            if _tfds_prepared(name, data_dir):
+                return _TfdsFound(data_dir)
+        searched.append(folder)
+        files = _idx_files_in(folder)
+        if files is not None:
+            return _idx_arrays(files, val_fraction, seed)
+    if data_dir is None:  # the tensorflow-datasets default folder (or its mock data)
+        searched.append("tensorflow-datasets default data_dir")
+        try:
+            import tensorflow_datasets as tfds
+
+            tfds.builder(name).as_dataset(split="train")
+            return _TfdsFound(None)
+        except Exception:  # noqa: BLE001 - not prepared there: report every place
+            pass
+    stems = ", ".join(stem + "[.gz]" for stems in IDX_FILES.values() for stem in stems)
+    raise ValueError(
+        f"data set {name!r} not found; searched: {'; '.join(searched)}. Put its four "
+        f"IDX files ({stems}) in one of these folders or pass data_dir=FOLDER holding "
+        f"them; Fashion-MNIST installs offline on Debian/Ubuntu with `{_APT_COMMAND}`.")
+
+
+def _tfds_prepared(name, data_dir):
+    try:
+        import tensorflow_datasets as tfds
+
+        return bool(tfds.builder(name, data_dir=data_dir).is_prepared())
+    except Exception:  # noqa: BLE001 - any failure means "not a prepared data set here"
+        return False
+
+
+def _idx_arrays(files, val_fraction, seed):
+    x_train, y_train = _read_idx_pair(*files["train"])
+    x_test, y_test = _read_idx_pair(*files["test"])
+    arrays = _split(x_train, y_train, val_fraction, None, seed, has_test=True)
+    arrays["test"] = (x_test, y_test)
+    # float32 arithmetic throughout: no float64 copy of 60,000 images.
+    return {split: (x[..., None].astype(np.float32) / np.float32(255), y)
+            for split, (x, y) in arrays.items()}
+
+
+def _read_idx_pair(images_path, labels_path):
+    images = _read_idx(images_path, ndim=3)
+    labels = _read_idx(labels_path, ndim=1).astype(np.int32)
+    if len(images) != len(labels):
+        raise ValueError(f"IDX files {images_path!r} and {labels_path!r} disagree: "
+                         f"{len(images)} images but {len(labels)} labels.")
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"IDX labels file {labels_path!r} holds label {labels.max()}; "
+                         "MNIST and Fashion-MNIST labels lie in 0..9.")
+    return images, labels
+
+
+def _read_idx(path, ndim):
+    """An IDX file of unsigned bytes (magic 0x0000080N, N = ``ndim``) as a uint8 array."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ValueError(f"IDX file {path!r} is corrupt: {err}.") from err
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"IDX file {path!r} is corrupt: {len(raw)} bytes, shorter "
+                         f"than its {header}-byte header.")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != 0x0800 + ndim:
+        raise ValueError(f"IDX file {path!r} is corrupt: magic number {magic:#010x}, "
+                         f"expected {0x0800 + ndim:#010x} (unsigned bytes, {ndim} "
+                         "dimensions).")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise ValueError(f"IDX file {path!r} is corrupt: header says shape {shape} "
+                         f"({expected} bytes) but it holds {len(raw) - header}.")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
 def _is_tfds_name(name):

@@ -80,6 +80,12 @@ def resnet18_cifar(input_shape=(32, 32, 3), num_classes=10):
     return _cifar_resnet((64, 128, 256, 512), (2, 2, 2, 2), input_shape, num_classes,
                          "resnet18_cifar")
 
+def resnet20_cifar(input_shape=(32, 32, 3), num_classes=10):
+    """ResNet-20 for CIFAR (He et al. 2016, 3 stages of 3 blocks, 16/32/64 filters;
+    0.27 M params). Shortcuts as in :func:`resnet56_cifar` (1x1 projections)."""
+    return _cifar_resnet((16, 32, 64), (3, 3, 3), input_shape, num_classes,
+                         "resnet20_cifar")
+
 def resnet56_cifar(input_shape=(32, 32, 3), num_classes=10):
     """ResNet-56 for CIFAR (He et al. 2016, 3 stages of 9 blocks, 16/32/64 filters).
 
@@ -197,6 +203,7 @@ MODELS = {
     "lenet5": lenet5,
     "vgg16_cifar": vgg16_cifar,
     "resnet18_cifar": resnet18_cifar,
+    "resnet20_cifar": resnet20_cifar,
     "resnet56_cifar": resnet56_cifar,
     "mobilenetv2_cifar": mobilenetv2_cifar,
     "resnet50_v1_5": resnet50_v1_5,
