@@ -315,9 +315,13 @@ class AutoCompress:
             return masks, []
         masks = purification.remove_unused(model, masks)
         rounds, ratio = [], self._ratio(cost.count(model, masks))
+        # No accuracy loss in Phase II: the bound is the Phase I result's validation
+        # accuracy (the thresholds cut trained weights, and the fine-tune cannot be
+        # relied on to buy back more than noise).
+        bound = max(self._floor(), self._accepted()[-1]["val_accuracy"])
         for r in range(1, cfg.purification_rounds + 1 if cfg.purification_trials else 1):
             found, scales, _ = thresholds.search_thresholds(
-                model, masks, self.splits.val, self._floor(), objective=cfg.objective,
+                model, masks, self.splits.val, bound, objective=cfg.objective,
                 max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
                 seed=cfg.seed + r - 1, directory=self.output_dir,
                 project_name=f"purification_{r}")
