@@ -90,17 +90,23 @@ def test_ddpg_reward_improves_on_toy_problem():
     space = space_lib.PolicySpace(specs, scheme_set="filter")
     geometry = tuple(amc.LayerGeometry(16, 16, 8, 8, 1, 3) for _ in specs)
     agent = amc.AMCAgent(space, geometry, target_compression_ratio=1.0, warmup=20, seed=1)
-    greedy_before = _toy_accuracy(agent.rollout(explore=False)[1])
-    rewards = []
-    for _ in range(120):
-        states, fractions = agent.rollout()
-        reward = agent.reward(_toy_accuracy(fractions), fractions)
-        agent.learn(states, fractions, reward)
-        rewards.append(reward)
+    greedy_before, rewards = _train_on(agent, _toy_accuracy)
     # measured (seeds 0-2): first 20 about -0.22..-0.30, last 20 about -0.075
     assert np.mean(rewards[-20:]) > np.mean(rewards[:20]) + 0.08
     # the greedy policy moved towards the optimum (untrained: ~0.5 everywhere)
     assert _toy_accuracy(agent.rollout(explore=False)[1]) > greedy_before + 0.02
+
+
+def _train_on(agent, score, episodes=120):
+    """``(greedy score before, rewards)`` of ``episodes`` rollouts learned on ``score``."""
+    greedy_before = score(agent.rollout(explore=False)[1])
+    rewards = []
+    for _ in range(episodes):
+        states, actions = agent.rollout()
+        reward = agent.reward(score(actions), actions)
+        agent.learn(states, actions, reward)
+        rewards.append(reward)
+    return greedy_before, rewards
 
 
 def test_accuracy_guaranteed_reward():
@@ -229,13 +235,7 @@ def test_ddpg_learns_the_split_on_toy_problem():
     def toy(actions):
         return 1.0 - 2.0 * float(np.mean((np.asarray(actions) - optimum) ** 2))
 
-    greedy_before = toy(agent.rollout(explore=False)[1])
-    rewards = []
-    for _ in range(120):
-        states, actions = agent.rollout()
-        reward = agent.reward(toy(actions), actions)
-        agent.learn(states, actions, reward)
-        rewards.append(reward)
+    greedy_before, rewards = _train_on(agent, toy)
     # measured (seeds 0-2): first 20 about -0.31..-0.37, last 20 about -0.09..-0.15
     assert np.mean(rewards[-20:]) > np.mean(rewards[:20]) + 0.12
     # the greedy (fraction, share) pairs moved towards the optimum (measured +0.05..+0.10)
