@@ -77,11 +77,8 @@ def _run(argv):
     from tfautocompress.evaluate import accuracy
     from tfautocompress.callbacks.progressive import Recipe, partial_prune
 
-    if not os.path.exists(FLAGS.model):
-        raise ValueError(f"--model {FLAGS.model!r} does not exist; train a baseline "
-                         "with `tfautocompress-train` or pass a saved .keras file.")
     keras.utils.set_random_seed(FLAGS.seed)
-    model = keras.models.load_model(FLAGS.model)
+    model = artifacts.load_model(FLAGS.model)
     splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                        data_dir=FLAGS.data_dir)
     policy = (policy_lib.load_schemes(FLAGS.policy) if FLAGS.policy else

@@ -1,11 +1,14 @@
-"""Atomic artifact writes: a temp file in the target folder, then ``os.replace``.
+"""Artifacts in and out: atomic writes (a temp file in the target folder, then
+``os.replace``) and the one model loader.
 
-A reader never sees a half-written policy, report, model or ``.tflite`` file.
+A reader never sees a half-written policy, report, model or ``.tflite`` file, and
+a missing, corrupt or foreign file gives one error naming it.
 """
 import contextlib
 import json
 import os
 import tempfile
+import zipfile
 
 
 @contextlib.contextmanager
@@ -48,6 +51,47 @@ def write_json(path, obj):
 def read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def load_model(path, what="--model", compile=True):
+    """Load a saved ``.keras`` model as a checked tf_keras model.
+
+    Every model file the package reads comes through here, so that a missing,
+    truncated or foreign file gives one ``ValueError`` naming ``what`` and ``path``
+    instead of h5py's or Keras' own message.
+    """
+    from tfautocompress._keras import check_model, keras
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} {path!r} does not exist; give a saved .keras file.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{what} {path!r} is not a .keras archive (truncated or corrupt?); "
+                         "save the model again with `model.save('<name>.keras')`.")
+    version = _keras_version(path)
+    if version.startswith("3"):
+        raise ValueError(f"{what} {path!r} was saved by Keras {version}; tfautocompress "
+                         "reads tf_keras (Keras 2) models: build and save it with "
+                         "`import tf_keras as keras`.")
+    try:
+        model = keras.models.load_model(path, compile=compile)
+    except Exception as err:  # noqa: BLE001 - any failure here is the file's
+        raise ValueError(f"{what} {path!r} could not be loaded ({type(err).__name__}: "
+                         f"{_first_line(err)}); save the model again with tf_keras.") from err
+    return check_model(model, what=f"{what} {path!r}")
+
+
+def _keras_version(path):
+    """The ``keras_version`` of a ``.keras`` archive's metadata ('' when absent)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json")).get("keras_version", ""))
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        return ""
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text else ""
 
 
 def save_model(model, path):

@@ -65,15 +65,11 @@ def _define():
 def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed):
     """A .keras file, or a zoo baseline loaded from / trained into ``baseline_dir``
     (``baseline_dir/seed_<k>`` for a seed k other than 0)."""
-    from tfautocompress import zoo
-    from tfautocompress._keras import keras
+    from tfautocompress import artifacts, zoo
     from tfautocompress.baseline import train_baseline
 
     if spec.endswith(".keras"):
-        if not os.path.exists(spec):
-            raise ValueError(f"--model {spec!r} does not exist; give a saved .keras file "
-                             f"or a zoo name ({', '.join(sorted(zoo.MODELS))}).")
-        return keras.models.load_model(spec)
+        return artifacts.load_model(spec)
     if spec not in zoo.MODELS:
         raise ValueError(f"--model {spec!r} is neither a .keras file nor a zoo model; "
                          f"the zoo has: {', '.join(sorted(zoo.MODELS))}.")
@@ -81,7 +77,7 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
         baseline_dir = os.path.join(baseline_dir, f"seed_{seed}")
     path = os.path.join(baseline_dir, f"{spec}.keras")
     if os.path.exists(path):
-        return keras.models.load_model(path)
+        return artifacts.load_model(path, what="baseline")
     model, _ = train_baseline(spec, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                               seed=seed, output_dir=baseline_dir, data_dir=data_dir, verbose=2)
     return model

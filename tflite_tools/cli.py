@@ -51,7 +51,6 @@ def android_main():
 def _export(argv):
     del argv
     from tfautocompress import artifacts
-    from tfautocompress._keras import keras
     from tfautocompress.tflite_tools import benchmark, export, gpu
 
     f = flags.FLAGS
@@ -63,7 +62,7 @@ def _export(argv):
     if "int8" in f.modes and not f.dataset:
         raise app.UsageError("--modes includes int8, which needs --dataset to calibrate "
                              "on (e.g. --dataset=digits).")
-    model = keras.models.load_model(f.model, compile=False)
+    model = artifacts.load_model(f.model, compile=False)
     splits = _splits(model, f.dataset) if f.dataset else None
     stem = os.path.splitext(os.path.basename(f.model))[0]
     summary = {"model": os.path.abspath(f.model), "exports": {}}
