@@ -1,5 +1,7 @@
 """absl entry points of the console scripts (see setup.py)."""
+import functools
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -7,18 +9,51 @@ from absl import app, flags
 DEFAULT_BASELINE_DIR = "runs/baseline"
 
 
-def run_app(main):
-    """``absl.app.run(main)`` whose ``--help`` lists our flags.
+# What a user's input can raise: a bad value, a wrong type, a missing or unreadable
+# file (our own checks raise ValueError/TypeError naming the flag, layer or file).
+USER_ERRORS = (ValueError, TypeError, OSError)
 
-    Console scripts and examples run under a wrapper module, and absl's
-    ``--help`` shows only the flags of ``sys.argv[0]``'s module, so ours are
-    declared key flags of it first.
+
+def run_app(main):
+    """``absl.app.run(main)`` for a console script.
+
+    - ``--help`` lists our flags (console scripts and examples run under a wrapper
+      module, and absl shows only the flags of ``sys.argv[0]``'s module, so ours
+      are declared key flags of it first);
+    - TensorFlow runs its ops deterministically: the same command and seed give
+      the same result;
+    - a user error (``USER_ERRORS``) prints one line ``<script>: error: ...`` on
+      stderr and exits with status 1; ``--traceback`` shows the traceback instead.
     """
+    if "traceback" not in flags.FLAGS:
+        flags.DEFINE_boolean("traceback", False, "On an error, show the Python traceback "
+                             "instead of the one-line message.")
     for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
         if module.startswith("tfautocompress"):
             for flag in module_flags:
                 flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main)
+    app.run(functools.partial(_guarded, main))
+
+
+def _guarded(main, argv):
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    try:
+        return main(argv)
+    except USER_ERRORS as err:
+        if flags.FLAGS.traceback:
+            raise
+        print(f"{os.path.basename(sys.argv[0])}: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def one_line(err):
+    """``err``'s message on one line (a file error with its file name)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return text or type(err).__name__
 
 
 def train_main():

@@ -103,8 +103,6 @@ def main(**defaults):
 def run(argv):
     """The job on parsed flags (``app.run`` target)."""
     del argv
-    import dataclasses
-
     from tfautocompress import data
     from tfautocompress.pipeline import AutoCompress, Config
 
@@ -115,8 +113,7 @@ def run(argv):
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
                        image_size=tuple(shape[1:3]), channels=shape[-1])
     if f.steps_per_epoch:
-        splits = dataclasses.replace(splits, **{k: getattr(splits, k).take(f.steps_per_epoch)
-                                                for k in ("train", "val", "test")})
+        splits = splits.take(f.steps_per_epoch)
     config = Config(objective=f.objective, target_compression_ratio=f.target_ratio,
                     max_accuracy_drop=f.max_accuracy_drop, max_rounds=f.rounds,
                     round_ratio=f.round_ratio, scheme_set=f.schemes,

@@ -21,10 +21,12 @@ Images come out as float32 in [0, 1]; labels as int32 class indices. The
 validation split is always disjoint from the test split; searches and
 accuracy bounds use validation, reports use test.
 """
+import contextlib
 import dataclasses
 import gzip
 import os
 import struct
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -57,6 +59,46 @@ class Splits:
     num_classes: int
     sizes: dict  # {"train": n, "val": n, "test": n}
     name: str
+    # seed -> a freshly shuffled train set (see ``reshuffled``); None for hand-made Splits.
+    train_order: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def reshuffled(self, seed):
+        """These splits with the train set reshuffled from ``seed``, afresh.
+
+        A tf.data shuffle advances with every pass over the data set, so the order of
+        an epoch depends on how often the data set was read before: on the history of
+        the process. A step that trains on ``reshuffled(step_seed)`` reads the same
+        batches in the same order whether the run was resumed or not. Splits whose
+        train set was replaced by hand (``dataclasses.replace``) stay as they are.
+        """
+        if self.train_order is None or self.train_order.seed_of(self.train) is None:
+            return self
+        return dataclasses.replace(self, train=self.train_order(seed))
+
+    def take(self, batches):
+        """At most ``batches`` batches of each split (and of every reshuffled train set)."""
+        order = self.train_order
+        seed = None if order is None else order.seed_of(self.train)
+        limited = None if seed is None else _TrainOrder(lambda s: order(s).take(batches))
+        return dataclasses.replace(
+            self, train_order=limited,
+            train=self.train.take(batches) if limited is None else limited(seed),
+            **{k: getattr(self, k).take(batches) for k in ("val", "test")})
+
+
+class _TrainOrder:
+    """``seed -> train data set``; knows which data sets it made, from which seed."""
+
+    def __init__(self, build):
+        self._build, self._made = build, weakref.WeakKeyDictionary()
+
+    def __call__(self, seed):
+        ds = self._build(seed)
+        self._made[ds] = seed
+        return ds
+
+    def seed_of(self, ds):
+        return self._made.get(ds)
 
 
 def load(source="digits", *, batch_size=32, image_size=None, channels=None,
@@ -388,21 +430,38 @@ def _finish(datasets, sizes, num_classes, name, batch_size, image_size, channels
             raise ValueError(f"channels must be 1, 3 or None, got {channels}.")
         return x, y
 
-    out = {}
-    for split, ds in datasets.items():
-        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        if split == "train":
-            ds = ds.cache().shuffle(min(sizes["train"], 10000), seed=seed,
-                                    reshuffle_each_iteration=True)
-            ds = ds.batch(batch_size)
+    cached = {split: ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()
+              for split, ds in datasets.items()}
+
+    def train_order(order_seed):
+        # Both seeds explicit: the order does not depend on the global seed either.
+        with _global_seed(order_seed):
+            ds = cached["train"].shuffle(min(sizes["train"], 10000), seed=order_seed,
+                                         reshuffle_each_iteration=True).batch(batch_size)
             if augment:
-                ds = ds.map(_augment_batch(seed), num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            ds = ds.cache().batch(batch_size)
-        out[split] = ds.prefetch(tf.data.AUTOTUNE)
-    input_shape = tuple(int(d) for d in out["train"].element_spec[0].shape[1:])
-    return Splits(out["train"], out["val"], out["test"], input_shape, int(num_classes),
-                  {k: int(v) for k, v in sizes.items()}, name)
+                ds = ds.map(_augment_batch(order_seed), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    order = _TrainOrder(train_order)
+    out = {split: ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+           for split, ds in cached.items() if split != "train"}
+    train = order(seed)
+    input_shape = tuple(int(d) for d in train.element_spec[0].shape[1:])
+    return Splits(train, out["val"], out["test"], input_shape, int(num_classes),
+                  {k: int(v) for k, v in sizes.items()}, name, order)
+
+
+@contextlib.contextmanager
+def _global_seed(seed):
+    """Set TensorFlow's global seed for the ops made inside, then restore it."""
+    from tensorflow.python.eager import context
+
+    previous = context.global_seed()
+    tf.random.set_seed(seed)
+    try:
+        yield
+    finally:
+        context.set_global_seed(previous)
 
 
 def _augment_batch(seed):

@@ -160,20 +160,24 @@ class AutoCompress:
     def _floor(self):
         return self.state["baseline"]["val_accuracy"] - self.config.max_accuracy_drop / 100.0
 
-    def _recipe(self):
+    def _recipe(self, train):
         """Adam with a cosine decay over each phase: the last epoch's weights are
         settled, so a round's accuracy does not hinge on a noisy final step."""
-        batches = int(self.splits.train.cardinality())
+        batches = int(train.cardinality())
         epochs = max(self.config.admm_epochs, self.config.retrain_epochs)
         decay = epochs * batches if batches > 0 else None
-        return Recipe(self.splits.train, self.splits.val,
+        return Recipe(train, self.splits.val,
                       lambda m: compile_for_training(m, self.config.lr, decay_steps=decay),
                       admm_epochs=self.config.admm_epochs,
                       retrain_epochs=self.config.retrain_epochs, admm=dict(self.config.admm),
                       verbose=2 if self.verbose else 0)
 
     def _seed(self, step):
-        keras.utils.set_random_seed(step_seed(self.config.seed, step))
+        """Seed step ``step``; returns its train set, in an order that is the step's own
+        (the same after a resume)."""
+        seed = step_seed(self.config.seed, step)
+        keras.utils.set_random_seed(seed)
+        return self.splits.reshuffled(seed).train
 
     def _accepted(self):
         return [r for r in self.state["rounds"] if r["accepted"]]
@@ -215,15 +219,15 @@ class AutoCompress:
         if target is not None and previous >= target:
             return self._end_phase1(f"target {target}x reached")
         start = time.perf_counter()
-        self._seed(k)
+        train = self._seed(k)
         model, _, partial = self._current()
         folder = f"round_{k}"
         try:
-            policy, searched, schedule = self._search(model, previous, target, folder, k)
+            policy, searched, schedule = self._search(model, train, previous, target, folder, k)
         except InfeasibleTargetError as err:
             return self._end_phase1(f"round {k}: {err}")
-        self._seed(k)
-        result = partial_prune(self.model, policy, self._recipe(), start=partial)
+        train = self._seed(k)
+        result = partial_prune(self.model, policy, self._recipe(train), start=partial)
         record = dict(self._metrics(result.model, result.masks, time.perf_counter() - start),
                       round=k, dir=folder, accepted=result.score >= self._floor(),
                       search_target_ratio=searched,
@@ -242,7 +246,7 @@ class AutoCompress:
             return self._end_phase1(f"round {k} broke the accuracy bound")
         return True
 
-    def _search(self, model, previous, target, folder, k):
+    def _search(self, model, train, previous, target, folder, k):
         cfg = self.config
         kwargs = {}
         if target is not None and previous * cfg.round_ratio * 1.05 >= target:
@@ -252,7 +256,7 @@ class AutoCompress:
             round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
             **kwargs)
         tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
-                                       calibration_data=self.splits.train,
+                                       calibration_data=train,
                                        directory=os.path.join(self.output_dir, folder),
                                        project_name="search", overwrite=False)
         self._log(f"round {k}: searching {oracle.target_compression_ratio:.2f}x "
@@ -288,11 +292,11 @@ class AutoCompress:
         """Phase II on the last accepted round (once)."""
         if self.state["purification"] is None:
             start = time.perf_counter()
-            self._seed(100)
+            train = self._seed(100)
             model, masks, _ = self._current()
             masks, rounds = self._purification_rounds(model, masks)
             if rounds and self.config.retrain_epochs:
-                model = self._fine_tune(model, masks)
+                model = self._fine_tune(model, masks, train)
             path = os.path.join(self.output_dir, "purification")
             artifacts.save_model(model, os.path.join(path, "model.keras"))
             masks_lib.save(os.path.join(path, "masks.npz"), masks)
@@ -332,10 +336,10 @@ class AutoCompress:
             rounds.append({"ratio": reached, "scales": {n: list(v) for n, v in scales.items()}})
         return masks, rounds
 
-    def _fine_tune(self, model, masks):
+    def _fine_tune(self, model, masks, train):
         """Masked retraining of the purified structure (``retrain_epochs``): the
         thresholds remove groups of trained weights, not ADMM's near-zero ones."""
-        recipe = self._recipe()
+        recipe = self._recipe(train)
         tuned, _ = masked_retraining.retrain(
             model, masks, recipe.train, epochs=self.config.retrain_epochs,
             compile_fn=recipe.compile_fn, validation_data=recipe.val, verbose=recipe.verbose,
