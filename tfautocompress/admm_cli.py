@@ -43,20 +43,23 @@ def main():
     flags.DEFINE_string("model", DEFAULT_MODEL, "Saved .keras model to prune.")
     flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load).")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
-    flags.DEFINE_integer("batch_size", 32, "Batch size.")
+    flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seed of the data split and training.")
     flags.DEFINE_float("filter_fraction", 0.75, "Uniform share of filters removed.")
     flags.DEFINE_float("column_fraction", 0.5, "Uniform share of columns removed.")
     flags.DEFINE_string("policy", None, "Policy file (a round's policy.json or one written by "
                         "policy.save_schemes); overrides the uniform policy.")
-    flags.DEFINE_integer("admm_epochs", 10, "Epochs of ADMM regularization.")
-    flags.DEFINE_integer("retrain_epochs", 10, "Epochs of masked retraining.")
+    flags.DEFINE_integer("admm_epochs", 10, "Epochs of ADMM regularization.", lower_bound=1)
+    flags.DEFINE_integer("retrain_epochs", 10, "Epochs of masked retraining.", lower_bound=0)
     flags.DEFINE_float("lr", 1e-3, "Adam learning rate (both phases).")
     flags.DEFINE_float("rho", None, "Initial ADMM rho (default: the ADMM callback's).")
     flags.DEFINE_float("rho_factor", None, "Multi-rho factor.")
     flags.DEFINE_float("rho_max", None, "Cap on rho.")
     flags.DEFINE_string("update_every", None, "Steps between Z/U updates, or 'epoch'.")
     flags.DEFINE_string("output_dir", "runs/admm", "Where the model, masks and metrics go.")
+    flags.register_validator("update_every", lambda v: v is None or v == "epoch" or
+                             (v.isdigit() and int(v) > 0),
+                             "--update_every must be a positive number of steps or 'epoch'.")
     run_app(_run)
 
 

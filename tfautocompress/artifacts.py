@@ -49,8 +49,18 @@ def write_json(path, obj):
 
 
 def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON value in ``path``; a ValueError naming the file (and the line and
+    column of a syntax error) when it is missing or is not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{os.fspath(path)} does not exist.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{os.fspath(path)} is not valid JSON: {err.msg} at line "
+                         f"{err.lineno} column {err.colno}; fix or delete the file.") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{os.fspath(path)} is not a JSON text file.") from None
 
 
 def load_model(path, what="--model", compile=True):

@@ -63,9 +63,9 @@ def train_main():
                         "'digits', a tensorflow-datasets name, an .npz file or an "
                         "image folder.")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
-    flags.DEFINE_integer("epochs", 20, "Training epochs.")
-    flags.DEFINE_integer("batch_size", 32, "Batch size.")
-    flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+    flags.DEFINE_integer("epochs", 20, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0.0)
     flags.DEFINE_integer("seed", 0, "Random seed (data split, initialisation, order).")
     flags.DEFINE_string("output_dir", DEFAULT_BASELINE_DIR,
                         "Where <model>.keras and <model>.json are written.")

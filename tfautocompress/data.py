@@ -193,6 +193,12 @@ def _npz(path, val_fraction, test_fraction, seed):
                 "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., "
                 "y_test=...[, x_val=..., y_val=...]).")
         arrays = {k: f[k] for k in f.files}
+    for split in ("train", "test", *(["val"] if "x_val" in arrays else [])):
+        x, y = arrays[f"x_{split}"], arrays.get(f"y_{split}")
+        if len(x) == 0 or y is None or len(y) != len(x):
+            raise ValueError(f"data file {path!r}: x_{split} holds {len(x)} images and "
+                             f"y_{split} {'no' if y is None else len(y)} labels; each split "
+                             "needs at least one image and one label per image.")
     x_train, y_train = _as_images(arrays["x_train"]), arrays["y_train"].astype(np.int32)
     out = {"test": (_as_images(arrays["x_test"]), arrays["y_test"].astype(np.int32))}
     if "x_val" in arrays:
@@ -366,7 +372,7 @@ def _read_idx(path, ndim):
 def _is_tfds_name(name):
     import tensorflow_datasets as tfds
 
-    return isinstance(name, str) and name in tfds.list_builders()
+    return isinstance(name, str) and name in tfds.list_builders(with_community_datasets=False)
 
 
 def _tfds(name, batch_size, image_size, channels, augment, data_dir, val_fraction,

@@ -198,6 +198,12 @@ class PolicySpace:
         layers = channel_graph.layers
         names = [n for n in channel_graph.prunable_layers
                  if include_dense or schemes_lib.kernel_kind(layers[n]) != "dense"]
+        if not names:
+            raise ValueError(
+                f"model {model.name!r} has nothing to prune: no CONV layer"
+                f"{' or Dense layer' if include_dense else ''} whose output channels can be "
+                "removed (a layer feeding the model's output keeps its channels); give a "
+                "model with at least one such layer.")
         reads, coupled, channelwise = _group_links(channel_graph, names, report)
         specs = [_layer_spec(layers[n], report[n], reads[n], coupled.get(n, ()),
                              channelwise.get(n, (0.0, 0.0))) for n in names]

@@ -27,7 +27,7 @@ _USE_GPU = re.compile(r"Use gpu: \[(\d)\]")
 _MODEL_MB = re.compile(rf"The input model file size \(MB\): {_N}")
 
 
-class AndroidBenchmarkError(RuntimeError):
+class AndroidBenchmarkError(OSError):
     """adb, the device or ``benchmark_model`` failed; the message says what and how to fix."""
 
 

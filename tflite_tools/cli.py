@@ -7,7 +7,7 @@ setup.py console_scripts:
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from tfautocompress.cli import run_app
 
@@ -57,10 +57,10 @@ def _export(argv):
     _require_file("--model", f.model, ".keras")
     unknown = [m for m in f.modes if m not in export.MODES]
     if unknown or not f.modes:
-        raise app.UsageError(f"--modes={','.join(f.modes)}: {unknown or 'empty'} not "
+        raise ValueError(f"--modes={','.join(f.modes)}: {unknown or 'empty'} not "
                              f"accepted; choose from {','.join(export.MODES)}.")
     if "int8" in f.modes and not f.dataset:
-        raise app.UsageError("--modes includes int8, which needs --dataset to calibrate "
+        raise ValueError("--modes includes int8, which needs --dataset to calibrate "
                              "on (e.g. --dataset=digits).")
     model = artifacts.load_model(f.model, compile=False)
     splits = _splits(model, f.dataset) if f.dataset else None
@@ -95,14 +95,11 @@ def _android(argv):
     _require_file("--tflite", f.tflite, ".tflite")
     _require_file("--benchmark_binary", f.benchmark_binary)
     if f.threads < 1:
-        raise app.UsageError(f"--threads={f.threads} must be at least 1.")
+        raise ValueError(f"--threads={f.threads} must be at least 1.")
     configs = {"cpu": False, **({"gpu": True} if f.use_gpu else {})}
-    try:
-        results = {name: android.run_android_benchmark(
-            f.tflite, f.benchmark_binary, threads=f.threads, use_gpu=use_gpu,
-            device=f.device, timeout_s=f.timeout_s) for name, use_gpu in configs.items()}
-    except android.AndroidBenchmarkError as err:
-        raise SystemExit(f"tfautocompress-android-benchmark: {err}") from err
+    results = {name: android.run_android_benchmark(
+        f.tflite, f.benchmark_binary, threads=f.threads, use_gpu=use_gpu,
+        device=f.device, timeout_s=f.timeout_s) for name, use_gpu in configs.items()}
     if f.output:
         artifacts.write_json(f.output, results)
     print(json.dumps(results, indent=2))
@@ -119,9 +116,14 @@ def _splits(model, source):
 
 def _require_file(flag, path, suffix=None):
     if not os.path.isfile(path):
-        raise app.UsageError(f"{flag}={path!r} does not exist; give an existing file.")
+        raise ValueError(f"{flag}={path!r} does not exist; give an existing file.")
     if suffix and not path.endswith(suffix):
-        raise app.UsageError(f"{flag}={path!r} is not a {suffix} file.")
+        raise ValueError(f"{flag}={path!r} is not a {suffix} file.")
+    if suffix == ".tflite":
+        with open(path, "rb") as f:
+            if f.read(8)[4:] != b"TFL3":  # the FlatBuffer file identifier of a TFLite model
+                raise ValueError(f"{flag}={path!r} is not a TFLite model (no TFL3 "
+                                     "identifier; truncated or corrupt?): export it again.")
 
 
 def _summary_line(mode, entry):
