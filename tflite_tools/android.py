@@ -95,16 +95,20 @@ def run_android_benchmark(tflite_path, benchmark_binary, threads=1, use_gpu=Fals
 def _device(device, timeout_s):
     """The serial to use: ``device`` if attached, else the only attached device."""
     listing = _adb(["devices"], timeout_s)
-    attached = [line.split()[0] for line in listing.splitlines()[1:]
-                if len(line.split()) >= 2 and line.split()[1] == "device"]
+    rows = [line.split()[:2] for line in listing.splitlines()[1:] if len(line.split()) >= 2]
+    attached = [serial for serial, state in rows if state == "device"]
+    not_ready = "".join(f"; {serial} is {state}" for serial, state in rows if state != "device")
+    hint = (" (unauthorized: unlock the phone and accept its USB-debugging prompt)"
+            if "unauthorized" in not_ready else "")
     if device is not None and device not in attached:
         raise AndroidBenchmarkError(
             f"device {device!r} is not attached and authorized (adb devices lists "
-            f"{attached or 'none'}); check the serial with `adb devices`.")
+            f"{attached or 'none'} ready{not_ready}){hint}; check the serial with "
+            "`adb devices`.")
     if device is None and len(attached) != 1:
         raise AndroidBenchmarkError(
-            f"{'no Android device' if not attached else 'several devices'} attached "
-            f"(adb devices lists {attached or 'none'} in 'device' state). Connect a "
+            f"{'no Android device' if not attached else 'several devices'} ready "
+            f"(adb devices lists {attached or 'none'}{not_ready}){hint}. Connect a "
             "phone with USB debugging enabled and accept its prompt, or start an "
             "emulator; with several devices, pass the serial (--device).")
     return device or attached[0]
