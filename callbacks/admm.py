@@ -34,12 +34,18 @@ Logged at every epoch end into ``logs``, for the regularized layers (put ``ADMM`
 before ``TensorBoard`` / ``CSVLogger`` in the callback list so that they see the
 keys):
 
-* ``admm_res/<layer>``: primal residual ``||W - Z|| / ||W||`` of the latest
-  update (before the first update: the distance of W to its constraint set);
-  ``admm_res`` is the mean over layers;
-* ``admm_zero/<layer>``: share of the kernel's weights with
-  ``|w| <= near_zero * max|W|``; ``admm_zero`` is the mean over layers;
+* ``task_loss``, ``val_task_loss``, ``admm_penalty``: Keras' ``loss`` and
+  ``val_loss`` are the task loss plus the rho penalty; these are the two apart
+  (epoch means, the penalty at the weights each batch's loss was computed at);
+* ``admm_res``: the mean over layers of the primal residual ``||W - Z|| / ||W||``
+  of the latest update (before the first update: the distance of W to its
+  constraint set);
+* ``admm_zero``: the mean over layers of the share of kernel weights with
+  ``|w| <= near_zero * max|W|``;
 * ``admm_rho``: the mean rho over layers.
+
+The per-layer values (``admm_res/<layer>``, ``admm_zero/<layer>``: one entry per
+epoch) are in ``ADMM.layer_history``, not in the printed epoch line.
 """
 import dataclasses
 
@@ -167,6 +173,10 @@ class ADMM(keras.callbacks.Callback):
         self.final_rho = None if final_rho is None else float(final_rho)
         self.updates = 0  # Z/U updates done so far
         self.masks = None
+        # Per-layer epoch logs ({"admm_res/<layer>": [...], "admm_zero/<layer>": [...]}),
+        # kept here rather than in the epoch logs that Keras prints.
+        self.layer_history = {}
+        self._penalty_sum = self._penalty_batches = 0
         self._steps = 0
         self._slots = None
         self._slots_model = None
@@ -196,7 +206,8 @@ class ADMM(keras.callbacks.Callback):
                                    var(self.rho0, "rho"))
                 s.residual = _relative(w - projected[s.name], w)
         self._slots, self._slots_model = slots, model
-        self.updates, self._steps, self.masks = 0, 0, None
+        self.updates, self._steps, self.masks, self.layer_history = 0, 0, None, {}
+        self._penalty_fn = tf.function(self.penalty)
 
     @property
     def state(self):
@@ -281,18 +292,26 @@ class ADMM(keras.callbacks.Callback):
             self.hard_prune()
 
     # -- updates and logs ----------------------------------------------------
+    def on_train_batch_begin(self, batch, logs=None):
+        # The penalty at the weights this batch's loss is computed at (see on_epoch_end).
+        self._penalty_sum += float(self._penalty_fn())
+        self._penalty_batches += 1
+
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
         if self.update_every != "epoch" and self._steps % self.update_every == 0:
             self.update()
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._penalty_sum = self._penalty_batches = 0
         epochs = (self.params or {}).get("epochs")
         if self.final_rho is not None and epochs is not None and epoch == epochs - 1:
             for s in (s for s in self._slots if s.active):
                 _set_rho(s, max(float(s.rho.numpy()), self.final_rho))
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_loss" in logs:  # validation ran at these W, Z, U
+            logs["val_task_loss"] = float(logs["val_loss"]) - float(self._penalty_fn())
         if self.update_every == "epoch":
             self.update()
         if logs is None:
@@ -302,10 +321,16 @@ class ADMM(keras.callbacks.Callback):
         for s in active:
             w = np.abs(s.weight_numpy())
             zero = float(np.mean(w <= self.near_zero * w.max())) if w.size else 0.0
-            logs[f"admm_res/{s.name}"] = s.residual
-            logs[f"admm_zero/{s.name}"] = zero
+            self.layer_history.setdefault(f"admm_res/{s.name}", []).append(s.residual)
+            self.layer_history.setdefault(f"admm_zero/{s.name}", []).append(zero)
             residuals.append(s.residual)
             zeros.append(zero)
+        # Keras' "loss" (and "val_loss") is the task loss plus the rho penalty: show
+        # them apart ("task_loss", "val_task_loss", "admm_penalty": epoch means).
+        penalty = self._penalty_sum / max(self._penalty_batches, 1)
+        logs["admm_penalty"] = penalty
+        if "loss" in logs:
+            logs["task_loss"] = float(logs["loss"]) - penalty
         logs["admm_res"] = float(np.mean(residuals))
         logs["admm_zero"] = float(np.mean(zeros))
         logs["admm_rho"] = float(np.mean([s.rho.numpy() for s in active]))

@@ -95,9 +95,9 @@ def partial_prune(model, policy, recipe, start=None):
         admm = ADMM(schemes, regularize=changed, **{"final_rho": FINAL_RHO, **recipe.admm})
         recipe.compile_fn(work)
         extra = masked_retraining.callbacks() if prior else []
-        history["admm"] = work.fit(recipe.train, validation_data=recipe.val,
-                                   epochs=recipe.admm_epochs, callbacks=[admm] + extra,
-                                   verbose=recipe.verbose).history
+        history["admm"] = {**work.fit(recipe.train, validation_data=recipe.val,
+                                      epochs=recipe.admm_epochs, callbacks=[admm] + extra,
+                                      verbose=recipe.verbose).history, **admm.layer_history}
         masks.update(admm.hard_prune())
     if prior:
         work = masked_retraining.strip(work)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras_tuner.engine import base_tuner
 
 from tfautocompress import evaluate as evaluate_lib, graph as graph_lib, masks as masks_lib
-from tfautocompress import schemes as schemes_lib, space as space_lib
+from tfautocompress import cost, schemes as schemes_lib, space as space_lib
 from tfautocompress._keras import check_model, keras
 from tfautocompress.search import encoding
 
@@ -50,11 +50,16 @@ class PruningTuner(base_tuner.BaseTuner):
         The default 2 is the smallest count whose scores rank four random 4x filter
         policies on digits_vgg (batches of 64) as 16 batches do; cost ≈ one
         training-mode forward pass per batch per trial.
+      log: ``print``-like callable for one progress line per finished trial
+        (``trial k/N: score, best, the policy's ratio on objective, temperature``);
+        None: silent.
+      objective: what that line's ratio counts (``"params"`` or ``"macs"``).
       **kwargs: ``directory``, ``project_name``, ``overwrite`` of ``BaseTuner``.
     """
 
     def __init__(self, oracle, model, validation_data, subset_size=None, space=None,
-                 batch_size=256, calibration_data=None, calibration_batches=2, **kwargs):
+                 batch_size=256, calibration_data=None, calibration_batches=2, log=None,
+                 objective="params", **kwargs):
         self.space = space if space is not None else getattr(oracle, "space", None)
         if not isinstance(self.space, space_lib.PolicySpace):
             raise TypeError("PruningTuner needs a space.PolicySpace: pass space= or an "
@@ -75,6 +80,7 @@ class PruningTuner(base_tuner.BaseTuner):
             self.calibration = evaluate_lib.BNCalibration(model, calibration_data,
                                                           calibration_batches, self._batch_size)
         self._idle_polls = 0
+        self._log, self._objective = log, cost.check_objective(objective)
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
 
     # --------------------------------------------------------- evaluation ---
@@ -132,6 +138,18 @@ class PruningTuner(base_tuner.BaseTuner):
     def on_trial_begin(self, trial):
         self._idle_polls = 0
         super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self._log is None or trial.score is None:
+            return
+        values = trial.hyperparameters.values
+        ratio = encoding.from_values(self.space, values).compression_ratio(self._objective)
+        best = max(t.score for t in self.oracle.get_best_trials(1) if t.score is not None)
+        temperature = values.get("sa/temperature")
+        self._log(f"trial {int(trial.trial_id) + 1}/{self.oracle.max_trials}: score "
+                  f"{trial.score:.4f} (best {best:.4f}), {ratio:.2f}x {self._objective}"
+                  + ("" if temperature is None else f", T={temperature:.3g}"))
 
     def best_policy(self):
         """The best ``PruningPolicy`` found (asks the chief oracle in distributed mode)."""

@@ -147,8 +147,14 @@ def test_residual_falls_and_logs_reach_history():
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.MeanSquaredError())
     admm = ADMM(POLICY, rho=1.0, rho_max=10.0)
     history = model.fit(x, y, batch_size=8, epochs=8, verbose=0, callbacks=[admm]).history
-    for key in ("admm_res", "admm_zero", "admm_rho", "admm_res/conv", "admm_zero/dense"):
+    for key in ("admm_res", "admm_zero", "admm_rho", "admm_penalty", "task_loss"):
         assert len(history[key]) == 8, key
+    for key in ("admm_res/conv", "admm_zero/dense"):  # per layer: not in the printed logs
+        assert len(admm.layer_history[key]) == 8 and key not in history, key
+    # Keras' loss = the task loss + the rho penalty, each an epoch mean.
+    assert history["admm_penalty"][0] > 0
+    np.testing.assert_allclose(np.add(history["task_loss"], history["admm_penalty"]),
+                               history["loss"], rtol=1e-5)
     assert history["admm_res"][-1] < 0.6 * history["admm_res"][0]
     assert history["admm_zero"][-1] > history["admm_zero"][0]
 

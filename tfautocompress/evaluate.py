@@ -31,7 +31,9 @@ def _predict_fn(model):
     """One ``tf.function`` forward pass (inference mode) per model."""
     predict = _PREDICT.get(model)
     if predict is None:
-        predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # One trace per model: any batch size, the model's input shape and dtype.
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype)
+        predict = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         _PREDICT[model] = predict
     return predict
 

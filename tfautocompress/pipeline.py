@@ -258,7 +258,9 @@ class AutoCompress:
         tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
                                        calibration_data=train,
                                        directory=os.path.join(self.output_dir, folder),
-                                       project_name="search", overwrite=False)
+                                       project_name="search", overwrite=False,
+                                       log=self._log if self.verbose else None,
+                                       objective=cfg.objective)
         self._log(f"round {k}: searching {oracle.target_compression_ratio:.2f}x "
                   f"({cfg.objective}) with {oracle.max_trials} trials")
         tuner.search(verbose=0)
