@@ -215,6 +215,28 @@ class ADMM(keras.callbacks.Callback):
         return {s.name: {"z": s.z.numpy(), "u": s.u.numpy(), "rho": float(s.rho.numpy())}
                 for s in self._slots or ()}
 
+    def get_checkpoint_state(self):
+        """Everything ``set_checkpoint_state`` needs to continue this ADMM exactly:
+        ``(arrays {key: ndarray}, scalars {key: JSON value})``."""
+        arrays = {}
+        for s in self._slots or ():
+            arrays.update({f"{s.name}/z": s.z.numpy(), f"{s.name}/u": s.u.numpy(),
+                           f"{s.name}/rho": s.rho.numpy()})
+        scalars = {"updates": self.updates, "steps": self._steps,
+                   "residuals": {s.name: float(s.residual) for s in self._slots or ()},
+                   "layer_history": self.layer_history}
+        return arrays, scalars
+
+    def set_checkpoint_state(self, arrays, scalars):
+        """Restore ``get_checkpoint_state``'s values (after ``set_model``)."""
+        for s in self._slots:
+            s.z.assign(arrays[f"{s.name}/z"])
+            s.u.assign(arrays[f"{s.name}/u"])
+            s.rho.assign(arrays[f"{s.name}/rho"])
+            s.residual = scalars["residuals"][s.name]
+        self.updates, self._steps = int(scalars["updates"]), int(scalars["steps"])
+        self.layer_history = {k: list(v) for k, v in scalars["layer_history"].items()}
+
     def penalty(self):
         """``sum_i rho_i / 2 * ||W_i - Z_i + U_i||_F^2`` as a scalar tensor."""
         terms = [0.5 * s.rho * tf.reduce_sum(tf.square(s.weight() - s.z + s.u))

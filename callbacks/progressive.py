@@ -13,6 +13,7 @@ tried from every model in the pool, the best (validation accuracy) is kept and
 replaces the pool model it started from (Fig. 2).
 """
 import dataclasses
+import os
 from typing import Callable, Optional
 
 import tensorflow as tf
@@ -21,6 +22,7 @@ from tfautocompress import schemes as schemes_lib
 from tfautocompress._keras import keras
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.admm import ADMM
+from tfautocompress.callbacks.checkpoint import resumable_fit
 from tfautocompress.evaluate import accuracy
 
 __all__ = ["Recipe", "PartialModel", "partial_prune", "progressive_prune"]
@@ -47,6 +49,11 @@ class Recipe:
     cosine-decayed lr); None uses ``compile_fn``. ``bn_recalibration_batches``:
     training batches on which BatchNormalization statistics are re-estimated
     right after the hard prune (``evaluate.recalibrate_bn``; 0: none).
+    ``train_for(phase)``: a fresh train set for each phase (``"admm"``,
+    ``"retrain"``; e.g. ``Splits.reshuffled``), so that each reads the same batches
+    in a resumed run; None: ``train`` for both. ``checkpoint_dir``: epoch
+    checkpoints of both phases there (``checkpoint.resumable_fit``); a rerun of
+    the same partial pruning resumes from them.
     """
 
     train: tf.data.Dataset
@@ -58,6 +65,17 @@ class Recipe:
     verbose: int = 0
     retrain_compile_fn: Optional[Callable] = None
     bn_recalibration_batches: int = BN_RECALIBRATION_BATCHES
+    train_for: Optional[Callable] = None
+    checkpoint_dir: Optional[str] = None
+
+    def data(self, phase):
+        """The train set of ``phase`` (``"admm"``, ``"retrain"``): ``train_for(phase)``,
+        a fresh one per phase, or ``train``."""
+        return self.train if self.train_for is None else self.train_for(phase)
+
+    def checkpoints(self, phase):
+        """Where ``phase`` keeps its epoch checkpoints (None: nowhere)."""
+        return None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir, phase)
 
 
 @dataclasses.dataclass
@@ -95,16 +113,19 @@ def partial_prune(model, policy, recipe, start=None):
         admm = ADMM(schemes, regularize=changed, **{"final_rho": FINAL_RHO, **recipe.admm})
         recipe.compile_fn(work)
         extra = masked_retraining.callbacks() if prior else []
-        history["admm"] = {**work.fit(recipe.train, validation_data=recipe.val,
-                                      epochs=recipe.admm_epochs, callbacks=[admm] + extra,
-                                      verbose=recipe.verbose).history, **admm.layer_history}
+        logs = resumable_fit(work, recipe.data("admm"), epochs=recipe.admm_epochs,
+                             directory=recipe.checkpoints("admm"), callbacks=[admm] + extra,
+                             stateful=[admm], validation_data=recipe.val,
+                             verbose=recipe.verbose)
+        history["admm"] = {**logs, **admm.layer_history}
         masks.update(admm.hard_prune())
     if prior:
         work = masked_retraining.strip(work)
     pruned, history["retrain"] = masked_retraining.retrain(
-        work, masks, recipe.train, epochs=recipe.retrain_epochs,
+        work, masks, recipe.data("retrain"), epochs=recipe.retrain_epochs,
         compile_fn=recipe.retrain_compile_fn or recipe.compile_fn, validation_data=recipe.val,
-        verbose=recipe.verbose, bn_recalibration_batches=recipe.bn_recalibration_batches)
+        verbose=recipe.verbose, bn_recalibration_batches=recipe.bn_recalibration_batches,
+        checkpoint_dir=recipe.checkpoints("retrain"))
     return PartialModel(pruned, masks, {**(start.schemes if start else {}), **schemes},
                         accuracy(pruned, recipe.val), history)
 

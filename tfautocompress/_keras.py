@@ -6,6 +6,13 @@ import tf_keras as keras
 
 __all__ = ["keras", "check_model"]
 
+# Random layers (Dropout, ...) draw from a tf.random.Generator: its state is a
+# variable of the layer, seeded by ``keras.utils.set_random_seed`` and saved with the
+# model's variables, so a run resumed from an epoch checkpoint draws what an
+# uninterrupted one draws (tf_keras' default, legacy stateful ops, restart their
+# sequence in every new process).
+keras.backend.experimental.enable_tf_random_generator()
+
 _KERAS3_HINT = (
     "tfautocompress works on tf_keras (Keras 2) models, because TF-MOT does. "
     "Build the model with `import tf_keras as keras` (e.g. `keras.Sequential`, "

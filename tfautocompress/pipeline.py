@@ -23,6 +23,7 @@ uninterrupted one take the same steps.
 """
 import dataclasses
 import os
+import shutil
 import time
 
 import numpy as np
@@ -160,17 +161,23 @@ class AutoCompress:
     def _floor(self):
         return self.state["baseline"]["val_accuracy"] - self.config.max_accuracy_drop / 100.0
 
-    def _recipe(self, train):
+    def _recipe(self, step, folder):
         """Adam with a cosine decay over each phase: the last epoch's weights are
-        settled, so a round's accuracy does not hinge on a noisy final step."""
-        batches = int(train.cardinality())
+        settled, so a round's accuracy does not hinge on a noisy final step. Each
+        phase trains on its own freshly shuffled data and keeps epoch checkpoints in
+        ``folder/train`` (a killed step resumes at its last finished epoch)."""
+        seed = step_seed(self.config.seed, step)
+        phases = {"admm": 1, "retrain": 2}
+        train_for = lambda phase: self.splits.reshuffled(seed * 10 + phases[phase]).train  # noqa: E731
+        batches = int(self.splits.train.cardinality())
         epochs = max(self.config.admm_epochs, self.config.retrain_epochs)
         decay = epochs * batches if batches > 0 else None
-        return Recipe(train, self.splits.val,
+        return Recipe(self.splits.train, self.splits.val,
                       lambda m: compile_for_training(m, self.config.lr, decay_steps=decay),
                       admm_epochs=self.config.admm_epochs,
                       retrain_epochs=self.config.retrain_epochs, admm=dict(self.config.admm),
-                      verbose=2 if self.verbose else 0)
+                      verbose=2 if self.verbose else 0, train_for=train_for,
+                      checkpoint_dir=os.path.join(self.output_dir, folder, "train"))
 
     def _seed(self, step):
         """Seed step ``step``; returns its train set, in an order that is the step's own
@@ -226,8 +233,8 @@ class AutoCompress:
             policy, searched, schedule = self._search(model, train, previous, target, folder, k)
         except InfeasibleTargetError as err:
             return self._end_phase1(f"round {k}: {err}")
-        train = self._seed(k)
-        result = partial_prune(self.model, policy, self._recipe(train), start=partial)
+        self._seed(k)
+        result = partial_prune(self.model, policy, self._recipe(k, folder), start=partial)
         record = dict(self._metrics(result.model, result.masks, time.perf_counter() - start),
                       round=k, dir=folder, accepted=result.score >= self._floor(),
                       search_target_ratio=searched,
@@ -242,6 +249,7 @@ class AutoCompress:
         self._summaries(k, record, result.history)
         self.state["rounds"].append(record)
         self._save_state()
+        shutil.rmtree(os.path.join(self.output_dir, folder, "train"), ignore_errors=True)
         if not record["accepted"]:
             return self._end_phase1(f"round {k} broke the accuracy bound")
         return True
@@ -294,11 +302,11 @@ class AutoCompress:
         """Phase II on the last accepted round (once)."""
         if self.state["purification"] is None:
             start = time.perf_counter()
-            train = self._seed(100)
+            self._seed(100)
             model, masks, _ = self._current()
             masks, rounds = self._purification_rounds(model, masks)
             if rounds and self.config.retrain_epochs:
-                model = self._fine_tune(model, masks, train)
+                model = self._fine_tune(model, masks)
             path = os.path.join(self.output_dir, "purification")
             artifacts.save_model(model, os.path.join(path, "model.keras"))
             masks_lib.save(os.path.join(path, "masks.npz"), masks)
@@ -308,6 +316,7 @@ class AutoCompress:
             artifacts.write_json(os.path.join(path, "metrics.json"), record)
             self.state["purification"] = record
             self._save_state()
+            shutil.rmtree(os.path.join(path, "train"), ignore_errors=True)
             self._log(f"purification: {record['objective_ratio']:.2f}x, "
                       f"val {record['val_accuracy']:.4f}")
         return self.state["purification"]
@@ -338,14 +347,15 @@ class AutoCompress:
             rounds.append({"ratio": reached, "scales": {n: list(v) for n, v in scales.items()}})
         return masks, rounds
 
-    def _fine_tune(self, model, masks, train):
+    def _fine_tune(self, model, masks):
         """Masked retraining of the purified structure (``retrain_epochs``): the
         thresholds remove groups of trained weights, not ADMM's near-zero ones."""
-        recipe = self._recipe(train)
+        recipe = self._recipe(100, "purification")
         tuned, _ = masked_retraining.retrain(
-            model, masks, recipe.train, epochs=self.config.retrain_epochs,
+            model, masks, recipe.data("retrain"), epochs=self.config.retrain_epochs,
             compile_fn=recipe.compile_fn, validation_data=recipe.val, verbose=recipe.verbose,
-            bn_recalibration_batches=recipe.bn_recalibration_batches)
+            bn_recalibration_batches=recipe.bn_recalibration_batches,
+            checkpoint_dir=recipe.checkpoints("retrain"))
         return tuned
 
     def finish(self):
