@@ -38,8 +38,8 @@ class PruningTuner(base_tuner.BaseTuner):
       batch_size: forward-pass batch size.
       calibration_data: optional training data — a batched ``tf.data.Dataset`` of
         ``(x, y)`` (or of ``x``), a tuple of arrays ``(x, y)`` or an array ``x``. When
-        given, each trial re-estimates every BatchNormalization's moving mean and
-        variance after masking (adaptive BN recalibration, as in EagleEye): the
+        given to a model with BatchNormalization, each trial re-estimates every
+        BatchNormalization's moving mean and variance after masking (adaptive BN recalibration, as in EagleEye): the
         model is run in training mode up to the BN inputs on these batches, and the
         per-channel batch mean and (biased) variance are averaged over the batches
         (a cumulative average, not momentum) and assigned; no weight is updated.
@@ -76,7 +76,7 @@ class PruningTuner(base_tuner.BaseTuner):
                 if isinstance(variable, tf.Variable):
                     self._dense[(name, attr)] = (variable, variable.numpy())
         self.calibration = None
-        if calibration_data is not None:
+        if calibration_data is not None and evaluate_lib.batch_norm_layers(model):
             self.calibration = evaluate_lib.BNCalibration(model, calibration_data,
                                                           calibration_batches, self._batch_size)
         self._idle_polls = 0
@@ -153,10 +153,13 @@ class PruningTuner(base_tuner.BaseTuner):
 
     def best_policy(self):
         """The best ``PruningPolicy`` found (asks the chief oracle in distributed mode)."""
-        trials = [t for t in self.oracle.get_best_trials(1) if t.score is not None]
+        trials = [t for t in self.oracle.get_best_trials(self.oracle.max_trials or 10**6)
+                  if t.score is not None]
         if not trials:
             raise ValueError("no completed trial yet: run search() first.")
-        return encoding.from_values(self.space, trials[0].hyperparameters.values)
+        # Of equal scores the earliest trial, whatever order a reloaded oracle keeps.
+        best = max(trials, key=lambda t: (t.score, -int(t.trial_id)))
+        return encoding.from_values(self.space, best.hyperparameters.values)
 
 
 def _alive_filters(mask, kernel_attr):

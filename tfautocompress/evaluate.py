@@ -64,6 +64,12 @@ def accuracy(model, data, batch_size=256):
     return correct / total
 
 
+def batch_norm_layers(model):
+    """``model``'s BatchNormalization layers (pruning wrappers of them too)."""
+    return [layer for layer in model.layers
+            if isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization)]
+
+
 class BNCalibration:
     """Recalibrates ``model``'s BatchNormalization statistics (see module doc).
 
@@ -76,8 +82,7 @@ class BNCalibration:
     def __init__(self, model, data, batches, batch_size=256):
         if int(batches) < 1:
             raise ValueError(f"calibration batches must be >= 1, got {batches!r}.")
-        nodes = [layer for layer in model.layers
-                 if isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization)]
+        nodes = batch_norm_layers(model)
         if not nodes:
             raise ValueError(f"model {model.name!r} has no BatchNormalization layer to "
                              "recalibrate; drop the calibration data.")
@@ -116,9 +121,7 @@ class BNCalibration:
 def recalibrate_bn(model, data, batches):
     """``BNCalibration(model, data, batches)()``; returns how many batches were used
     (0 when ``batches`` < 1 or the model has no BatchNormalization)."""
-    has_bn = any(isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization)
-                 for layer in model.layers)
-    if batches < 1 or not has_bn:
+    if batches < 1 or not batch_norm_layers(model):
         return 0
     return BNCalibration(model, data, batches)()
 

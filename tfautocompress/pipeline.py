@@ -189,10 +189,18 @@ class AutoCompress:
     def _accepted(self):
         return [r for r in self.state["rounds"] if r["accepted"]]
 
+    def _load_step(self, folder):
+        """``(model, masks)`` a finished step saved in ``folder``; an error naming the
+        file when it is corrupt."""
+        try:
+            return (artifacts.load_model(os.path.join(folder, "model.keras"), what="saved step"),
+                    masks_lib.load(os.path.join(folder, "masks.npz")))
+        except ValueError as err:
+            raise ValueError(f"{err} The run in {self.output_dir} cannot resume from it: "
+                             "rerun with a new output_dir.") from None
+
     def _load_round(self, record):
-        folder = os.path.join(self.output_dir, record["dir"])
-        model = keras.models.load_model(os.path.join(folder, "model.keras"))
-        masks = masks_lib.load(os.path.join(folder, "masks.npz"))
+        model, masks = self._load_step(os.path.join(self.output_dir, record["dir"]))
         schemes = {n: Scheme.from_config(c) for n, c in record["schemes"].items()}
         return PartialModel(model, masks, schemes, record["val_accuracy"], {})
 
@@ -249,7 +257,7 @@ class AutoCompress:
         self._summaries(k, record, result.history)
         self.state["rounds"].append(record)
         self._save_state()
-        shutil.rmtree(os.path.join(self.output_dir, folder, "train"), ignore_errors=True)
+        self._drop_checkpoints(folder)
         if not record["accepted"]:
             return self._end_phase1(f"round {k} broke the accuracy bound")
         return True
@@ -292,6 +300,10 @@ class AutoCompress:
         artifacts.save_model(result.model, os.path.join(path, "model.keras"))
         artifacts.write_json(os.path.join(path, "metrics.json"), record)
 
+    def _drop_checkpoints(self, folder):
+        """Remove a finished step's epoch checkpoints (``folder/train``)."""
+        shutil.rmtree(os.path.join(self.output_dir, folder, "train"), ignore_errors=True)
+
     def _end_phase1(self, reason):
         self.state["phase1_end"] = reason
         self._save_state()
@@ -316,7 +328,7 @@ class AutoCompress:
             artifacts.write_json(os.path.join(path, "metrics.json"), record)
             self.state["purification"] = record
             self._save_state()
-            shutil.rmtree(os.path.join(path, "train"), ignore_errors=True)
+            self._drop_checkpoints("purification")
             self._log(f"purification: {record['objective_ratio']:.2f}x, "
                       f"val {record['val_accuracy']:.4f}")
         return self.state["purification"]
@@ -362,9 +374,7 @@ class AutoCompress:
         """Compaction (and TFLite export) of the purified model (once)."""
         if self.state["final"] is None:
             start = time.perf_counter()
-            folder = os.path.join(self.output_dir, "purification")
-            model = keras.models.load_model(os.path.join(folder, "model.keras"))
-            masks = masks_lib.load(os.path.join(folder, "masks.npz"))
+            model, masks = self._load_step(os.path.join(self.output_dir, "purification"))
             small, small_masks = compact(model, masks, return_masks=True)
             path = os.path.join(self.output_dir, "final")
             artifacts.save_model(small, os.path.join(path, "compact.keras"))
@@ -390,6 +400,8 @@ class AutoCompress:
                 break
         self.purify()
         self.finish()
+        for folder in [r["dir"] for r in self.state["rounds"]] + ["purification"]:
+            self._drop_checkpoints(folder)  # left by a kill between state and clean-up
         return report_lib.write(self.output_dir, self.state)
 
     def _summaries(self, k, record, history):
