@@ -61,8 +61,8 @@ class Converter:
     """One layer class in both libraries. ``renames``: ``(keras3 key, tf_keras key)``
     pairs of config keys that differ only by name; ``weight_names``: the same for
     weight names (the weights themselves are the same arrays in the same order);
-    ``to_keras3`` / ``to_tf_keras``: None or ``config -> config``, run on a config
-    after the module's rules."""
+    ``to_keras3`` / ``to_tf_keras``: None or ``(config, source layer) -> config``,
+    run on a config after the module's rules."""
 
     keras3: type
     tf_keras: type
@@ -72,14 +72,17 @@ class Converter:
     to_tf_keras: object = None
 
 
-def _single_axis(config):
-    """tf_keras stores a built BatchNormalization's axis as a list (``[3]``); Keras 3
-    takes one int."""
+def _single_axis(config, layer):
+    """tf_keras stores a built BatchNormalization's axis as a list of positive axes
+    (``[3]`` for -1 of a 4-D input); Keras 3 takes one int (counted from the end, as
+    Keras 3 writes it)."""
     axis = config["axis"]
     if isinstance(axis, (list, tuple)):
         if len(axis) != 1:
             raise ValueError(f"axis={list(axis)}: Keras 3 normalizes over one axis only")
-        config = dict(config, axis=int(axis[0]))
+        axis = int(axis[0])
+        rank = layer.input_spec.ndim if layer.input_spec is not None else None
+        config = dict(config, axis=axis - rank if rank and axis >= 0 else axis)
     return config
 
 
@@ -237,7 +240,7 @@ class _Rebuild:
         config = self._translate(config, source, target, renames, where)
         hook = converter.to_keras3 if self.to_keras3 else converter.to_tf_keras
         try:
-            return target.from_config(hook(config) if hook else config)
+            return target.from_config(hook(config, layer) if hook else config)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: {self.library} cannot build it from the translated "
                              f"config ({type(err).__name__}: {first_line(err)}).") from err
