@@ -184,6 +184,16 @@ def test_nested_models_and_shared_layers_keep_names_and_weights():
     np.testing.assert_allclose(back(x), expected, rtol=1e-6, atol=ATOL)
 
 
+def test_dropout_still_drops_when_training():
+    """Keras 3 records Dropout's default ``training=False`` in the node; carried to
+    tf_keras it would switch Dropout off in ``fit`` (caught by the CLI figures)."""
+    inputs = keras3.Input((1000,))
+    tf_model = conversion.to_tf_keras(keras3.Model(inputs, L.Dropout(0.5)(inputs)))
+    ones = np.ones((1, 1000), "float32")
+    assert np.array_equal(tf_model(ones), ones)
+    assert 300 < int(np.sum(np.asarray(tf_model(ones, training=True)) == 0)) < 700
+
+
 def test_unsupported_layers_give_one_line_naming_them():
     class Scale(L.Layer):
         def call(self, x):
@@ -340,3 +350,47 @@ def test_keras3_results_load_in_a_fresh_process(round_trips):
     print(json.dumps(diffs))
     assert sorted(diffs) == sorted(figures)
     assert all(d <= ATOL for d in diffs.values()), diffs
+
+
+# ------------------------------------------------------------ console script ---
+def test_compress_command_on_a_keras3_file_matches_the_tf_keras_run(tmp_path):
+    """The same digits_vgg weights saved by Keras 3 and by tf_keras: the same figures,
+    and the Keras 3 run's compact.keras is a Keras 3 model with the same outputs."""
+    from tfautocompress import artifacts
+
+    tf_model = zoo.digits_vgg((16, 16, 3))  # 16x16 digits: a quarter of the default's MACs
+    with keras3_zoo():
+        model3 = zoo.digits_vgg((16, 16, 3))
+    model3.set_weights(tf_model.get_weights())
+    model3.save(tmp_path / "mine.keras")
+    artifacts.save_model(tf_model, tmp_path / "theirs.keras")
+    tiny = ["--rounds=1", "--search_trials=2", "--admm_epochs=1", "--retrain_epochs=1",
+            "--purification_trials=0", "--steps_per_epoch=2", "--export_tflite",
+            "--max_accuracy_drop=100"]
+    code = "import sys; from tfautocompress.compress_cli import main; sys.exit(main())"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    runs = {name: subprocess.Popen(
+        [sys.executable, "-c", code, f"--model={tmp_path / name}.keras",
+         f"--output_dir={tmp_path / name}", *tiny], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env) for name in ("mine", "theirs")}
+    errors = {}
+    for name, run in runs.items():  # both at once: the two runs are independent processes
+        errors[name] = run.communicate(timeout=300)[1]
+        assert run.returncode == 0, errors[name][-3000:]
+    assert "mine.keras' 'digits_vgg': Keras 3 model converted to tf_keras" in errors["mine"]
+    mine = artifacts.read_json(tmp_path / "mine" / "report.json")
+    theirs = artifacts.read_json(tmp_path / "theirs" / "report.json")
+    keys = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
+            "params_ratio", "macs_ratio", "compact_params")
+    for step in ("baseline", "final"):
+        assert {k: mine[step].get(k) for k in keys} == {k: theirs[step].get(k) for k in keys}
+    assert mine["final"]["keras3_max_abs_diff"] <= ATOL
+    final = tmp_path / "mine" / "final"
+    for name in ("compact.keras", "compact_fp32.tflite", "compact_fp16.tflite"):
+        assert (final / name).exists(), name
+    assert artifacts.saved_by_keras3(final / "compact.keras")
+    assert not artifacts.saved_by_keras3(tmp_path / "theirs" / "final" / "compact.keras")
+    small3 = keras3.models.load_model(final / "compact.keras")
+    small = keras.models.load_model(tmp_path / "theirs" / "final" / "compact.keras")
+    x = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype("float32")
+    assert isinstance(small3, keras3.Model) and _max_diff(small3(x), small(x)) <= ATOL

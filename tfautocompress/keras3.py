@@ -29,6 +29,10 @@ Config translation (measured with keras 3.15 / tf_keras 2.21):
   "keras.initializers", "class_name": ..., "config": ...}``, the same form in
   both) keep their form, their configs under the same key rule against the other
   library's class of that name; custom (registered) objects are refused.
+* call arguments: Keras 3 records ``training`` in a node (Dropout's default False)
+  and lets the model's call override it, while tf_keras would keep a recorded one,
+  so ``training`` is not carried over from Keras 3 nodes; a tf_keras node's explicit
+  ``training=`` is carried to Keras 3 (which then lets ``fit`` override it).
 * an activation given by name must compute the same function in both libraries
   (compared on [-6, 6]): ``hard_sigmoid`` does not (Keras 3: relu6(x + 3) / 6,
   tf_keras: clip(0.2 x + 0.5)) and is refused, as are names one library lacks.
@@ -204,8 +208,10 @@ class _Rebuild:
     def _visit(self, node, value_of):
         if self.to_keras3:
             layer, args, kwargs = node.layer, node.call_args, node.call_kwargs
-        else:
-            layer, args, kwargs = node.operation, node.arguments.args, node.arguments.kwargs
+        else:  # Keras 3 records the default ``training=False`` of e.g. Dropout, and a
+            # model's call overrides it; in tf_keras a recorded value would win
+            layer, args = node.operation, node.arguments.args
+            kwargs = {k: v for k, v in node.arguments.kwargs.items() if k != "training"}
         new = self.new.get(id(layer))
         first = new is None
         graph = _is_graph(layer, keras3=not self.to_keras3)
