@@ -56,8 +56,7 @@ from tfautocompress import graph as graph_lib
 from tfautocompress.artifacts import first_line
 from tfautocompress._keras import check_model, keras as tf_keras
 
-__all__ = ["Converter", "LAYERS", "register", "to_tf_keras", "to_keras3", "load_model",
-           "is_keras3_model"]
+__all__ = ["Converter", "LAYERS", "register", "to_tf_keras", "to_keras3", "load_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +124,10 @@ def register(keras3_class, tf_keras_class, renames=(), weight_names=(), to_keras
     copied in order, their names checked through ``weight_names``).
 
     Returns the converter registered before under ``tf_keras_class``'s name, or None.
+    A tfautocompress layer (e.g. a lowered CONV of ``compact``) gets its Keras 3 twin
+    here, in the one module that imports Keras 3, decorated with
+    ``keras.saving.register_keras_serializable("tfautocompress")`` so that
+    ``keras.models.load_model`` finds it, and one line: ``register(Twin, Layer)``.
     """
     for cls, base, library in ((keras3_class, keras.layers.Layer, "Keras 3"),
                                (tf_keras_class, tf_keras.layers.Layer, "tf_keras")):
@@ -137,11 +140,6 @@ def register(keras3_class, tf_keras_class, renames=(), weight_names=(), to_keras
     return previous
 
 
-def is_keras3_model(model):
-    """True for a Keras 3 ``keras.Model`` (of any kind)."""
-    return isinstance(model, keras.Model)
-
-
 def load_model(path):
     """A ``.keras`` file saved by Keras 3, loaded with Keras 3 (not compiled)."""
     return keras.models.load_model(path, compile=False)
@@ -150,7 +148,7 @@ def load_model(path):
 def to_tf_keras(model, what="model"):
     """``model`` (a built Keras 3 Sequential/functional model) as a tf_keras
     functional model: same layer names, translated configs, same weights."""
-    if not is_keras3_model(model):
+    if not isinstance(model, keras.Model):
         raise TypeError(f"{what} must be a Keras 3 model, got {type(model).__name__}.")
     if not _is_graph(model, keras3=True):
         raise TypeError(
