@@ -394,3 +394,19 @@ def test_compress_command_on_a_keras3_file_matches_the_tf_keras_run(tmp_path):
     small = keras.models.load_model(tmp_path / "theirs" / "final" / "compact.keras")
     x = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype("float32")
     assert isinstance(small3, keras3.Model) and _max_diff(small3(x), small(x)) <= ATOL
+
+
+def test_admm_command_writes_a_keras3_model_for_a_keras3_file(tmp_path):
+    with keras3_zoo():
+        zoo.digits_vgg().save(tmp_path / "mine.keras")
+    code = "import sys; from tfautocompress.admm_cli import main; sys.exit(main())"
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"--model={tmp_path / 'mine.keras'}",
+         f"--output_dir={tmp_path / 'out'}", "--admm_epochs=1", "--retrain_epochs=1",
+         "--filter_fraction=0.5", "--column_fraction=0"], capture_output=True, text=True,
+        timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    pruned = keras3.models.load_model(tmp_path / "out" / "digits_vgg.keras")
+    kernel = pruned.get_layer("block2_1_conv").get_weights()[0]
+    assert isinstance(pruned, keras3.Model)
+    assert np.mean(np.all(kernel == 0, axis=(0, 1, 2))) == 0.5  # half the filters are zero
