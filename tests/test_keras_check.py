@@ -1,7 +1,7 @@
 import pytest
 import tensorflow as tf
 
-from tfautocompress._keras import check_model, keras
+from tfautocompress._keras import as_tf_keras, check_model, keras
 
 
 def _functional():
@@ -16,12 +16,16 @@ def test_accepts_functional_and_sequential():
     assert check_model(seq) is seq
 
 
-def test_rejects_keras3_model_with_how_to_build_it():
-    import keras as keras3  # the only Keras 3 import: a model we must refuse
+def test_check_model_refuses_keras3_and_as_tf_keras_converts_it(capsys):
+    import keras as keras3
 
-    model3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(TypeError, match=r"Keras 3 model.*import tf_keras as keras"):
+    model3 = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)], name="k3")
+    with pytest.raises(TypeError, match=r"Keras 3 model.*keras3.to_tf_keras\(model\)"):
         check_model(model3)
+    converted = as_tf_keras(model3, what="the net")
+    assert isinstance(converted, keras.Model) and check_model(converted) is converted
+    assert capsys.readouterr().err.count("Keras 3 model converted to tf_keras") == 1
+    assert as_tf_keras(converted) is converted  # a tf_keras model passes as it is
 
 
 def test_rejects_subclassed_model_naming_it():

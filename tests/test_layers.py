@@ -85,3 +85,23 @@ def test_the_orchestration_may_import_everything():
     assert "tfautocompress.search" in {n.rsplit(".", 1)[0] for n in imported(
         source, "tfautocompress.pipeline")} | imported(source, "tfautocompress.pipeline")
     assert not violations("tfautocompress.pipeline", source)
+
+
+# library -> the one module that may import it (tests and examples may import either)
+KERAS_HOMES = {"tf_keras": "tfautocompress._keras", "keras": "tfautocompress.keras3"}
+
+
+def keras_violations(module, source):
+    """``["module imports name", ...]``: a Keras library imported outside its one home."""
+    return sorted(f"{module} imports {name}" for name in imported(source, module)
+                  for library, home in KERAS_HOMES.items()
+                  if (name == library or name.startswith(library + ".")) and module != home)
+
+
+def test_only_keras_py_imports_tf_keras_and_only_keras3_py_imports_keras3():
+    problems = [v for name, path in modules().items()
+                for v in keras_violations(name, path.read_text())]
+    assert not problems, "\n".join(problems)
+    assert keras_violations("tfautocompress.cost", "import keras\n")
+    assert keras_violations("tfautocompress.graph", "from tf_keras import layers\n")
+    assert not keras_violations("tfautocompress.search.tuner", "import keras_tuner\n")

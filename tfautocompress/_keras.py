@@ -1,10 +1,14 @@
-"""The one place that imports Keras: tf_keras (Keras 2), which TF-MOT requires.
+"""The one place that imports tf_keras (Keras 2), which TF-MOT requires.
 
-Every other module does ``from tfautocompress._keras import keras``.
+Every other module does ``from tfautocompress._keras import keras``. Keras 3
+models come in through ``as_tf_keras`` (converted by ``tfautocompress.keras3``,
+the one module that imports Keras 3).
 """
+import sys
+
 import tf_keras as keras
 
-__all__ = ["keras", "check_model"]
+__all__ = ["keras", "check_model", "as_tf_keras", "is_keras3"]
 
 # Random layers (Dropout, ...) draw from a tf.random.Generator: its state is a
 # variable of the layer, seeded by ``keras.utils.set_random_seed`` and saved with the
@@ -20,10 +24,32 @@ _KERAS3_HINT = (
 )
 
 
+def is_keras3(model):
+    """True for a Keras 3 object (``keras.Model``, ``keras.layers.Layer``, ...)."""
+    return (type(model).__module__ or "").split(".")[0] == "keras"
+
+
+def as_tf_keras(model, what="model"):
+    """``model`` as a checked tf_keras model: a Keras 3 Sequential/functional model is
+    converted (``keras3.to_tf_keras``; one line on stderr says so), a tf_keras model
+    is returned as it is. The door of every public function that takes a model."""
+    if is_keras3(model):
+        from tfautocompress import keras3
+
+        converted = keras3.to_tf_keras(model, what)
+        print(f"[tfautocompress] {what} {model.name!r}: Keras 3 model converted to tf_keras "
+              f"({len(converted.layers)} layers, same weights)", file=sys.stderr, flush=True)
+        model = converted
+    return check_model(model, what)
+
+
 def check_model(model, what="model"):
     """Raise a clear error unless ``model`` is a built tf_keras Sequential/functional model.
 
     Returns the model, so that callers can write ``model = check_model(model)``.
+    A Keras 3 model is refused here (the functions that work on the model itself,
+    e.g. the ADMM callback during ``fit``, cannot use a converted copy); public
+    functions that only read or rebuild a model take one through ``as_tf_keras``.
     """
     if isinstance(model, keras.Model):
         if not (isinstance(model, keras.Sequential) or _is_functional(model)):
@@ -40,9 +66,15 @@ def check_model(model, what="model"):
             )
         return model
     module = type(model).__module__ or ""
-    if module.startswith("keras") or module.startswith("tensorflow.python.keras"):
+    if is_keras3(model):
         raise TypeError(
-            f"{what} is a Keras 3 model ({module}.{type(model).__name__}). "
+            f"{what} is a Keras 3 model ({module}.{type(model).__name__}), and this step "
+            "works on the tf_keras model itself: convert it first with "
+            "`tfautocompress.keras3.to_tf_keras(model)` and back with `to_keras3(...)`."
+        )
+    if module.startswith("tensorflow.python.keras"):
+        raise TypeError(
+            f"{what} is a legacy tf.keras model ({module}.{type(model).__name__}). "
             + _KERAS3_HINT
         )
     raise TypeError(

@@ -7,7 +7,8 @@ masked retraining, then save the model, its masks (``.npz``) and metrics (JSON).
 ``--policy FILE.json`` (a policy file: a pipeline round's ``policy.json``, or one
 written with ``policy.save_schemes``) replaces the uniform
 ``--filter_fraction/--column_fraction`` policy, which puts ``Combined(filter,
-column)`` on every prunable Conv2D layer.
+column)`` on every prunable Conv2D layer. A ``--model`` saved by Keras 3 is pruned
+as its tf_keras conversion and the pruned model is saved as Keras 3.
 """
 import json
 import os
@@ -40,7 +41,8 @@ def kernels(model, names):
 
 def main():
     """Console-script entry point."""
-    flags.DEFINE_string("model", DEFAULT_MODEL, "Saved .keras model to prune.")
+    flags.DEFINE_string("model", DEFAULT_MODEL, "Saved .keras model (tf_keras or Keras 3) "
+                        "to prune.")
     flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load).")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
     flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
@@ -102,7 +104,8 @@ def _run(argv):
         "admm_res": [float(v) for v in result.history["admm"].get("admm_res", [])],
     }
     name = result.model.name
-    artifacts.save_model(result.model, os.path.join(FLAGS.output_dir, f"{name}.keras"))
+    artifacts.save_model(result.model, os.path.join(FLAGS.output_dir, f"{name}.keras"),
+                         keras3=artifacts.saved_by_keras3(FLAGS.model))
     masks_lib.save(os.path.join(FLAGS.output_dir, f"{name}_masks.npz"), result.masks)
     artifacts.write_json(os.path.join(FLAGS.output_dir, f"{name}_admm.json"), metrics)
     print(json.dumps({k: metrics[k] for k in ("baseline_test_accuracy", "test_accuracy",

@@ -68,26 +68,35 @@ def load_model(path, what="--model", compile=True):
 
     Every model file the package reads comes through here, so that a missing,
     truncated or foreign file gives one ``ValueError`` naming ``what`` and ``path``
-    instead of h5py's or Keras' own message.
+    instead of h5py's or Keras' own message. A file saved by Keras 3
+    (``saved_by_keras3``) is loaded with Keras 3, not compiled, and converted to
+    tf_keras (``keras3.to_tf_keras``; one line on stderr says so).
     """
-    from tfautocompress._keras import check_model, keras
+    from tfautocompress._keras import as_tf_keras, keras
 
     if not os.path.isfile(path):
         raise ValueError(f"{what} {path!r} does not exist; give a saved .keras file.")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{what} {path!r} is not a .keras archive (truncated or corrupt?); "
                          "save the model again with `model.save('<name>.keras')`.")
-    version = _keras_version(path)
-    if version.startswith("3"):
-        raise ValueError(f"{what} {path!r} was saved by Keras {version}; tfautocompress "
-                         "reads tf_keras (Keras 2) models: build and save it with "
-                         "`import tf_keras as keras`.")
+    keras3_file = saved_by_keras3(path)
     try:
-        model = keras.models.load_model(path, compile=compile)
+        if keras3_file:
+            from tfautocompress import keras3
+
+            model = keras3.load_model(path)
+        else:
+            model = keras.models.load_model(path, compile=compile)
     except Exception as err:  # noqa: BLE001 - any failure here is the file's
         raise ValueError(f"{what} {path!r} could not be loaded ({type(err).__name__}: "
-                         f"{_first_line(err)}); save the model again with tf_keras.") from err
-    return check_model(model, what=f"{what} {path!r}")
+                         f"{first_line(err)}); save the model again with "
+                         f"{'Keras 3' if keras3_file else 'tf_keras'}.") from err
+    return as_tf_keras(model, what=f"{what} {path!r}")
+
+
+def saved_by_keras3(path):
+    """True if the ``.keras`` archive ``path`` was saved by Keras 3 (its metadata says so)."""
+    return _keras_version(path).startswith("3")
 
 
 def _keras_version(path):
@@ -99,12 +108,22 @@ def _keras_version(path):
         return ""
 
 
-def _first_line(err):
+def first_line(err):
+    """The first line of an exception's message ('' when empty)."""
     text = str(err).strip().splitlines()
     return text[0] if text else ""
 
 
-def save_model(model, path):
-    """Save a tf_keras model to ``path`` (``.keras``) atomically."""
+def save_model(model, path, keras3=False):
+    """Save a tf_keras model to ``path`` (``.keras``) atomically; returns the model saved.
+
+    ``keras3=True`` saves it as a Keras 3 model (``keras3.to_keras3``), which
+    ``keras.models.load_model`` reads.
+    """
+    if keras3:
+        from tfautocompress import keras3 as keras3_lib
+
+        model = keras3_lib.to_keras3(model)
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+    return model

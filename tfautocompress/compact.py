@@ -12,13 +12,14 @@ kernel) zeroed, so that a dead channel is exactly zero wherever it goes.
 
 In inference mode ``compact(m, masks)(x) == apply_masks(m, masks)(x)`` up to
 float rounding; ``graph.analyze(m).kept_channels(masks)`` tells what each
-layer keeps.
+layer keeps. Both take a Keras 3 model too and then return a Keras 3 model (the
+surgery runs on its tf_keras conversion; ``keras3.to_keras3`` brings it back).
 """
 import numpy as np
 import tensorflow as tf
 
 from tfautocompress import graph as graph_lib
-from tfautocompress._keras import keras
+from tfautocompress._keras import as_tf_keras, is_keras3, keras
 
 __all__ = ["compact", "apply_masks"]
 
@@ -48,7 +49,8 @@ def apply_masks(model, masks):
 
 class _Surgery:
     def __init__(self, model, masks, shrink):
-        self.model = model
+        self.keras3 = is_keras3(model)
+        self.model = model = as_tf_keras(model)
         self.graph = graph_lib.analyze(model)
         self.closed, self.alive = self.graph.close(masks)
         self.keep = self.graph.keep(self.alive) if shrink else np.ones_like(self.alive)
@@ -56,11 +58,17 @@ class _Surgery:
         self.new_layers = {}  # id(old layer) -> new layer or model
 
     def run(self):
+        """The new model, in the library of the model given (tf_keras or Keras 3)."""
         model = self.model
         inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
                               name=t._keras_history.layer.name)  # noqa: SLF001
                   for t in model.inputs]
-        return self._rebuild(model, inputs)
+        new_model = self._rebuild(model, inputs)
+        if not self.keras3:
+            return new_model
+        from tfautocompress import keras3
+
+        return keras3.to_keras3(new_model)
 
     def _rebuild(self, model, inputs):
         outputs = graph_lib.walk(model, inputs, self._visit)

@@ -4,6 +4,8 @@ With no flags it trains (or loads ``runs/baseline/digits_vgg.keras``) the digits
 baseline and compresses it into ``runs/compress``; rerunning the same command
 resumes after the last finished step. ``--max_accuracy_drop`` is in percentage
 points of validation accuracy (1.0 = one point; the report shows test accuracy too).
+``--model`` saved by Keras 3 is compressed as its tf_keras conversion and gives a
+Keras 3 ``final/compact.keras``.
 """
 import json
 import os
@@ -25,8 +27,9 @@ def define_flags(**defaults):
 
 
 def _define():
-    flags.DEFINE_string("model", "digits_vgg", "A saved .keras file or a zoo model name; a "
-                        "zoo model is loaded from --baseline_dir or trained there first.")
+    flags.DEFINE_string("model", "digits_vgg", "A saved .keras file (tf_keras or Keras 3) or "
+                        "a zoo model name; a zoo model is loaded from --baseline_dir or "
+                        "trained there first.")
     flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load).")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
     flags.DEFINE_string("baseline_dir", DEFAULT_BASELINE_DIR, "Where zoo baselines live.")
@@ -103,7 +106,7 @@ def main(**defaults):
 def run(argv):
     """The job on parsed flags (``app.run`` target)."""
     del argv
-    from tfautocompress import data
+    from tfautocompress import artifacts, data
     from tfautocompress.pipeline import AutoCompress, Config
 
     f = FLAGS
@@ -122,8 +125,9 @@ def run(argv):
                     admm={} if f.rho is None else {"rho": f.rho},
                     purification_trials=f.purification_trials,
                     export_tflite=f.export_tflite, seed=f.seed)
-    report = AutoCompress(model, splits, f.output_dir, config,
-                          tensorboard_dir=f.tensorboard_dir).run()
+    from_keras3 = f.model.endswith(".keras") and artifacts.saved_by_keras3(f.model)
+    report = AutoCompress(model, splits, f.output_dir, config, tensorboard_dir=f.tensorboard_dir,
+                          keras3=from_keras3).run()
     keys = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio", "wall_s")
     print(json.dumps({step: {k: report[step][k] for k in keys}
                       for step in ("baseline", "final")}, indent=2))

@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from tfautocompress import graph as graph_lib, masks as masks_lib, schemes
-from tfautocompress._keras import check_model, keras
+from tfautocompress._keras import as_tf_keras, keras
 
 OBJECTIVES = ("params", "macs")
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
@@ -128,9 +128,10 @@ def count(model, masks=None):
 
     The masks are closed over the channel graph (``graph.close_masks``), so a
     pruned filter also removes its BatchNormalization entries and its
-    consumers' input channels, as compaction would.
+    consumers' input channels, as compaction would. A Keras 3 model is counted
+    as its tf_keras conversion (the same layers and weights).
     """
-    check_model(model)
+    model = as_tf_keras(model)
     masks = graph_lib.close_masks(model, masks) if masks else {}
     calls = {}
     _count_calls(model, calls)

@@ -30,7 +30,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress._keras import check_model, keras
+from tfautocompress._keras import as_tf_keras, keras
 
 __all__ = ["analyze", "close_masks", "register", "ChannelGraph", "PrunableGroup",
            "KeptChannels", "LayerOp"]
@@ -294,19 +294,20 @@ def is_graph_model(layer):
     return isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False)
 
 
-def walk(model, inputs, visit):
+def walk(model, inputs, visit, node_inputs=lambda node: node.keras_inputs):
     """Run ``visit(node, value_of) -> flat outputs`` over a functional model's calls.
 
     ``inputs`` are the values of ``model.inputs``; ``value_of(keras_tensor)`` gives
     the value already computed for a tensor (anything else is returned as is).
     Returns the values of ``model.outputs``. This mirrors how tf_keras runs its
-    own graph (nodes by decreasing depth).
+    own graph (nodes by decreasing depth). ``node_inputs(node)``: the node's input
+    tensors (a Keras 3 node names them ``input_tensors``; ``keras3`` walks those).
     """
     values = {id(t): v for t, v in zip(model.inputs, inputs)}
     nodes_by_depth = model._nodes_by_depth  # noqa: SLF001 - the layer graph itself
     for depth in sorted(nodes_by_depth, reverse=True):
         for node in nodes_by_depth[depth]:
-            if node.is_input or any(id(t) not in values for t in node.keras_inputs):
+            if node.is_input or any(id(t) not in values for t in node_inputs(node)):
                 continue
             outputs = visit(node, lambda t: values.get(id(t), t))
             for tensor, value in zip(tf.nest.flatten(node.outputs), outputs):
@@ -593,8 +594,9 @@ def analyze(model, strict=False):
     The analysis is made once per model and kept on it (a model's structure does
     not change; a new layer in a Sequential model or a ``register`` call makes a
     new one), so every consumer may call ``analyze`` instead of passing it along.
+    A Keras 3 model is analysed as its tf_keras conversion (same layer names).
     """
-    check_model(model)
+    model = as_tf_keras(model)
     key = (bool(strict), _REGISTRY_VERSION[0], tuple(id(layer) for layer in model.layers))
     cached = getattr(model, _CACHE, None)
     if cached is not None and cached[0] == key:

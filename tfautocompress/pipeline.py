@@ -18,7 +18,9 @@ it is exported to TFLite (fp32 / fp16), benchmarked and checked for the GPU dele
 Everything is saved under ``output_dir`` (``round_<k>/`` policy JSON, masks npz,
 model .keras, metrics JSON; ``purification/``; ``final/``) with ``state.json``, all
 atomically; a new ``AutoCompress`` on the same directory continues after the last
-finished step. Each step reseeds from ``Config.seed``, so a resumed run and an
+finished step. A Keras 3 model is compressed as its tf_keras conversion, and
+``final/compact.keras`` is then a Keras 3 model (the rounds' models stay tf_keras:
+they are the pipeline's own checkpoints). Each step reseeds from ``Config.seed``, so a resumed run and an
 uninterrupted one take the same steps.
 """
 import dataclasses
@@ -32,7 +34,7 @@ from tensorflow.core.framework import summary_pb2
 
 from tfautocompress import artifacts, cost, masks as masks_lib, policy as policy_lib
 from tfautocompress import purification, report as report_lib, space as space_lib
-from tfautocompress._keras import check_model, keras
+from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
@@ -118,11 +120,16 @@ class AutoCompress:
 
     ``splits``: ``data.Splits`` (validation for search and bounds, test for reports).
     ``tensorboard_dir``: per-round scalars and the ADMM/retraining epoch logs.
+    ``keras3``: write ``final/compact.keras`` as a Keras 3 model; None: when
+    ``model`` is a Keras 3 model (pass True for a tf_keras model converted from one).
     """
 
-    def __init__(self, model, splits, output_dir, config=None, tensorboard_dir=None, verbose=1):
+    def __init__(self, model, splits, output_dir, config=None, tensorboard_dir=None, verbose=1,
+                 keras3=None):
         self.config = config or Config()
-        self.model = _with_bn_momentum(check_model(model), self.config.bn_momentum)
+        self.keras3 = is_keras3(model) if keras3 is None else bool(keras3)
+        model = as_tf_keras(model)
+        self.model = _with_bn_momentum(model, self.config.bn_momentum)
         self.splits, self.output_dir = splits, os.fspath(output_dir)
         self.verbose = verbose
         self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
@@ -377,10 +384,14 @@ class AutoCompress:
             model, masks = self._load_step(os.path.join(self.output_dir, "purification"))
             small, small_masks = compact(model, masks, return_masks=True)
             path = os.path.join(self.output_dir, "final")
-            artifacts.save_model(small, os.path.join(path, "compact.keras"))
+            saved = artifacts.save_model(small, os.path.join(path, "compact.keras"),
+                                         keras3=self.keras3)
             masks_lib.save(os.path.join(path, "masks.npz"), small_masks)
             record = self._metrics(small, small_masks, 0.0)
             x = next(iter(self.splits.val))[0]
+            if self.keras3:
+                record["keras3_max_abs_diff"] = float(np.max(np.abs(
+                    np.asarray(saved(x, training=False)) - small(x, training=False))))
             record["max_abs_diff_vs_masked"] = float(np.max(np.abs(
                 small(x, training=False) - apply_masks(model, masks)(x, training=False))))
             record["compact_params"] = cost.count(small).params

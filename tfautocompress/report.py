@@ -109,7 +109,7 @@ def build(state):
     final["scheme_split"] = scheme_split(final["layers"])
     final["purification"] = {k: state["purification"][k] for k in KEYS}
     final["purification"]["rounds"] = state["purification"].get("rounds", [])
-    for key in ("tflite", "max_abs_diff_vs_masked", "compact_params"):
+    for key in ("tflite", "max_abs_diff_vs_masked", "keras3_max_abs_diff", "compact_params"):
         if key in state["final"]:
             final[key] = state["final"][key]
     final["wall_s"] = (sum(r["wall_s"] for r in rounds) + state["purification"]["wall_s"]

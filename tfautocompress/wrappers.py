@@ -24,7 +24,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfautocompress import schemes
-from tfautocompress._keras import check_model, keras
+from tfautocompress._keras import as_tf_keras, keras
 
 __all__ = [
     "SchemeSchedule",
@@ -298,9 +298,10 @@ def prune_structured(model, masks_or_policy, pruning_schedule=None):
     ``pruning_schedule``). Masks are used as given: pass
     ``graph.close_masks(model, masks)`` so that BN layers and consumers' input
     channels follow the pruned filters. Weights are copied and projected; the
-    copy is not compiled.
+    copy is not compiled. A Keras 3 model is converted first: the result is a
+    tf_keras model (TF-MOT's wrappers are tf_keras layers).
     """
-    check_model(model)
+    model = as_tf_keras(model)
     entries = dict(masks_or_policy)
     layers = {layer.name: layer for layer in model.layers}
     unknown = sorted(set(entries) - set(layers))

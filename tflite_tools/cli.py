@@ -16,7 +16,7 @@ SUMMARY_NAME = "tflite_summary.json"
 
 def export_main():
     """``tfautocompress-export``: .keras -> .tflite per mode + GPU check + host benchmark."""
-    flags.DEFINE_string("model", None, "A .keras file saved with tf_keras.")
+    flags.DEFINE_string("model", None, "A .keras file (tf_keras or Keras 3).")
     flags.DEFINE_string("output_dir", None, "Where the .tflite files and "
                         f"{SUMMARY_NAME} are written.")
     flags.DEFINE_list("modes", ["float32", "float16"],

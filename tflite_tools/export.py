@@ -22,7 +22,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from tfautocompress import artifacts
-from tfautocompress._keras import check_model
+from tfautocompress._keras import as_tf_keras
 
 MODES = ("float32", "float16", "dynamic", "int8")
 # Sparse-encoded dynamic-range / int8 models convert, but LiteRT's XNNPACK delegate
@@ -38,6 +38,7 @@ def export(model, path, mode="float32", representative_data=None, sparse=False):
     ``representative_data`` (required for ``int8``): an array of input samples
     (single-input models), or an iterable / ``tf.data.Dataset`` of input batches,
     each an array, a tuple of arrays (one per input), or an ``(inputs, labels)`` pair.
+    A Keras 3 model is exported as its tf_keras conversion (the same layers and weights).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not an export mode; accepted: {', '.join(MODES)}.")
@@ -46,7 +47,7 @@ def export(model, path, mode="float32", representative_data=None, sparse=False):
             f"sparse=True with mode={mode!r}: LiteRT cannot run sparse-encoded "
             f"quantized models; use sparse with {' or '.join(SPARSE_MODES)}, or "
             "sparse=False.")
-    check_model(model)
+    model = as_tf_keras(model)
     if mode == "int8" and representative_data is None:
         raise ValueError(
             "mode='int8' (full integer) needs representative_data to calibrate the "
