@@ -69,6 +69,70 @@ def test_worker_without_chief_fails_after_its_timeout(monkeypatch):
     assert 1.4 < time.monotonic() - start < 10
 
 
+# ------------------------------------------- search: chief + two workers ---
+TINY_FLAGS = ("--rounds=1", "--admm_epochs=1", "--retrain_epochs=1", "--steps_per_epoch=3",
+              "--search_trials=5", "--search_parallel=2", "--purification_trials=2",
+              "--export_tflite=false", "--max_accuracy_drop=100", "--worker_timeout=300")
+
+
+def _without_times(value):
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items() if "wall_s" not in k}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+def test_compress_cli_chief_and_two_workers_equal_one_process(tmp_path):
+    pytest.importorskip("grpc")
+    import dataclasses
+
+    from tfautocompress import artifacts, data
+    from tfautocompress._keras import keras
+    from tfautocompress.baseline import compile_for_training
+
+    keras.utils.set_random_seed(0)
+    splits = data.load("digits", batch_size=32)
+    model = _tiny_model(keras)
+    compile_for_training(model, 3e-3)
+    model.fit(dataclasses.replace(splits).train.take(6), epochs=1, verbose=0)
+    artifacts.save_model(model, str(tmp_path / "tiny.keras"))
+    command = [sys.executable, "-m", "tfautocompress.compress_cli",
+               f"--model={tmp_path / 'tiny.keras'}", *TINY_FLAGS]
+    port, procs = str(_free_port()), {}
+    try:
+        for role in ("chief", "tuner0", "tuner1", "single"):
+            env = (_env() if role == "single" else
+                   _env(KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
+                        KERASTUNER_ORACLE_PORT=port))
+            folder = tmp_path / ("single" if role == "single" else "distributed")
+            with open(tmp_path / f"{role}.log", "w") as log:  # a full pipe would block it
+                procs[role] = subprocess.Popen(command + [f"--output_dir={folder}"], env=env,
+                                               stdout=log, stderr=subprocess.STDOUT)
+        deadline, outputs = time.time() + TIMEOUT_S, {}
+        for role, proc in procs.items():
+            proc.wait(timeout=max(1.0, deadline - time.time()))
+            outputs[role] = (tmp_path / f"{role}.log").read_text()
+            assert proc.returncode == 0, (role, outputs[role][-3000:])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    counts = {}  # trials each worker evaluated (one that joins late may get none)
+    for role in ("tuner0", "tuner1"):
+        assert "search worker: Phase I ended (max_rounds=1 reached)" in outputs[role]
+        lines = [l for l in outputs[role].splitlines() if "search worker: round 1," in l]
+        counts[role] = int(lines[-1].split("round 1, ")[1].split()[0]) if lines else 0
+    assert sum(counts.values()) == 5, counts  # the workers evaluated all 5 trials
+    distributed = artifacts.read_json(tmp_path / "distributed" / "report.json")
+    single = artifacts.read_json(tmp_path / "single" / "report.json")
+    assert _without_times(distributed) == _without_times(single)
+    for folder in ("distributed", "single"):
+        assert artifacts.read_json(tmp_path / folder / "round_1" / "policy.json") == \
+            artifacts.read_json(tmp_path / "single" / "round_1" / "policy.json")
+
+
 # ------------------------------------------------------ mirrored == one ---
 def test_mirrored_on_two_cpus_matches_one_device():
     out = subprocess.run([sys.executable, HERE, "mirrored"], env=_env(), capture_output=True,

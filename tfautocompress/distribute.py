@@ -52,6 +52,7 @@ import tensorflow as tf
 from keras_tuner.src.distribute import utils as kt_distribute
 
 from tfautocompress._keras import keras
+from tfautocompress.search.oracle import InfeasibleTargetError
 
 __all__ = ["DISTRIBUTIONS", "strategy", "scope", "check_batch_size", "output_dir",
            "with_batch_norm", "is_search_worker", "local_search", "search_worker"]
@@ -180,27 +181,21 @@ class _Chief:
         hps = hp_module.HyperParameters.from_proto(response.hyperparameters)
         return str(hps.values.get("sa/tag", ""))
 
-    def wait(self, timeout_s, give_up=lambda: False):
-        """The served tag; waits up to ``timeout_s`` (None once ``give_up()``)."""
-        deadline = time.monotonic() + timeout_s
-        while not give_up():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(
-                    f"search worker KERASTUNER_TUNER_ID={os.environ['KERASTUNER_TUNER_ID']}: no "
-                    f"chief oracle answered at KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT="
-                    f"{self.address} for {timeout_s:g} s (--worker_timeout); start the chief "
-                    "(the same command with KERASTUNER_TUNER_ID=chief) and check the address, "
-                    "or raise --worker_timeout above one round's ADMM + retraining time.")
-            tag = self.served_tag(min(_POLL_S, left))  # blocks up to that long
-            if tag is not None:
-                return tag
-        return None
+    def timeout_error(self, timeout_s):
+        return TimeoutError(
+            f"search worker KERASTUNER_TUNER_ID={os.environ['KERASTUNER_TUNER_ID']}: no chief "
+            f"oracle answered at KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT={self.address} "
+            f"for {timeout_s:g} s (--worker_timeout); start the chief (the same command with "
+            "KERASTUNER_TUNER_ID=chief) and check the address, or raise --worker_timeout "
+            "above one round's ADMM + retraining time.")
 
 
 def wait_for_chief(timeout_s):
     """Block until the chief serves an oracle (a worker's first contact)."""
-    _Chief().wait(timeout_s)
+    chief, deadline = _Chief(), time.monotonic() + timeout_s
+    while chief.served_tag(max(min(_POLL_S, deadline - time.monotonic()), 0.01)) is None:
+        if time.monotonic() >= deadline:
+            raise chief.timeout_error(timeout_s)
 
 
 def search_worker(pipeline, timeout_s, log=print):
@@ -208,23 +203,34 @@ def search_worker(pipeline, timeout_s, log=print):
 
     ``pipeline``: an ``AutoCompress`` on the chief's ``output_dir`` with the chief's
     settings. Returns ``{round: trials evaluated here}`` once Phase I has ended.
+    After a search the worker rejoins the same round only once its oracle has
+    gone (a resumed chief serving it again), not while it winds down.
     """
-    chief, evaluated, built = _Chief(), {}, (None, None)
-    while True:
-        tag = chief.wait(timeout_s, give_up=lambda: pipeline.reload_state()["phase1_end"] is not None)
-        if tag is None:
-            log(f"search worker: Phase I ended ({pipeline.state['phase1_end']}); "
-                f"trials evaluated here per round: {evaluated}")
-            return evaluated
+    chief, evaluated, built, finished = _Chief(), {}, (None, None), None
+    deadline = time.monotonic() + timeout_s
+    while pipeline.reload_state()["phase1_end"] is None:
         k = len(pipeline.state["rounds"]) + 1
-        if tag == f"round_{k}":  # else the previous round's oracle is winding down
-            if built[0] != k:
+        if built[0] != k:  # before the oracle is up: a late join must not miss the round
+            try:
                 built = (k, pipeline.search_tuner(k)[1])
-            tuner = built[1]
-            before = tuner.evaluated
-            tuner.search(verbose=0)  # until the oracle answers STOPPED
-            if tuner.evaluated > before:
-                evaluated[k] = tuner.evaluated
-                log(f"search worker: round {k}, {tuner.evaluated} trials evaluated here")
+            except InfeasibleTargetError:  # the chief ends Phase I there
+                time.sleep(_POLL_S)
                 continue
-        time.sleep(_POLL_S)
+        tag = chief.served_tag(_POLL_S)  # blocks up to that long
+        if tag is None:
+            finished = None
+            if time.monotonic() >= deadline:
+                raise chief.timeout_error(timeout_s)
+            continue
+        deadline = time.monotonic() + timeout_s
+        if tag != f"round_{k}" or finished == k:  # another round's oracle, winding down
+            time.sleep(_POLL_S)
+            continue
+        tuner, start = built[1], time.perf_counter()
+        tuner.search(verbose=0)  # until the oracle answers STOPPED
+        finished, evaluated[k] = k, tuner.evaluated
+        log(f"search worker: round {k}, {tuner.evaluated} trials evaluated here in "
+            f"{time.perf_counter() - start:.2f} s")
+    log(f"search worker: Phase I ended ({pipeline.state['phase1_end']}); "
+        f"trials evaluated here per round: {evaluated}")
+    return evaluated

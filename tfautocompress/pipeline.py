@@ -15,6 +15,11 @@ infeasible. Phase II (``purification``) removes near-zero filters/columns and un
 weights under the same bound; ``compact`` builds the smaller dense model; optionally
 it is exported to TFLite (fp32 / fp16), benchmarked and checked for the GPU delegate.
 
+``Config.distribution`` trains under a ``tf.distribute`` strategy and
+``Config.search_parallel`` proposes that many SA neighbours per step, for
+keras-tuner search workers (``distribute``: the chief runs this pipeline, the
+workers evaluate each round's trials with ``search_tuner``).
+
 Everything is saved under ``output_dir`` (``round_<k>/`` policy JSON, masks npz,
 model .keras, metrics JSON; ``purification/``; ``final/``) with ``state.json``, all
 atomically; a new ``AutoCompress`` on the same directory continues after the last
