@@ -37,7 +37,7 @@ def _run(workers, folder):
     """``(trials, seconds)`` of the round searched by ``workers`` worker processes."""
     port, procs = _free_port(), []
     flags_ = [f"--baseline_dir={folder}/baseline", f"--output_dir={folder}/run_{workers}",
-              "--baseline_epochs=3", "--rounds=1", "--admm_epochs=1", "--retrain_epochs=0",
+              "--baseline_epochs=3", "--rounds=1", "--admm_epochs=1", "--retrain_epochs=1",
               f"--steps_per_epoch={FLAGS.steps}", f"--search_trials={FLAGS.trials}",
               "--search_parallel=2", "--purification_trials=0", "--noexport_tflite",
               "--max_accuracy_drop=100", "--worker_timeout=600"]
@@ -50,7 +50,8 @@ def _run(workers, folder):
                                        *flags_], env=env, stdout=log, stderr=subprocess.STDOUT))
     for role, proc in zip(roles, procs):
         if proc.wait(timeout=1800):
-            raise RuntimeError(f"{role} failed; see {folder}/{workers}_{role}.log")
+            tail = open(os.path.join(folder, f"{workers}_{role}.log")).read()[-2000:]
+            raise RuntimeError(f"{role} failed:\n{tail}")
     found = [_LINE.search(open(os.path.join(folder, f"{workers}_{r}.log")).read())
              for r in roles[1:]]
     found = [(int(m.group(1)), float(m.group(2))) for m in found if m]
