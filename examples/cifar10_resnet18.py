@@ -3,7 +3,9 @@
     python examples/cifar10_resnet18.py --data_dir=/path/to/tensorflow_datasets
 
 The paper's setting is ``compress_cli.PAPER_CIFAR10``; every flag of
-``tfautocompress-compress`` applies, and the run resumes from ``--output_dir``.
+``tfautocompress-compress`` applies (``--distribution=mirrored|multi_worker``,
+keras-tuner search workers with ``--search_parallel``: README "Scaling out"),
+and the run resumes from ``--output_dir``.
 
 Expected (paper, Table 2): the dense ResNet-18 reaches 93.9 %; full AutoCompress
 keeps 93.81 % at 54.2x fewer CONV parameters and 12.2x fewer CONV FLOPs (or 93.43 %

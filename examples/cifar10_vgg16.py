@@ -3,7 +3,9 @@
     python examples/cifar10_vgg16.py --data_dir=/path/to/tensorflow_datasets
 
 The paper's setting is ``compress_cli.PAPER_CIFAR10``; every flag of
-``tfautocompress-compress`` applies, and the run resumes from ``--output_dir``.
+``tfautocompress-compress`` applies (``--distribution=mirrored|multi_worker``,
+keras-tuner search workers with ``--search_parallel``: README "Scaling out"),
+and the run resumes from ``--output_dir``.
 
 Expected (paper, Table 1): the dense VGG-16 reaches 93.7 %; full AutoCompress
 keeps 93.21 % at 52.2x fewer CONV parameters and 8.8x fewer CONV FLOPs

@@ -59,8 +59,11 @@ size order.
 A trial's values are the policy as plain scalars (``fraction/<layer>``,
 ``filter_share/<layer>``) plus ``sa/temperature``, ``sa/parent`` (trial id of
 the current action it perturbs; "" for the initial one), ``sa/level`` (index of
-the temperature) and ``sa/step`` (chain step, 0 for the initial action); the
-``sa/`` entries are left out of the values hash. The whole space is declared up
+the temperature), ``sa/step`` (chain step, 0 for the initial action) and
+``sa/tag`` (the ``tag`` argument: which search this is, e.g. the pipeline's
+``round_<k>``, so a keras-tuner worker can check that the oracle it reaches
+serves the search it built its space for; the space's ``sa/tag`` is the same);
+the ``sa/`` entries are left out of the values hash. The whole space is declared up
 front (``allow_new_entries=False``). ``get_state`` is JSON-clean and holds the
 RNG as seed + draw count (``search.oracle.Draws``), the current and best
 actions, the chain step, the step in flight and the folded trial ids (folding is
@@ -258,13 +261,14 @@ class EnhancedSAOracle(SafeOracle):
       metric: name of the metric the tuner reports (maximised).
       max_trials: trial budget (required if cooling == 1); the cooling schedule
         is fitted into it (``schedule``).
+      tag: a string naming this search, sent with every trial as ``sa/tag``.
     """
 
     def __init__(self, space, objective="params", target_compression_ratio=None,
                  previous_compression_ratio=None, round_ratio=2.0, round_variance=0.05,
                  start_temperature=20.0, stop_temperature=0.5, cooling=0.7,
                  boltzmann=1e-3, iterations=None, parallel=1, perturb_share=0.3, step=0.5,
-                 metric="val_accuracy", max_trials=None, seed=0, **kwargs):
+                 metric="val_accuracy", max_trials=None, seed=0, tag="", **kwargs):
         if not isinstance(space, space_lib.PolicySpace):
             raise TypeError(f"space must be a space.PolicySpace, got {type(space).__name__}.")
         self.space = space
@@ -278,6 +282,7 @@ class EnhancedSAOracle(SafeOracle):
         self.iterations = self.schedule.steps_per_temperature
         self.parallel = self.schedule.parallel
         self.perturb_share, self.step = float(perturb_share), float(step)
+        self.tag = str(tag)
         super().__init__(objective=keras_tuner.Objective(metric, "max"),
                          max_trials=self.schedule.trials,
                          hyperparameters=self._space_hyperparameters(),
@@ -371,6 +376,7 @@ class EnhancedSAOracle(SafeOracle):
         hp.Fixed("sa/parent", "")
         hp.Fixed("sa/level", 0)
         hp.Fixed("sa/step", 0)
+        hp.Fixed("sa/tag", self.tag)
         return hp
 
     def _compute_values_hash(self, values):
@@ -469,14 +475,15 @@ class EnhancedSAOracle(SafeOracle):
         if self._current is None:
             initial = encoding.to_values(self._initial_policy())
             meta = {"sa/temperature": self.start_temperature, "sa/level": 0, "sa/step": 0,
-                    "sa/parent": ""}
+                    "sa/parent": "", "sa/tag": self.tag}
             proposals = [dict(initial, **meta)]
             step = -1
         else:
             step = self._step
             temperature = self._temperature_at(step)
             meta = {"sa/temperature": temperature, "sa/level": self._level_at(step),
-                    "sa/step": step + 1, "sa/parent": self._current["trial_id"]}
+                    "sa/step": step + 1, "sa/parent": self._current["trial_id"],
+                    "sa/tag": self.tag}
             proposals = [dict(encoding.to_values(self._neighbour(self._current["values"],
                                                                  temperature)), **meta)
                          for _ in range(self.parallel)]

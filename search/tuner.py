@@ -19,8 +19,9 @@ from tfautocompress import cost, schemes as schemes_lib, space as space_lib
 from tfautocompress._keras import check_model, keras
 from tfautocompress.search import encoding
 
-__all__ = ["PruningTuner"]
+__all__ = ["PruningTuner", "CALIBRATION_BATCHES"]
 
+CALIBRATION_BATCHES = 2  # default calibration_batches (see PruningTuner)
 _IDLE_SLEEP_S = (0.05, 1.0)  # back-off while the oracle answers IDLE: first, at most
 
 
@@ -58,8 +59,9 @@ class PruningTuner(base_tuner.BaseTuner):
     """
 
     def __init__(self, oracle, model, validation_data, subset_size=None, space=None,
-                 batch_size=256, calibration_data=None, calibration_batches=2, log=None,
-                 objective="params", **kwargs):
+                 batch_size=256, calibration_data=None,
+                 calibration_batches=CALIBRATION_BATCHES, log=None, objective="params",
+                 **kwargs):
         self.space = space if space is not None else getattr(oracle, "space", None)
         if not isinstance(self.space, space_lib.PolicySpace):
             raise TypeError("PruningTuner needs a space.PolicySpace: pass space= or an "
@@ -81,6 +83,7 @@ class PruningTuner(base_tuner.BaseTuner):
                                                           calibration_batches, self._batch_size)
         self._idle_polls = 0
         self._log, self._objective = log, cost.check_objective(objective)
+        self.evaluated = 0  # trials this tuner ran (a keras-tuner worker runs a share)
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
 
     # --------------------------------------------------------- evaluation ---
@@ -127,7 +130,9 @@ class PruningTuner(base_tuner.BaseTuner):
     # ------------------------------------------------------------- tuner ---
     def run_trial(self, trial, *args, **kwargs):
         policy = encoding.from_values(self.space, trial.hyperparameters.values)
-        return float(self.evaluate(policy))
+        score = float(self.evaluate(policy))
+        self.evaluated += 1
+        return score
 
     def pre_create_trial(self):
         """Back off while the oracle answers IDLE (two create_trial calls in a row)."""

@@ -16,7 +16,7 @@ import os
 from absl import flags
 
 from tfautocompress import artifacts, masks as masks_lib, policy as policy_lib, schemes
-from tfautocompress.cli import DEFAULT_BASELINE_DIR, run_app
+from tfautocompress.cli import DEFAULT_BASELINE_DIR, define_distribution_flag, run_app
 
 FLAGS = flags.FLAGS
 DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
@@ -62,6 +62,7 @@ def main():
     flags.register_validator("update_every", lambda v: v is None or v == "epoch" or
                              (v.isdigit() and int(v) > 0),
                              "--update_every must be a positive number of steps or 'epoch'.")
+    define_distribution_flag()
     run_app(_run)
 
 
@@ -76,14 +77,17 @@ def _admm_kwargs():
 
 def _run(argv):
     del argv
-    from tfautocompress import data
+    from tfautocompress import data, distribute
     from tfautocompress._keras import keras
     from tfautocompress.baseline import compile_for_training
     from tfautocompress.evaluate import accuracy
     from tfautocompress.callbacks.progressive import Recipe, partial_prune
 
+    strategy = distribute.strategy(FLAGS.distribution)
+    distribute.check_batch_size(FLAGS.batch_size, strategy)
     keras.utils.set_random_seed(FLAGS.seed)
-    model = artifacts.load_model(FLAGS.model)
+    model = distribute.with_batch_norm(artifacts.load_model(FLAGS.model),
+                                       synchronized=strategy is not None)
     splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                        data_dir=FLAGS.data_dir)
     policy = (policy_lib.load_schemes(FLAGS.policy) if FLAGS.policy else
@@ -91,7 +95,8 @@ def _run(argv):
     recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, FLAGS.lr),
                     admm_epochs=FLAGS.admm_epochs, retrain_epochs=FLAGS.retrain_epochs,
                     admm=_admm_kwargs(), verbose=2)
-    result = partial_prune(model, policy, recipe)
+    with distribute.scope(strategy):
+        result = partial_prune(model, policy, recipe)
     metrics = {
         "model": FLAGS.model, "dataset": splits.name,
         "policy": {name: s.get_config() for name, s in policy.items()},
@@ -103,11 +108,11 @@ def _run(argv):
         "kernel_sparsity": structured_sparsity(kernels(result.model, policy), model),
         "admm_res": [float(v) for v in result.history["admm"].get("admm_res", [])],
     }
-    name = result.model.name
-    artifacts.save_model(result.model, os.path.join(FLAGS.output_dir, f"{name}.keras"),
+    name, out = result.model.name, distribute.output_dir(FLAGS.output_dir, strategy)
+    artifacts.save_model(result.model, os.path.join(out, f"{name}.keras"),
                          keras3=artifacts.saved_by_keras3(FLAGS.model))
-    masks_lib.save(os.path.join(FLAGS.output_dir, f"{name}_masks.npz"), result.masks)
-    artifacts.write_json(os.path.join(FLAGS.output_dir, f"{name}_admm.json"), metrics)
+    masks_lib.save(os.path.join(out, f"{name}_masks.npz"), result.masks)
+    artifacts.write_json(os.path.join(out, f"{name}_admm.json"), metrics)
     print(json.dumps({k: metrics[k] for k in ("baseline_test_accuracy", "test_accuracy",
                                                 "val_accuracy")}, indent=2))
 

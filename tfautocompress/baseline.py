@@ -2,7 +2,7 @@
 import os
 import time
 
-from tfautocompress import artifacts, data, zoo
+from tfautocompress import artifacts, data, distribute, zoo
 from tfautocompress._keras import check_model, keras
 from tfautocompress.evaluate import accuracy
 
@@ -24,23 +24,31 @@ def _num_batches(dataset):
 
 
 def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=32,
-                   lr=1e-3, seed=0, output_dir=None, data_dir=None, verbose=1, splits=None):
+                   lr=1e-3, seed=0, output_dir=None, data_dir=None, verbose=1, splits=None,
+                   distribution="none"):
     """Train ``model`` (a zoo name or a tf_keras model) on ``dataset``.
+
+    ``distribution``: ``"none"``, ``"mirrored"`` or ``"multi_worker"``
+    (``distribute``: ``batch_size`` is the global batch and ``lr`` its rate; the
+    model's BatchNormalization layers are then synchronized across replicas).
 
     ``splits``: a ``data.Splits`` to train on instead of loading ``dataset`` (its
     iterators then carry on for later training on the same data). Returns
     ``(model, metrics)``; with ``output_dir`` it also writes ``<name>.keras`` and
     ``<name>.json`` there (atomically).
     """
+    strategy = distribute.strategy(distribution)
+    distribute.check_batch_size(batch_size, strategy)
     if splits is None:
         keras.utils.set_random_seed(seed)
         splits = data.load(dataset, batch_size=batch_size, seed=seed, data_dir=data_dir)
     keras.utils.set_random_seed(seed)
-    if isinstance(model, str):
-        model = zoo.build(model, input_shape=splits.input_shape,
-                          num_classes=splits.num_classes)
-    check_model(model)
-    compile_for_training(model, lr, decay_steps=epochs * _num_batches(splits.train))
+    with distribute.scope(strategy):
+        if isinstance(model, str):
+            model = zoo.build(model, input_shape=splits.input_shape,
+                              num_classes=splits.num_classes)
+        model = distribute.with_batch_norm(check_model(model), synchronized=strategy is not None)
+        compile_for_training(model, lr, decay_steps=epochs * _num_batches(splits.train))
     start = time.perf_counter()
     model.fit(splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose)
     wall_s = time.perf_counter() - start
@@ -52,6 +60,7 @@ def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=3
         "train_wall_s": wall_s, "sizes": splits.sizes,
     }
     if output_dir:
+        output_dir = distribute.output_dir(output_dir, strategy)
         artifacts.save_model(model, os.path.join(output_dir, f"{model.name}.keras"))
         artifacts.write_json(os.path.join(output_dir, f"{model.name}.json"), metrics)
     return model, metrics

@@ -56,6 +56,17 @@ def one_line(err):
     return text or type(err).__name__
 
 
+def define_distribution_flag():
+    """``--distribution`` (see ``tfautocompress.distribute``)."""
+    from tfautocompress.distribute import DISTRIBUTIONS
+
+    flags.DEFINE_enum("distribution", "none", list(DISTRIBUTIONS),
+                      "tf.distribute strategy of the training phases: one device, "
+                      "MirroredStrategy over the local GPUs (or CPUs), or "
+                      "MultiWorkerMirroredStrategy from TF_CONFIG. --batch_size is the "
+                      "global batch and --lr its learning rate.")
+
+
 def train_main():
     """``tfautocompress-train``: train and save a dense baseline."""
     flags.DEFINE_string("model", "digits_vgg", "Zoo model name (see tfautocompress.zoo).")
@@ -69,6 +80,7 @@ def train_main():
     flags.DEFINE_integer("seed", 0, "Random seed (data split, initialisation, order).")
     flags.DEFINE_string("output_dir", DEFAULT_BASELINE_DIR,
                         "Where <model>.keras and <model>.json are written.")
+    define_distribution_flag()
     run_app(_train)
 
 
@@ -79,5 +91,6 @@ def _train(argv):
     f = flags.FLAGS
     _, metrics = train_baseline(f.model, f.dataset, epochs=f.epochs,
                                 batch_size=f.batch_size, lr=f.lr, seed=f.seed,
-                                output_dir=f.output_dir, data_dir=f.data_dir, verbose=2)
+                                output_dir=f.output_dir, data_dir=f.data_dir, verbose=2,
+                                distribution=f.distribution)
     print(json.dumps(metrics, indent=2))

@@ -12,7 +12,7 @@ import os
 
 from absl import flags
 
-from tfautocompress.cli import DEFAULT_BASELINE_DIR, run_app
+from tfautocompress.cli import DEFAULT_BASELINE_DIR, define_distribution_flag, run_app
 from tfautocompress.space import SCHEME_SETS
 
 FLAGS = flags.FLAGS
@@ -60,14 +60,24 @@ def _define():
     flags.DEFINE_integer("seed", 0, "Seed of data split, search and training.")
     flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log folder.")
     flags.DEFINE_boolean("export_tflite", True, "Export, benchmark and GPU-check the result.")
+    define_distribution_flag()
+    flags.DEFINE_integer("search_parallel", 1, "SA neighbours evaluated per chain step: the "
+                         "number of keras-tuner search workers (the same value in one "
+                         "process gives the same trials).", lower_bound=1)
+    flags.DEFINE_float("worker_timeout", 3600.0, "A keras-tuner search worker's wait (s) for "
+                       "the chief's next round oracle; above one round's ADMM + retraining "
+                       "time.", lower_bound=0.0)
     flags.register_validator("target_ratio", lambda v: v is None or v > 1.0,
                              "--target_ratio must be > 1 (dense / kept).")
     flags.register_validator("round_ratio", lambda v: v > 1.0, "--round_ratio must be > 1.")
 
 
-def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed):
+def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed,
+               distribution="none"):
     """A .keras file, or a zoo baseline loaded from / trained into ``baseline_dir``
-    (``baseline_dir/seed_<k>`` for a seed k other than 0)."""
+    (``baseline_dir/seed_<k>`` for a seed k other than 0; a search worker never
+    trains one: it needs the chief's)."""
+    from tfautocompress import distribute
     from tfautocompress import artifacts, zoo
     from tfautocompress.baseline import train_baseline
 
@@ -81,8 +91,13 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
     path = os.path.join(baseline_dir, f"{spec}.keras")
     if os.path.exists(path):
         return artifacts.load_model(path, what="baseline")
+    if distribute.is_search_worker():
+        raise ValueError(f"search worker: no baseline {path}; a worker evaluates the chief's "
+                         "model: put --baseline_dir on a file system the chief writes (or "
+                         "pass the chief's --model FILE.keras).")
     model, _ = train_baseline(spec, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
-                              seed=seed, output_dir=baseline_dir, data_dir=data_dir, verbose=2)
+                              seed=seed, output_dir=baseline_dir, data_dir=data_dir, verbose=2,
+                              distribution=distribution)
     return model
 
 
@@ -90,11 +105,12 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
 # multi-rho, SA cooling eta = 0.7 and Boltzmann k = 1e-3 (the oracle's defaults),
 # up to 8 progressive rounds of 200 epochs (ADMM + masked retraining), objective
 # CONV weight parameters, combined filter + column pruning. Short runs: add
-# --steps_per_epoch, --rounds, ...
+# --steps_per_epoch, --rounds, ... A search worker waits up to a day between
+# rounds (200 epochs of ADMM + retraining).
 PAPER_CIFAR10 = dict(dataset="cifar10", baseline_epochs=200, batch_size=128, lr=1e-3,
                      rho=1e-4, rounds=8, admm_epochs=100, retrain_epochs=100,
                      search_trials=45, max_accuracy_drop=0.5, objective="params",
-                     schemes="filter+column")
+                     schemes="filter+column", worker_timeout=86400.0)
 
 
 def main(**defaults):
@@ -106,12 +122,17 @@ def main(**defaults):
 def run(argv):
     """The job on parsed flags (``app.run`` target)."""
     del argv
-    from tfautocompress import artifacts, data
+    from tfautocompress import artifacts, data, distribute
     from tfautocompress.pipeline import AutoCompress, Config
 
     f = FLAGS
+    strategy = distribute.strategy(f.distribution)  # first: before other TensorFlow work
+    distribute.check_batch_size(f.batch_size, strategy)
+    worker = distribute.is_search_worker()
+    if worker:  # the chief may be training the baseline first
+        distribute.wait_for_chief(f.worker_timeout)
     model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
-                       f.batch_size, f.lr, f.seed)
+                       f.batch_size, f.lr, f.seed, f.distribution)
     shape = model.input_shape
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
                        image_size=tuple(shape[1:3]), channels=shape[-1])
@@ -124,10 +145,16 @@ def run(argv):
                     retrain_epochs=f.retrain_epochs, lr=f.lr,
                     admm={} if f.rho is None else {"rho": f.rho},
                     purification_trials=f.purification_trials,
-                    export_tflite=f.export_tflite, seed=f.seed)
+                    export_tflite=f.export_tflite, seed=f.seed,
+                    distribution=f.distribution, search_parallel=f.search_parallel)
     from_keras3 = f.model.endswith(".keras") and artifacts.saved_by_keras3(f.model)
-    report = AutoCompress(model, splits, f.output_dir, config, tensorboard_dir=f.tensorboard_dir,
-                          keras3=from_keras3).run()
+    pipeline = AutoCompress(model, splits, distribute.output_dir(f.output_dir, strategy),
+                            config, tensorboard_dir=None if worker else f.tensorboard_dir,
+                            keras3=from_keras3)
+    if worker:
+        distribute.search_worker(pipeline, f.worker_timeout)
+        return
+    report = pipeline.run()
     keys = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio", "wall_s")
     print(json.dumps({step: {k: report[step][k] for k in keys}
                       for step in ("baseline", "final")}, indent=2))

@@ -15,6 +15,11 @@ infeasible. Phase II (``purification``) removes near-zero filters/columns and un
 weights under the same bound; ``compact`` builds the smaller dense model; optionally
 it is exported to TFLite (fp32 / fp16), benchmarked and checked for the GPU delegate.
 
+``Config.distribution`` trains under a ``tf.distribute`` strategy and
+``Config.search_parallel`` proposes that many SA neighbours per step, for
+keras-tuner search workers (``distribute``: the chief runs this pipeline, the
+workers evaluate each round's trials with ``search_tuner``).
+
 Everything is saved under ``output_dir`` (``round_<k>/`` policy JSON, masks npz,
 model .keras, metrics JSON; ``purification/``; ``final/``) with ``state.json``, all
 atomically; a new ``AutoCompress`` on the same directory continues after the last
@@ -32,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tfautocompress import artifacts, cost, masks as masks_lib, policy as policy_lib
+from tfautocompress import artifacts, cost, distribute, masks as masks_lib, policy as policy_lib
 from tfautocompress import purification, report as report_lib, space as space_lib
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.baseline import compile_for_training
@@ -47,6 +52,7 @@ from tfautocompress.search.oracle import InfeasibleTargetError
 __all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 
 _STATE = "state.json"
+_RUNTIME = ("distribution",)  # settings a run may resume under another value of
 
 
 def round_seed(seed, k):
@@ -71,6 +77,13 @@ class Config:
     ``bn_momentum``: BatchNormalization momentum while pruning (None keeps the
     model's): after a hard prune the moving statistics must follow the pruned
     weights within the few epochs of a round (0.99 would lag ~100 steps).
+    ``distribution``: ``"none"``, ``"mirrored"`` or ``"multi_worker"``, the
+    ``tf.distribute`` strategy of the training phases (``distribute``; the
+    batch size of ``splits.train`` is the global batch, ``lr`` its rate). It does
+    not change the result beyond float round-off, so a run may resume under
+    another one. ``search_parallel``: SA neighbours evaluated per chain step; set
+    it to the number of keras-tuner search workers (the same value gives the same
+    trials in one process).
     """
 
     objective: str = "params"
@@ -92,12 +105,18 @@ class Config:
     purification_max_scale: float = 1.0
     export_tflite: bool = False
     seed: int = 0
+    distribution: str = "none"
+    search_parallel: int = 1
 
     def __post_init__(self):
         cost.check_objective(self.objective)
         if self.scheme_set not in space_lib.SCHEME_SETS:
             raise ValueError(f"scheme_set={self.scheme_set!r}; accepted: {space_lib.SCHEME_SETS}.")
+        if self.distribution not in distribute.DISTRIBUTIONS:
+            raise ValueError(f"Config.distribution={self.distribution!r}; accepted: "
+                             f"{distribute.DISTRIBUTIONS}.")
         checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
+                  "search_parallel": self.search_parallel >= 1,
                   "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,
                   "purification_trials": self.purification_trials >= 0,
                   "purification_rounds": self.purification_rounds >= 1,
@@ -109,7 +128,8 @@ class Config:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"Config.{name}={getattr(self, name)!r} is out of range: "
-                                 "rounds, trials and ADMM epochs >= 1, retrain epochs >= 0, "
+                                 "rounds, trials, search_parallel and ADMM epochs >= 1, "
+                                 "retrain epochs >= 0, "
                                  "max_accuracy_drop in [0, 100] percentage points, "
                                  "round_ratio and target_compression_ratio > 1, lr > 0, "
                                  "bn_momentum in [0, 1) or None.")
@@ -128,16 +148,18 @@ class AutoCompress:
                  keras3=None):
         self.config = config or Config()
         self.keras3 = is_keras3(model) if keras3 is None else bool(keras3)
-        model = as_tf_keras(model)
-        self.model = _with_bn_momentum(model, self.config.bn_momentum)
+        self._strategy = distribute.strategy(self.config.distribution)
+        self.model = distribute.with_batch_norm(as_tf_keras(model), self.config.bn_momentum,
+                                                synchronized=self._strategy is not None)
         self.splits, self.output_dir = splits, os.fspath(output_dir)
         self.verbose = verbose
         self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
         self._dense = cost.count(model)
+        self._calibration = None
         path = os.path.join(self.output_dir, _STATE)
         if os.path.exists(path):
             self.state = artifacts.read_json(path)
-            if self.state["config"] != dataclasses.asdict(self.config):
+            if _settings(self.state["config"]) != _settings(dataclasses.asdict(self.config)):
                 raise ValueError(f"{path} was written with another configuration "
                                  f"{self.state['config']}; rerun with the same settings to "
                                  "resume, or choose a new output_dir.")
@@ -146,6 +168,11 @@ class AutoCompress:
                           "rounds": [], "phase1_end": None, "purification": None, "final": None}
 
     # ------------------------------------------------------------ helpers ---
+    def reload_state(self):
+        """Re-read ``state.json`` (a search worker follows the chief's progress)."""
+        self.state = artifacts.read_json(os.path.join(self.output_dir, _STATE))
+        return self.state
+
     def _save_state(self):
         artifacts.write_json(os.path.join(self.output_dir, _STATE), self.state)
 
@@ -187,11 +214,7 @@ class AutoCompress:
                       checkpoint_dir=os.path.join(self.output_dir, folder, "train"))
 
     def _seed(self, step):
-        """Seed step ``step``; returns its train set, in an order that is the step's own
-        (the same after a resume)."""
-        seed = step_seed(self.config.seed, step)
-        keras.utils.set_random_seed(seed)
-        return self.splits.reshuffled(seed).train
+        keras.utils.set_random_seed(step_seed(self.config.seed, step))
 
     def _accepted(self):
         return [r for r in self.state["rounds"] if r["accepted"]]
@@ -241,15 +264,16 @@ class AutoCompress:
         if target is not None and previous >= target:
             return self._end_phase1(f"target {target}x reached")
         start = time.perf_counter()
-        train = self._seed(k)
+        self._seed(k)
         model, _, partial = self._current()
         folder = f"round_{k}"
         try:
-            policy, searched, schedule = self._search(model, train, previous, target, folder, k)
+            policy, searched, schedule = self._search(k, model)
         except InfeasibleTargetError as err:
             return self._end_phase1(f"round {k}: {err}")
         self._seed(k)
-        result = partial_prune(self.model, policy, self._recipe(k, folder), start=partial)
+        with distribute.scope(self._strategy):
+            result = partial_prune(self.model, policy, self._recipe(k, folder), start=partial)
         record = dict(self._metrics(result.model, result.masks, time.perf_counter() - start),
                       round=k, dir=folder, accepted=result.score >= self._floor(),
                       search_target_ratio=searched,
@@ -269,24 +293,45 @@ class AutoCompress:
             return self._end_phase1(f"round {k} broke the accuracy bound")
         return True
 
-    def _search(self, model, train, previous, target, folder, k):
+    def search_tuner(self, k, model=None):
+        """Round ``k``'s ``(EnhancedSAOracle, PruningTuner)`` on the state as it is
+        (``model``: the last accepted round's, loaded if None); keras-tuner search
+        workers build theirs with it too."""
         cfg = self.config
-        kwargs = {}
+        model = self._current()[0] if model is None else model
+        previous = self._accepted()[-1]["objective_ratio"] if self._accepted() else 1.0
+        target, kwargs = cfg.target_compression_ratio, {}
         if target is not None and previous * cfg.round_ratio * 1.05 >= target:
             kwargs["target_compression_ratio"] = target
         oracle = sa_oracle.EnhancedSAOracle(
             self._space_of(model), cfg.objective, previous_compression_ratio=previous,
             round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
-            **kwargs)
+            parallel=cfg.search_parallel, tag=f"round_{k}", **kwargs)
         tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
-                                       calibration_data=train,
-                                       directory=os.path.join(self.output_dir, folder),
+                                       calibration_data=self._calibration_batches(),
+                                       directory=os.path.join(self.output_dir, f"round_{k}"),
                                        project_name="search", overwrite=False,
                                        log=self._log if self.verbose else None,
                                        objective=cfg.objective)
+        return oracle, tuner
+
+    def _calibration_batches(self):
+        """The training batches on which the search recalibrates BatchNormalization:
+        drawn once (the first ones of the next pass over ``splits.train``), so a
+        trial scores the same in every round of a run, after a resume and on any
+        keras-tuner worker (a reshuffled pass depends on the passes before it)."""
+        if self._calibration is None:
+            xs = [x.numpy() for x, _ in self.splits.train.take(tuner_lib.CALIBRATION_BATCHES)]
+            xs = [x for x in xs if x.shape == xs[0].shape]
+            self._calibration = tf.data.Dataset.from_tensor_slices(np.stack(xs))
+        return self._calibration
+
+    def _search(self, k, model):
+        oracle, tuner = self.search_tuner(k, model)
         self._log(f"round {k}: searching {oracle.target_compression_ratio:.2f}x "
-                  f"({cfg.objective}) with {oracle.max_trials} trials")
-        tuner.search(verbose=0)
+                  f"({self.config.objective}) with {oracle.max_trials} trials")
+        if len(oracle.end_order) < oracle.max_trials:  # a chief would wait for workers
+            tuner.search(verbose=0)
         return (tuner.best_policy(), float(oracle.target_compression_ratio),
                 oracle.schedule.as_dict())
 
@@ -354,11 +399,12 @@ class AutoCompress:
         # relied on to buy back more than noise).
         bound = max(self._floor(), self._accepted()[-1]["val_accuracy"])
         for r in range(1, cfg.purification_rounds + 1 if cfg.purification_trials else 1):
-            found, scales, _ = thresholds.search_thresholds(
-                model, masks, self.splits.val, bound, objective=cfg.objective,
-                max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
-                seed=cfg.seed + r - 1, directory=self.output_dir,
-                project_name=f"purification_{r}")
+            with distribute.local_search():  # search workers serve Phase I only
+                found, scales, _ = thresholds.search_thresholds(
+                    model, masks, self.splits.val, bound, objective=cfg.objective,
+                    max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
+                    seed=cfg.seed + r - 1, directory=self.output_dir,
+                    project_name=f"purification_{r}")
             reached = self._ratio(cost.count(model, found))
             if reached <= ratio:
                 break
@@ -370,11 +416,12 @@ class AutoCompress:
         """Masked retraining of the purified structure (``retrain_epochs``): the
         thresholds remove groups of trained weights, not ADMM's near-zero ones."""
         recipe = self._recipe(100, "purification")
-        tuned, _ = masked_retraining.retrain(
-            model, masks, recipe.data("retrain"), epochs=self.config.retrain_epochs,
-            compile_fn=recipe.compile_fn, validation_data=recipe.val, verbose=recipe.verbose,
-            bn_recalibration_batches=recipe.bn_recalibration_batches,
-            checkpoint_dir=recipe.checkpoints("retrain"))
+        with distribute.scope(self._strategy):
+            tuned, _ = masked_retraining.retrain(
+                model, masks, recipe.data("retrain"), epochs=self.config.retrain_epochs,
+                compile_fn=recipe.compile_fn, validation_data=recipe.val,
+                verbose=recipe.verbose, bn_recalibration_batches=recipe.bn_recalibration_batches,
+                checkpoint_dir=recipe.checkpoints("retrain"))
         return tuned
 
     def finish(self):
@@ -428,20 +475,9 @@ class AutoCompress:
         self._writer.flush()
 
 
-def _with_bn_momentum(model, momentum):
-    """A copy of ``model`` (same weights) whose BatchNormalization layers use ``momentum``."""
-    if momentum is None:
-        return model
-
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            config["momentum"] = momentum
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
+def _settings(config):
+    """A saved or new ``Config`` dict without the settings a resume may change."""
+    return {k: v for k, v in config.items() if k not in _RUNTIME}
 
 
 def _scalar(tag, value, step):
