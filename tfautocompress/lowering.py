@@ -1,0 +1,367 @@
+"""Column-sparse convolutions lowered to TFLite builtins that skip the pruned columns.
+
+A Conv2D is a GEMM over im2col rows, one row per kernel entry ``(i, j, c)``:
+``out = patches[:, kept rows] · W[kept rows, :]``. Column pruning zeroes whole
+rows, but a compact ``Conv2D`` still multiplies them. ``ColumnSparseConv2D``
+computes the same outputs from the kept rows only, in one of two ``FORMS``:
+
+* ``"gather"`` — one ``GATHER`` of every kept im2col entry straight from the
+  (padded) input, flattened per example, then one 1×1 ``CONV_2D`` on the kept rows:
+  ``PAD? → RESHAPE → GATHER → RESHAPE → CONV_2D``. One copy of exactly the
+  entries the GEMM reads, and no per-position slices or concatenation;
+* ``"slices"`` — rows grouped by kernel position: per position with kept rows a
+  strided slice of the padded input, a ``GATHER`` of its kept channels (none when
+  it keeps every channel; a position without kept rows vanishes), one
+  ``CONCATENATION`` and one 1×1 ``CONV_2D``. Every op is a 4-D op with constant
+  1-D indices, which TFLite's GPU delegate takes.
+
+Which is fastest depends on the layer (``gather`` wins at large feature maps,
+where per-position copies cost as much as the saved MACs; ``slices`` at small
+ones), and at a large feature map neither may beat the dense conv (the XNNPACK
+dense conv reads its input in place). ``choose`` measures the layer alone in
+host TFLite (LiteRT, XNNPACK, 1 thread) in the kept form and both lowered forms,
+in alternating rounds, and picks the fastest; measurements are cached per layer
+shape and kept-row pattern, in memory and optionally in a JSON file.
+
+Lowered: plain ``Conv2D`` layers (``groups=1``, channels_last, any kernel size,
+strides, dilation, ``"valid"``/``"same"`` padding) with static spatial input
+dims. ``compact.compact(model, masks, columns=...)`` applies this.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfautocompress import artifacts, graph as graph_lib
+from tfautocompress._keras import keras
+
+__all__ = ["FORMS", "ColumnSparseConv2D", "kept_rows", "lowerable", "Decision", "LatencyCache", "choose", "decide"]
+
+FORMS = ("gather", "slices")
+DEFAULT_FORM = "slices"  # what columns="lower" uses: every op of it runs on the GPU delegate
+KEEP = "keep"
+# A lowered form must beat the kept conv by this share to be chosen: a tie is
+# measurement noise, and the kept conv is the simpler graph.
+_MARGIN = 0.03
+
+
+@keras.utils.register_keras_serializable(package="tfautocompress")
+class ColumnSparseConv2D(keras.layers.Layer):
+    """A Conv2D that stores and multiplies only its kept im2col rows (module doc).
+
+    ``rows``: sorted flat indices of the kept kernel rows, row ``(i, j, c)`` being
+    ``(i * kernel_w + j) * in_channels + c``. Weights: ``kernel`` of shape
+    ``(len(rows), filters)`` (the conv kernel's kept rows, ``kernel.reshape(-1,
+    filters)[rows]``) and ``bias`` ``(filters,)``. The other arguments are Conv2D's.
+    """
+
+    def __init__(self, filters, kernel_size, rows, strides=(1, 1), padding="valid",
+                 dilation_rate=(1, 1), activation=None, use_bias=True, form="gather",
+                 **kwargs):
+        super().__init__(**kwargs)
+        if form not in FORMS:
+            raise ValueError(f"ColumnSparseConv2D {self.name!r}: form={form!r}; accepted: "
+                             f"{', '.join(FORMS)}.")
+        if padding not in ("valid", "same"):
+            raise ValueError(f"ColumnSparseConv2D {self.name!r}: padding={padding!r}; "
+                             "accepted: 'valid', 'same'.")
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size)
+        self.strides = _pair(strides)
+        self.dilation_rate = _pair(dilation_rate)
+        self.padding = padding
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.form = form
+        self.rows = [int(r) for r in rows]
+        if not self.rows or np.any(np.diff(self.rows) <= 0) or self.rows[0] < 0:
+            raise ValueError(f"ColumnSparseConv2D {self.name!r}: rows must be a non-empty, "
+                             "strictly increasing list of kernel row indices.")
+
+    def build(self, input_shape):
+        _, height, width, channels = (None if d is None else int(d)
+                                      for d in tf.TensorShape(input_shape))
+        if height is None or width is None or channels is None:
+            raise ValueError(f"ColumnSparseConv2D {self.name!r} needs static height, width "
+                             f"and channels; got input shape {tuple(input_shape)}.")
+        kh, kw = self.kernel_size
+        if self.rows[-1] >= kh * kw * channels:
+            raise ValueError(f"ColumnSparseConv2D {self.name!r}: row {self.rows[-1]} is out "
+                             f"of range for a {kh}x{kw}x{channels} kernel.")
+        self._geometry = _Geometry(height, width, channels, self.kernel_size, self.strides,
+                                   self.dilation_rate, self.padding)
+        self.kernel = self.add_weight("kernel", (len(self.rows), self.filters),
+                                      initializer="glorot_uniform")
+        self.bias = (self.add_weight("bias", (self.filters,), initializer="zeros")
+                     if self.use_bias else None)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        g = self._geometry
+        x = inputs
+        if any(g.pads):
+            top, bottom, left, right = g.pads
+            x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+        patches = self._gather(x) if self.form == "gather" else self._slices(x)
+        out = tf.nn.conv2d(patches, tf.reshape(self.kernel, (1, 1) + tuple(self.kernel.shape)),
+                           1, "VALID")
+        if self.use_bias:
+            out = tf.nn.bias_add(out, self.bias)
+        return self.activation(out)
+
+    def _gather(self, x):
+        g = self._geometry
+        flat = tf.reshape(x, (-1, g.padded_h * g.padded_w * g.channels))
+        picked = tf.gather(flat, g.flat_indices(self.rows), axis=1)
+        return tf.reshape(picked, (-1, g.out_h, g.out_w, len(self.rows)))
+
+    def _slices(self, x):
+        g = self._geometry
+        parts = []
+        for (i, j), channels in g.by_position(self.rows):
+            part = g.window(x, i, j)
+            if len(channels) < g.channels:
+                part = tf.gather(part, channels, axis=3)
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else tf.concat(parts, axis=3)
+
+    def compute_output_shape(self, input_shape):
+        batch = tf.TensorShape(input_shape)[0]
+        g = self._geometry
+        return tf.TensorShape([batch, g.out_h, g.out_w, self.filters])
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters,
+                    kernel_size=list(self.kernel_size), strides=list(self.strides),
+                    padding=self.padding, dilation_rate=list(self.dilation_rate),
+                    activation=keras.activations.serialize(self.activation),
+                    use_bias=self.use_bias, form=self.form, rows=list(self.rows))
+
+    @classmethod
+    def from_conv(cls, conv_config, rows, form):
+        """The lowered layer of a Conv2D with config ``conv_config`` (same name)."""
+        return cls(conv_config["filters"], conv_config["kernel_size"], rows,
+                   strides=conv_config["strides"], padding=conv_config["padding"],
+                   dilation_rate=conv_config["dilation_rate"],
+                   activation=conv_config["activation"], use_bias=conv_config["use_bias"],
+                   form=form, name=conv_config["name"], trainable=conv_config["trainable"],
+                   dtype=conv_config.get("dtype"))
+
+    def conv_weights(self, weights):
+        """This layer's weights from the Conv2D's ``[kernel, (bias)]``."""
+        kernel, *rest = weights
+        return [kernel.reshape(-1, kernel.shape[-1])[self.rows], *rest]
+
+
+class _LoweredOp(graph_lib.Producer):
+    """The channel analysis of a ``ColumnSparseConv2D``: its rows index (position,
+    channel) pairs, so the channels it reads are kept whole; its filters are
+    prunable like a Conv2D's."""
+
+    def __init__(self):
+        super().__init__("filters", in_weights=())
+
+    def propagate(self, layer, node, inputs, builder):
+        builder.fix(inputs[0])
+        return super().propagate(layer, node, inputs, builder)
+
+
+graph_lib.register(ColumnSparseConv2D, _LoweredOp())
+
+
+def _pair(value):
+    return (int(value),) * 2 if np.isscalar(value) else tuple(int(v) for v in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+    """Where each kernel row reads the input: padding and output size as TF's conv."""
+
+    height: int
+    width: int
+    channels: int
+    kernel_size: tuple
+    strides: tuple
+    dilation: tuple
+    padding: str
+
+    def __post_init__(self):
+        outs, pads = [], []
+        for size, k, s, d in zip((self.height, self.width), self.kernel_size, self.strides,
+                                 self.dilation):
+            span = (k - 1) * d + 1
+            if self.padding == "same":
+                out = -(-size // s)
+                total = max((out - 1) * s + span - size, 0)
+                pads += [total // 2, total - total // 2]
+            else:
+                out = (size - span) // s + 1
+                pads += [0, 0]
+            outs.append(out)
+        object.__setattr__(self, "out_h", outs[0])
+        object.__setattr__(self, "out_w", outs[1])
+        object.__setattr__(self, "pads", tuple(pads))
+
+    @property
+    def padded_h(self):
+        return self.height + self.pads[0] + self.pads[1]
+
+    @property
+    def padded_w(self):
+        return self.width + self.pads[2] + self.pads[3]
+
+    def position(self, rows):
+        """``(i, j, c)`` of each flat kernel row."""
+        rows = np.asarray(rows)
+        c = rows % self.channels
+        ij = rows // self.channels
+        return ij // self.kernel_size[1], ij % self.kernel_size[1], c
+
+    def flat_indices(self, rows):
+        """Indices into a flattened padded example of every kept im2col entry, ordered
+        (output row, output column, kept row)."""
+        i, j, c = self.position(rows)
+        (sh, sw), (dh, dw) = self.strides, self.dilation
+        ho = np.arange(self.out_h)[:, None, None] * sh + (i * dh)[None, None]
+        wo = np.arange(self.out_w)[None, :, None] * sw + (j * dw)[None, None]
+        return ((ho * self.padded_w + wo) * self.channels + c).reshape(-1).astype(np.int32)
+
+    def by_position(self, rows):
+        """``[((i, j), channels)]`` of the positions with kept rows, in row order."""
+        i, j, c = self.position(rows)
+        groups = {}
+        for key, channel in zip(zip(i.tolist(), j.tolist()), c.tolist()):
+            groups.setdefault(key, []).append(channel)
+        return [(key, np.asarray(v, np.int32)) for key, v in groups.items()]
+
+    def window(self, x, i, j):
+        """The padded input seen by kernel position ``(i, j)`` at every output."""
+        (sh, sw), (dh, dw) = self.strides, self.dilation
+        top, left = i * dh, j * dw
+        if (sh, sw) == (1, 1) and (top, left) == (0, 0) and (
+                self.out_h, self.out_w) == (self.padded_h, self.padded_w):
+            return x
+        return x[:, top:top + (self.out_h - 1) * sh + 1:sh,
+                 left:left + (self.out_w - 1) * sw + 1:sw, :]
+
+
+def kept_rows(mask):
+    """Flat indices of the rows of a conv kernel mask ``(kh, kw, cin, cout)`` that
+    keep any weight."""
+    mask = np.asarray(mask)
+    return np.flatnonzero(mask.reshape(-1, mask.shape[-1]).any(axis=1))
+
+
+def lowerable(layer, mask):
+    """The kept rows when ``layer`` (a compact layer with its compact ``mask``) is a
+    column-sparse Conv2D that ``ColumnSparseConv2D`` computes; None otherwise."""
+    if type(layer) is not keras.layers.Conv2D or mask is None:  # noqa: E721 - exact type
+        return None
+    shape = tuple(layer.input_shape)
+    if (layer.groups != 1 or layer.data_format != "channels_last" or len(shape) != 4
+            or None in shape[1:]):
+        return None
+    rows = kept_rows(mask)
+    total = int(np.prod(np.shape(mask)[:-1]))
+    return rows if 0 < rows.size < total else None
+
+
+# ------------------------------------------------------------- choosing ---
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The form chosen for one layer and the host latency (ms) of each form measured."""
+
+    form: str  # "keep" or one of FORMS
+    latency_ms: dict  # form -> median ms; empty when the form was set, not measured
+
+    def to_json(self):
+        return {"form": self.form, "latency_ms": dict(self.latency_ms)}
+
+
+class LatencyCache:
+    """Measured single-layer latencies by layer key, in memory and optionally in
+    ``path`` (JSON, written atomically after each new measurement)."""
+
+    _memory = {}  # shared by every cache of the process
+
+    def __init__(self, path=None):
+        self.path = None if path is None else os.fspath(path)
+        if self.path and os.path.exists(self.path):
+            try:
+                self._memory.update(artifacts.read_json(self.path))
+            except (OSError, ValueError) as err:
+                raise ValueError(f"latency cache {self.path!r} is not a JSON file written "
+                                 f"by tfautocompress.lowering ({err}); delete it.") from err
+
+    def get(self, key):
+        return self._memory.get(key)
+
+    def put(self, key, latencies):
+        self._memory[key] = latencies
+        if self.path:
+            known = artifacts.read_json(self.path) if os.path.exists(self.path) else {}
+            known[key] = latencies
+            artifacts.write_json(self.path, known)
+
+
+def _key(config, input_shape, rows, threads):
+    digest = hashlib.sha256(np.asarray(rows, np.int64).tobytes()).hexdigest()[:16]
+    parts = {k: config[k] for k in ("filters", "kernel_size", "strides", "padding",
+                                    "dilation_rate", "use_bias")}
+    return json.dumps([list(input_shape[1:]), parts, len(rows), digest, threads],
+                      sort_keys=True, default=list)
+
+
+def choose(layer, rows, cache=None, threads=1, runs=20, rounds=3):
+    """The fastest form of Conv2D ``layer`` (built, with static input shape) keeping
+    ``rows``, by host TFLite latency of the layer alone (module doc)."""
+    cache = cache or LatencyCache()
+    config = layer.get_config()
+    shape = tuple(layer.input_shape)
+    key = _key(config, shape, rows, threads)
+    latencies = cache.get(key)
+    if latencies is None:
+        latencies = _measure(config, shape, rows, threads, runs, rounds)
+        cache.put(key, latencies)
+    best = min(FORMS, key=latencies.get)
+    form = best if latencies[best] < (1 - _MARGIN) * latencies[KEEP] else KEEP
+    return Decision(form, latencies)
+
+
+def _measure(config, input_shape, rows, threads, runs, rounds):
+    """``{form: median ms}`` of the layer alone in the kept form and each lowered form."""
+    from tfautocompress.tflite_tools import benchmark
+
+    contents = {}
+    for form in (KEEP,) + FORMS:
+        inputs = keras.Input(batch_shape=(1,) + input_shape[1:])
+        conv = dict(config, name="layer")
+        layer = (keras.layers.Conv2D.from_config(conv) if form == KEEP
+                 else ColumnSparseConv2D.from_conv(conv, rows, form))
+        model = keras.Model(inputs, layer(inputs))
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        contents[form] = converter.convert()
+    medians = benchmark.interleaved_latency_ms(list(contents.values()), threads=threads,
+                                               runs=runs, rounds=rounds)
+    return dict(zip(contents, medians))
+
+
+def decide(layers_rows, columns, cache=None, threads=1):
+    """``({name: Decision}, seconds)`` for ``[(layer, rows)]``: ``columns="auto"``
+    measures (``choose``), ``"lower"`` takes ``DEFAULT_FORM``, a form name that form;
+    ``seconds`` is the time the decisions took. ``cache``: a ``LatencyCache``, a
+    JSON path or None (memory only)."""
+    if columns not in ("auto", "lower") + FORMS:
+        raise ValueError(f"columns={columns!r}; accepted: 'auto', 'lower', "
+                         f"{', '.join(map(repr, FORMS))}.")
+    start = time.perf_counter()
+    cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
+    fixed = DEFAULT_FORM if columns == "lower" else columns
+    decisions = {layer.name: (choose(layer, rows, cache, threads) if columns == "auto"
+                              else Decision(fixed, {}))
+                 for layer, rows in layers_rows}
+    return decisions, time.perf_counter() - start
