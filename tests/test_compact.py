@@ -1,10 +1,12 @@
 """Compaction: the compact model computes what the masked model computes."""
+import json
+
 import numpy as np
 import pytest
 
-from tfautocompress import cost, graph, zoo
+from tfautocompress import cost, graph, lowering, zoo
 from tfautocompress._keras import keras
-from tfautocompress.compact import apply_masks, compact
+from tfautocompress.compact import apply_masks, compact, compact_lowered
 
 L = keras.layers
 
@@ -34,10 +36,11 @@ def _random_masks(model, rng, filters=0.5, columns=0.3):
     return masks
 
 
-def _assert_same(model, masks, candidate, x):
+def _assert_same(model, masks, candidate, x, reference=None):
     """``candidate`` computes the masked model's outputs and its features before the
-    last layer: equal on the kept channels, which are all the non-zero ones."""
-    reference = apply_masks(model, masks)
+    last layer (``reference``: ``apply_masks(model, masks)``, made when not given):
+    equal on the kept channels, which are all the non-zero ones."""
+    reference = reference or apply_masks(model, masks)
     last = model.layers[-1].name
     kept = graph.analyze(model).kept_channels(masks)[last].inputs
     (out_a, feat_a), (out_b, feat_b) = (
@@ -63,7 +66,8 @@ def test_zoo_compact_matches_masked_and_round_trips(name, shape, tmp_path):
     masks = _random_masks(model, rng)
     small, small_masks = compact(model, masks, return_masks=True)
     x = rng.normal(size=(2,) + shape).astype(np.float32)
-    _assert_same(model, masks, small, x)
+    reference = apply_masks(model, masks)
+    _assert_same(model, masks, small, x, reference)
     assert small.count_params() < 0.8 * model.count_params()
     assert [l.name for l in small.layers] == [l.name for l in model.layers]
     # what the graph says is kept is what the compact model has
@@ -77,6 +81,23 @@ def test_zoo_compact_matches_masked_and_round_trips(name, shape, tmp_path):
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded(x, training=False).numpy(),
                                   small(x, training=False).numpy())
+    # lowered: the same outputs from the kept rows only, in either form
+    form = lowering.FORMS[ZOO.index((name, shape)) % len(lowering.FORMS)]
+    low, low_masks = compact(model, masks, return_masks=True, columns=form)
+    _assert_same(model, masks, low, x, reference)
+    lowered = [l for l in low.submodules if isinstance(l, lowering.ColumnSparseConv2D)]
+    sparse = [l for l in small.submodules if lowering.lowerable(l, small_masks.get(l.name))
+              is not None]
+    assert {l.name for l in lowered} == {l.name for l in sparse} and lowered
+    assert all(l.form == form for l in lowered)
+    assert cost.count(low, low_masks).conv_macs == cost.count(model, masks).conv_macs
+    executed, kept_executed = cost.count(low).conv_macs, cost.count(small).conv_macs
+    assert cost.count(model, masks).conv_macs <= executed < kept_executed
+    if name not in ("digits_vgg", "resnet18_cifar", "mobilenetv2_cifar"):
+        return  # the layer's round trip does not depend on the model around it
+    low.save(path)
+    np.testing.assert_array_equal(keras.models.load_model(path)(x, training=False).numpy(),
+                                  low(x, training=False).numpy())
 
 
 def _compact_param_count(model, kept):
@@ -197,3 +218,73 @@ def test_sequential_and_shared_layer_compact():
     small = compact(model, masks)
     assert small.get_layer("shared").kernel.shape == (1, 1, 4, 4)  # channel 1 is dead in both
     _assert_same(model, masks, small, rng.normal(size=(2, 6, 6, 2)))
+
+
+LOWERED_CONVS = [dict(kernel_size=3, padding="same"), dict(kernel_size=3, padding="valid"),
+                 dict(kernel_size=3, strides=2, padding="same"),
+                 dict(kernel_size=(3, 2), strides=(2, 1), padding="valid"),
+                 dict(kernel_size=3, dilation_rate=2, padding="same"),
+                 dict(kernel_size=1, padding="valid"), dict(kernel_size=5, strides=3,
+                                                            padding="same")]
+
+
+@pytest.mark.parametrize("form", lowering.FORMS)
+@pytest.mark.parametrize("conv", LOWERED_CONVS, ids=[str(c) for c in LOWERED_CONVS])
+def test_column_sparse_conv_computes_the_masked_conv(conv, form):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 9, 8, 6)).astype(np.float32)
+    dense = L.Conv2D(7, activation="relu", name="c", **conv)
+    dense(x)
+    kernel, bias = dense.get_weights()
+    mask = np.ones(kernel.shape, np.float32)
+    mask[rng.random(kernel.shape[:-1]) < 0.6] = 0
+    mask.reshape(-1, 7)[0] = 1  # one position keeps every channel: no gather there
+    if kernel.shape[0] > 1:
+        mask[1] = 0  # a kernel row without kept entries: that position vanishes
+    dense.set_weights([kernel * mask, bias])
+    rows = lowering.kept_rows(mask)
+    low = lowering.ColumnSparseConv2D.from_conv(dense.get_config(), rows, form)
+    low(x)
+    low.set_weights(low.conv_weights([kernel * mask, bias]))
+    assert low.kernel.shape == (rows.size, 7)
+    np.testing.assert_allclose(low(x).numpy(), dense(x).numpy(), atol=1e-5)
+    again = lowering.ColumnSparseConv2D.from_config(low.get_config())
+    again(x)
+    again.set_weights(low.get_weights())
+    np.testing.assert_array_equal(again(x).numpy(), low(x).numpy())
+
+
+def test_bad_column_mode_and_rows_are_errors():
+    model = zoo.build("lenet5")
+    with pytest.raises(ValueError, match="columns='fast'.*'keep', 'lower', 'auto'"):
+        compact(model, {}, columns="fast")
+    with pytest.raises(ValueError, match="rows must be"):
+        lowering.ColumnSparseConv2D(4, 3, rows=[3, 1])
+    with pytest.raises(ValueError, match="form='im2col'.*gather, slices"):
+        lowering.ColumnSparseConv2D(4, 3, rows=[1], form="im2col")
+    with pytest.raises(ValueError, match="row 27 is out of range for a 3x3x3 kernel"):
+        lowering.ColumnSparseConv2D(4, 3, rows=[27])(np.zeros((1, 5, 5, 3), np.float32))
+
+
+def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):
+    rng = np.random.default_rng(6)
+    x = inputs = keras.Input((16, 16, 8))
+    x = L.Conv2D(16, 3, padding="same", name="wide")(x)
+    model = keras.Model(inputs, L.Conv2D(8, 3, padding="same", name="narrow")(x))
+    masks = _random_masks(model, rng, filters=0.0, columns=0.7)
+    cache = tmp_path / "latency.json"
+    small, _, lowered = compact_lowered(model, masks, "auto", latency_cache=cache)
+    decisions = lowered["decisions"]
+    assert set(decisions) == {"wide", "narrow"} and lowered["seconds"] > 0
+    for name, decision in decisions.items():
+        assert set(decision.latency_ms) == {"keep", *lowering.FORMS}
+        assert all(v > 0 for v in decision.latency_ms.values())
+        best = min(decision.latency_ms, key=decision.latency_ms.get)
+        assert decision.form in ("keep", best)
+        layer = small.get_layer(name)
+        assert (decision.form == "keep") == (type(layer) is L.Conv2D)
+    assert len(json.loads(cache.read_text())) == 2
+    lowering.LatencyCache._memory.clear()  # a new process: only the file remembers
+    again = compact_lowered(model, masks, "auto", latency_cache=cache)[2]
+    assert again["decisions"] == decisions and again["seconds"] < lowered["seconds"]
+    _assert_same(model, masks, small, rng.normal(size=(2, 16, 16, 8)).astype(np.float32))

@@ -12,7 +12,8 @@ breaks the bound is rejected and Phase I ends with the previous round. Phase I a
 ends at ``target_compression_ratio`` (objective ``params`` or ``macs``, counted on
 the CONV layers as the paper's tables), at ``max_rounds``, or when the target is
 infeasible. Phase II (``purification``) removes near-zero filters/columns and unused
-weights under the same bound; ``compact`` builds the smaller dense model; optionally
+weights under the same bound; ``compact`` builds the smaller dense model, with its
+column-sparse convolutions lowered where that is faster (``Config.columns``); optionally
 it is exported to TFLite (fp32 / fp16), benchmarked and checked for the GPU delegate.
 
 Everything is saved under ``output_dir`` (``round_<k>/`` policy JSON, masks npz,
@@ -35,7 +36,7 @@ from tfautocompress._keras import check_model, keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
-from tfautocompress.compact import apply_masks, compact
+from tfautocompress.compact import COLUMNS, apply_masks, compact_lowered
 from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Scheme
 from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib
@@ -68,6 +69,8 @@ class Config:
     ``bn_momentum``: BatchNormalization momentum while pruning (None keeps the
     model's): after a hard prune the moving statistics must follow the pruned
     weights within the few epochs of a round (0.99 would lag ~100 steps).
+    ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
+    ``"auto"`` lowers the column-sparse convolutions that run faster in host TFLite).
     """
 
     objective: str = "params"
@@ -88,10 +91,14 @@ class Config:
     purification_rounds: int = 3
     purification_max_scale: float = 1.0
     export_tflite: bool = False
+    columns: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
         cost.check_objective(self.objective)
+        if self.columns not in COLUMNS:
+            raise ValueError(f"Config.columns={self.columns!r}; accepted: "
+                             f"{', '.join(map(repr, COLUMNS))}.")
         if self.scheme_set not in space_lib.SCHEME_SETS:
             raise ValueError(f"scheme_set={self.scheme_set!r}; accepted: {space_lib.SCHEME_SETS}.")
         checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
@@ -349,8 +356,10 @@ class AutoCompress:
             folder = os.path.join(self.output_dir, "purification")
             model = keras.models.load_model(os.path.join(folder, "model.keras"))
             masks = masks_lib.load(os.path.join(folder, "masks.npz"))
-            small, small_masks = compact(model, masks, return_masks=True)
             path = os.path.join(self.output_dir, "final")
+            small, small_masks, lowered = compact_lowered(
+                model, masks, self.config.columns,
+                latency_cache=os.path.join(path, "layer_latency.json"))
             artifacts.save_model(small, os.path.join(path, "compact.keras"))
             masks_lib.save(os.path.join(path, "masks.npz"), small_masks)
             record = self._metrics(small, small_masks, 0.0)
@@ -358,6 +367,7 @@ class AutoCompress:
             record["max_abs_diff_vs_masked"] = float(np.max(np.abs(
                 small(x, training=False) - apply_masks(model, masks)(x, training=False))))
             record["compact_params"] = cost.count(small).params
+            record["lowering"] = report_lib.lowering_summary(small, small_masks, lowered)
             if self.config.export_tflite:
                 record["tflite"] = report_lib.tflite_figures(self.model, small, path,
                                                              self.splits.val)
