@@ -260,7 +260,7 @@ def test_bad_column_mode_and_rows_are_errors():
         compact(model, {}, columns="fast")
     with pytest.raises(ValueError, match="rows must be"):
         lowering.ColumnSparseConv2D(4, 3, rows=[3, 1])
-    with pytest.raises(ValueError, match="form='im2col'.*gather, slices"):
+    with pytest.raises(ValueError, match="form='im2col'.*rows, slices"):
         lowering.ColumnSparseConv2D(4, 3, rows=[1], form="im2col")
     with pytest.raises(ValueError, match="row 27 is out of range for a 3x3x3 kernel"):
         lowering.ColumnSparseConv2D(4, 3, rows=[27])(np.zeros((1, 5, 5, 3), np.float32))

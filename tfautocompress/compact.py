@@ -18,7 +18,7 @@ layer keeps.
 all-zero rows (column pruning that does not empty a whole channel): ``"keep"``
 keeps them as zeros in a ``Conv2D``; ``"lower"`` replaces every such layer by a
 ``lowering.ColumnSparseConv2D`` of the same name that multiplies only the kept
-rows (its default form; ``"gather"`` or ``"slices"`` choose one); ``"auto"``
+rows (its default form; ``"rows"`` or ``"slices"`` choose one); ``"auto"``
 lowers a layer only where its measured host TFLite latency is lower
 (``lowering.choose``; cached per layer shape and kept-row pattern, also in
 ``latency_cache`` when it is a JSON path). Compacting a model with lowered

@@ -5,20 +5,24 @@ A Conv2D is a GEMM over im2col rows, one row per kernel entry ``(i, j, c)``:
 rows, but a compact ``Conv2D`` still multiplies them. ``ColumnSparseConv2D``
 computes the same outputs from the kept rows only, in one of two ``FORMS``:
 
-* ``"gather"`` — one ``GATHER`` of every kept im2col entry straight from the
-  (padded) input, flattened per example, then one 1×1 ``CONV_2D`` on the kept rows:
-  ``PAD? → RESHAPE → GATHER → RESHAPE → CONV_2D``. One copy of exactly the
-  entries the GEMM reads, and no per-position slices or concatenation;
+* ``"rows"`` — the padded input transposed to ``(H, C, W)`` rows, so that a kept
+  row ``(i, j, c)`` reads, for output row ``ho``, one contiguous image row
+  ``x[ho·s + i·d, c, :]``; per kernel column ``j`` with kept rows one ``GATHER`` of
+  those image rows (one ``memcpy`` of a whole row per index, instead of one per
+  element as a channel gather in NHWC does) and one strided slice of the columns
+  ``j`` reads, one ``CONCATENATION``, a ``TRANSPOSE`` back to NHWC and one 1×1
+  ``CONV_2D`` on the kept rows (the kernel's rows permuted to match);
 * ``"slices"`` — rows grouped by kernel position: per position with kept rows a
   strided slice of the padded input, a ``GATHER`` of its kept channels (none when
   it keeps every channel; a position without kept rows vanishes), one
   ``CONCATENATION`` and one 1×1 ``CONV_2D``. Every op is a 4-D op with constant
   1-D indices, which TFLite's GPU delegate takes.
 
-Which is fastest depends on the layer (``gather`` wins at large feature maps,
-where per-position copies cost as much as the saved MACs; ``slices`` at small
-ones), and at a large feature map neither may beat the dense conv (the XNNPACK
-dense conv reads its input in place). ``choose`` measures the layer alone in
+Which is fastest depends on the layer (``rows`` wins at large feature maps,
+where a channel gather would copy element by element; ``slices`` at small ones,
+where image rows are short), and at a small layer neither may beat the dense
+conv (XNNPACK's dense conv reads its input in place, and GATHER runs outside
+XNNPACK). ``choose`` measures the layer alone in
 host TFLite (LiteRT, XNNPACK, 1 thread) in the kept form and both lowered forms,
 in alternating rounds, and picks the fastest; measurements are cached per layer
 shape and kept-row pattern, in memory and optionally in a JSON file.
@@ -41,8 +45,8 @@ from tfautocompress._keras import keras
 
 __all__ = ["FORMS", "ColumnSparseConv2D", "kept_rows", "lowerable", "Decision", "LatencyCache", "choose", "decide"]
 
-FORMS = ("gather", "slices")
-DEFAULT_FORM = "slices"  # what columns="lower" uses: every op of it runs on the GPU delegate
+FORMS = ("rows", "slices")
+DEFAULT_FORM = "rows"  # what columns="lower" uses: the fastest on host CPUs in most layers
 KEEP = "keep"
 # A lowered form must beat the kept conv by this share to be chosen: a tie is
 # measurement noise, and the kept conv is the simpler graph.
@@ -60,7 +64,7 @@ class ColumnSparseConv2D(keras.layers.Layer):
     """
 
     def __init__(self, filters, kernel_size, rows, strides=(1, 1), padding="valid",
-                 dilation_rate=(1, 1), activation=None, use_bias=True, form="gather",
+                 dilation_rate=(1, 1), activation=None, use_bias=True, form="rows",
                  **kwargs):
         super().__init__(**kwargs)
         if form not in FORMS:
@@ -106,18 +110,28 @@ class ColumnSparseConv2D(keras.layers.Layer):
         if any(g.pads):
             top, bottom, left, right = g.pads
             x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
-        patches = self._gather(x) if self.form == "gather" else self._slices(x)
-        out = tf.nn.conv2d(patches, tf.reshape(self.kernel, (1, 1) + tuple(self.kernel.shape)),
+        kernel = self.kernel
+        if self.form == "rows":
+            patches = self._rows(x)
+            kernel = tf.gather(kernel, self._geometry.by_column_order(self.rows))
+        else:
+            patches = self._slices(x)
+        out = tf.nn.conv2d(patches, tf.reshape(kernel, (1, 1) + tuple(self.kernel.shape)),
                            1, "VALID")
         if self.use_bias:
             out = tf.nn.bias_add(out, self.bias)
         return self.activation(out)
 
-    def _gather(self, x):
+    def _rows(self, x):
         g = self._geometry
-        flat = tf.reshape(x, (-1, g.padded_h * g.padded_w * g.channels))
-        picked = tf.gather(flat, g.flat_indices(self.rows), axis=1)
-        return tf.reshape(picked, (-1, g.out_h, g.out_w, len(self.rows)))
+        image_rows = tf.reshape(tf.transpose(x, (0, 1, 3, 2)),
+                                (-1, g.padded_h * g.channels, g.padded_w))
+        parts = []
+        for j, indices, count in g.by_column(self.rows):
+            part = g.columns(tf.gather(image_rows, indices, axis=1), j)
+            parts.append(tf.reshape(part, (-1, g.out_h, count, g.out_w)))
+        patches = parts[0] if len(parts) == 1 else tf.concat(parts, axis=2)
+        return tf.transpose(patches, (0, 1, 3, 2))
 
     def _slices(self, x):
         g = self._geometry
@@ -221,14 +235,30 @@ class _Geometry:
         ij = rows // self.channels
         return ij // self.kernel_size[1], ij % self.kernel_size[1], c
 
-    def flat_indices(self, rows):
-        """Indices into a flattened padded example of every kept im2col entry, ordered
-        (output row, output column, kept row)."""
+    def by_column_order(self, rows):
+        """The order ``by_column`` puts the kept rows in: by kernel column, stable."""
+        return np.argsort(self.position(rows)[1], kind="stable").astype(np.int32)
+
+    def by_column(self, rows):
+        """``[(j, indices, n)]`` per kernel column ``j`` with ``n`` kept rows: indices
+        into the ``(padded_h * channels)`` image rows of a transposed padded example,
+        ordered (output row, kept row)."""
         i, j, c = self.position(rows)
-        (sh, sw), (dh, dw) = self.strides, self.dilation
-        ho = np.arange(self.out_h)[:, None, None] * sh + (i * dh)[None, None]
-        wo = np.arange(self.out_w)[None, :, None] * sw + (j * dw)[None, None]
-        return ((ho * self.padded_w + wo) * self.channels + c).reshape(-1).astype(np.int32)
+        (sh, _), (dh, _) = self.strides, self.dilation
+        ho = np.arange(self.out_h)[:, None] * sh
+        groups = []
+        for column in sorted(set(j.tolist())):
+            sel = j == column
+            indices = (ho + (i[sel] * dh)[None]) * self.channels + c[sel][None]
+            groups.append((column, indices.reshape(-1).astype(np.int32), int(sel.sum())))
+        return groups
+
+    def columns(self, image_rows, j):
+        """The image-row entries kernel column ``j`` reads at every output column."""
+        sw, left = self.strides[1], j * self.dilation[1]
+        if sw == 1 and left == 0 and self.out_w == self.padded_w:
+            return image_rows
+        return image_rows[:, :, left:left + (self.out_w - 1) * sw + 1:sw]
 
     def by_position(self, rows):
         """``[((i, j), channels)]`` of the positions with kept rows, in row order."""

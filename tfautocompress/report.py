@@ -88,10 +88,10 @@ def lowering_summary(compact_model, compact_masks, lowered):
 
 
 def _lowering_lines(lowering):
-    forms = ("keep", "gather", "slices")
+    forms = ("keep", "rows", "slices")
     lines = ["", "## CONV MACs counted vs executed by TFLite", "",
              "Form: `dense` (no pruned column), `keep` (Conv2D multiplying its zero columns), "
-             "`gather` / `slices` (lowered: only the kept rows). Latency: the layer alone in "
+             "`rows` / `slices` (lowered: only the kept rows). Latency: the layer alone in "
              "host TFLite, 1 thread, per form measured.", "",
              "| layer | form | MACs counted | MACs executed | "
              + " | ".join(f"{f} ms" for f in forms) + " |", "|---" * (4 + len(forms)) + "|"]
