@@ -82,12 +82,14 @@ def tflite_relative_diff(path, reference, x):
 
     Random-weight CNN outputs are near-uniform softmax scores (spread ~1e-5), so
     the difference is measured against that spread: a wrong compaction gives ~1.
+    Outputs that do not vary at all (spread 0) give the absolute difference.
     """
     from tfautocompress.tflite_tools import benchmark
 
     want = reference(x, training=False).numpy()
     got = benchmark.run_tflite(path, [x])[0]
-    return float(np.abs(got - want).max() / np.ptp(want, axis=0).max())
+    spread = float(np.ptp(want, axis=0).max())
+    return float(np.abs(got - want).max() / (spread if spread > 0 else 1.0))
 
 
 def result_line(result):

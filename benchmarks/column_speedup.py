@@ -22,15 +22,17 @@ latency / "auto" latency) >= 0.6 x ``*_macs_ratio`` ("keep" MACs / "auto" MACs).
 import os
 import tempfile
 
-import numpy as np
-from absl import app, flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # auto converts every layer alone
 
-import _common
-from tfautocompress import apply_masks, artifacts, count, keras, masks as masks_lib, zoo
-from tfautocompress.compact import compact, compact_lowered
-from tfautocompress.masks import magnitude_masks, uniform_schemes
-from tfautocompress.schemes import Combined
-from tfautocompress.tflite_tools import benchmark, export
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+import _common  # noqa: E402
+from tfautocompress import apply_masks, artifacts, count, keras, masks as masks_lib, zoo  # noqa: E402
+from tfautocompress.compact import compact, compact_lowered  # noqa: E402
+from tfautocompress.masks import magnitude_masks, uniform_schemes  # noqa: E402
+from tfautocompress.schemes import Combined  # noqa: E402
+from tfautocompress.tflite_tools import benchmark, export  # noqa: E402
 
 flags.DEFINE_list("fractions", ["0.5", "0.75"], "Combined(filter_fraction, column_fraction).")
 flags.DEFINE_string("digits_model", None, "A masked or compact digits .keras model "
@@ -48,6 +50,7 @@ FORMS = ("dense", "keep", "auto")
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)
     if (FLAGS.digits_model is None) != (FLAGS.digits_masks is None):
         raise ValueError("--digits_model and --digits_masks go together: give both (a "
                          "masked or compact model and its masks) or neither.")

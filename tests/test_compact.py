@@ -220,50 +220,9 @@ def test_sequential_and_shared_layer_compact():
     _assert_same(model, masks, small, rng.normal(size=(2, 6, 6, 2)))
 
 
-LOWERED_CONVS = [dict(kernel_size=3, padding="same"), dict(kernel_size=3, padding="valid"),
-                 dict(kernel_size=3, strides=2, padding="same"),
-                 dict(kernel_size=(3, 2), strides=(2, 1), padding="valid"),
-                 dict(kernel_size=3, dilation_rate=2, padding="same"),
-                 dict(kernel_size=1, padding="valid"), dict(kernel_size=5, strides=3,
-                                                            padding="same")]
-
-
-@pytest.mark.parametrize("form", lowering.FORMS)
-@pytest.mark.parametrize("conv", LOWERED_CONVS, ids=[str(c) for c in LOWERED_CONVS])
-def test_column_sparse_conv_computes_the_masked_conv(conv, form):
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(2, 9, 8, 6)).astype(np.float32)
-    dense = L.Conv2D(7, activation="relu", name="c", **conv)
-    dense(x)
-    kernel, bias = dense.get_weights()
-    mask = np.ones(kernel.shape, np.float32)
-    mask[rng.random(kernel.shape[:-1]) < 0.6] = 0
-    mask.reshape(-1, 7)[0] = 1  # one position keeps every channel: no gather there
-    if kernel.shape[0] > 1:
-        mask[1] = 0  # a kernel row without kept entries: that position vanishes
-    dense.set_weights([kernel * mask, bias])
-    rows = lowering.kept_rows(mask)
-    low = lowering.ColumnSparseConv2D.from_conv(dense.get_config(), rows, form)
-    low(x)
-    low.set_weights(low.conv_weights([kernel * mask, bias]))
-    assert low.kernel.shape == (rows.size, 7)
-    np.testing.assert_allclose(low(x).numpy(), dense(x).numpy(), atol=1e-5)
-    again = lowering.ColumnSparseConv2D.from_config(low.get_config())
-    again(x)
-    again.set_weights(low.get_weights())
-    np.testing.assert_array_equal(again(x).numpy(), low(x).numpy())
-
-
-def test_bad_column_mode_and_rows_are_errors():
-    model = zoo.build("lenet5")
+def test_bad_column_mode_is_an_error():
     with pytest.raises(ValueError, match="columns='fast'.*'keep', 'lower', 'auto'"):
-        compact(model, {}, columns="fast")
-    with pytest.raises(ValueError, match="rows must be"):
-        lowering.ColumnSparseConv2D(4, 3, rows=[3, 1])
-    with pytest.raises(ValueError, match="form='im2col'.*rows, slices"):
-        lowering.ColumnSparseConv2D(4, 3, rows=[1], form="im2col")
-    with pytest.raises(ValueError, match="row 27 is out of range for a 3x3x3 kernel"):
-        lowering.ColumnSparseConv2D(4, 3, rows=[27])(np.zeros((1, 5, 5, 3), np.float32))
+        compact(zoo.build("lenet5"), {}, columns="fast")
 
 
 def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):

@@ -287,11 +287,15 @@ def kept_rows(mask):
 
 
 def lowerable(layer, mask):
-    """The kept rows when ``layer`` (a compact layer with its compact ``mask``) is a
-    column-sparse Conv2D that ``ColumnSparseConv2D`` computes; None otherwise."""
+    """The kept rows when ``layer`` (a compact model's layer with its compact
+    ``mask``) is a column-sparse Conv2D that ``ColumnSparseConv2D`` computes (one
+    input shape, static spatial dims); None otherwise."""
     if type(layer) is not keras.layers.Conv2D or mask is None:  # noqa: E721 - exact type
         return None
-    shape = tuple(layer.input_shape)
+    try:
+        shape = tuple(layer.input_shape)
+    except AttributeError:  # a layer called on inputs of several shapes
+        return None
     if (layer.groups != 1 or layer.data_format != "channels_last" or len(shape) != 4
             or None in shape[1:]):
         return None
