@@ -18,7 +18,7 @@ latency / "auto" latency) >= 0.6 x ``*_macs_ratio`` ("keep" MACs / "auto" MACs);
 ``*_auto_vs_dense_*`` compare "auto" with the dense model.
 
     python benchmarks/column_speedup.py [--digits_model m.keras --digits_masks m.npz]
-        [--threads 1] [--runs 30] [--rounds 7] [--output r.json]
+        [--threads 1] [--runs 40] [--rounds 9] [--output r.json]
 """
 import os
 import tempfile
@@ -40,8 +40,8 @@ flags.DEFINE_string("digits_model", None, "A masked or compact digits .keras mod
                     "(default: the zoo's digits_vgg with the uniform Combined masks).")
 flags.DEFINE_string("digits_masks", None, "The masks (.npz) of --digits_model.")
 flags.DEFINE_integer("threads", 1, "LiteRT CPU threads.")
-flags.DEFINE_integer("runs", 30, "Timed runs per model per round.")
-flags.DEFINE_integer("rounds", 7, "Alternating timing rounds.")
+flags.DEFINE_integer("runs", 40, "Timed runs per model per round.")
+flags.DEFINE_integer("rounds", 9, "Alternating timing rounds.")
 flags.DEFINE_integer("seed", 0, "Seed of the random weights and inputs.")
 _common.define_output_flag()
 FLAGS = flags.FLAGS

@@ -247,3 +247,22 @@ def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):
     again = compact_lowered(model, masks, "auto", latency_cache=cache)[2]
     assert again["decisions"] == decisions and again["seconds"] < lowered["seconds"]
     _assert_same(model, masks, small, rng.normal(size=(2, 16, 16, 8)).astype(np.float32))
+
+
+def test_a_lowered_model_compacts_again():
+    rng = np.random.default_rng(7)
+    x = inputs = keras.Input((8, 8, 4))
+    x = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(6, 3, padding="same", name="c1")(x)))
+    x = L.Conv2D(5, 3, padding="same", name="c2")(x)
+    model = keras.Model(inputs, L.Dense(3, name="out")(L.GlobalAveragePooling2D()(x)))
+    _randomize_bn(model, rng)
+    masks = _random_masks(model, rng, filters=0.0, columns=0.5)
+    low, low_masks = compact(model, masks, return_masks=True, columns="rows")
+    assert all(isinstance(low.get_layer(n), lowering.ColumnSparseConv2D) for n in ("c1", "c2"))
+    low_masks["c1"][:, 2] = 0  # c1 feeds a lowered layer: its channels are kept
+    low_masks["c2"][:, 1] = 0  # c2 feeds Dense: its filter goes
+    again = compact(low, low_masks)
+    assert again.get_layer("c1").filters == 6 and again.get_layer("c2").filters == 4
+    assert again.get_layer("c2").rows == low.get_layer("c2").rows
+    assert again.get_layer("out").kernel.shape == (4, 3)
+    _assert_same(low, low_masks, again, rng.normal(size=(2, 8, 8, 4)).astype(np.float32))
