@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import _common  # noqa: E402
-from tfautocompress import apply_masks, artifacts, count, keras, masks as masks_lib, zoo  # noqa: E402
+from tfautocompress import (  # noqa: E402
+    apply_masks, artifacts, count, keras, masks as masks_lib, zoo)
 from tfautocompress.compact import compact, compact_lowered  # noqa: E402
 from tfautocompress.masks import magnitude_masks, uniform_schemes  # noqa: E402
 from tfautocompress.schemes import Combined  # noqa: E402

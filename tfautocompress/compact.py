@@ -50,11 +50,11 @@ def compact(model, masks, return_masks=False, columns="keep", latency_cache=None
     return (new_model, new_masks) if return_masks else new_model
 
 
-def compact_lowered(model, masks, columns="auto", latency_cache=None):
+def compact_lowered(model, masks, columns="auto", latency_cache=None, verbose=0):
     """``(compact_model, compact_masks, lowering)`` of ``compact``; ``lowering`` is
     ``{"decisions": {layer: lowering.Decision}, "seconds": float}`` for every
     column-sparse Conv2D (empty with ``columns="keep"``), ``seconds`` the time the
-    decisions took."""
+    decisions took (``verbose``: a progress bar while ``"auto"`` measures)."""
     if columns not in COLUMNS:
         raise ValueError(f"columns={columns!r} is not a column mode; accepted: "
                          f"{', '.join(map(repr, COLUMNS))}.")
@@ -65,7 +65,8 @@ def compact_lowered(model, masks, columns="auto", latency_cache=None):
         candidates = [(layer, rows) for layer in _leaf_layers(new_model)
                       if (rows := lowering.lowerable(layer, new_masks.get(layer.name)))
                       is not None]
-        decisions, seconds = lowering.decide(candidates, columns, latency_cache)
+        decisions, seconds = lowering.decide(candidates, columns, latency_cache,
+                                             verbose=verbose)
         lowered = {layer.name: (rows, decisions[layer.name].form)
                    for layer, rows in candidates if decisions[layer.name].form != "keep"}
         if lowered:

@@ -33,6 +33,7 @@ Lowered: plain ``Conv2D`` layers (``groups=1``, channels_last, any kernel size,
 strides, dilation, ``"valid"``/``"same"`` padding) with static spatial input
 dims. ``compact.compact(model, masks, columns=...)`` applies this.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -41,6 +42,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from tfautocompress import artifacts, graph as graph_lib
 from tfautocompress._keras import keras
@@ -378,31 +380,52 @@ def _measure(config, input_shape, rows, threads, runs, rounds):
     from tfautocompress.tflite_tools import benchmark
 
     contents = {}
-    for form in (KEEP,) + FORMS:
-        inputs = keras.Input(batch_shape=(1,) + input_shape[1:])
-        conv = dict(config, name="layer")
-        layer = (keras.layers.Conv2D.from_config(conv) if form == KEEP
-                 else ColumnSparseConv2D.from_conv(conv, rows, form))
-        model = keras.Model(inputs, layer(inputs))
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        contents[form] = converter.convert()
+    with _quiet_tf_logs():
+        for form in (KEEP,) + FORMS:
+            inputs = keras.Input(batch_shape=(1,) + input_shape[1:])
+            conv = dict(config, name="layer")
+            layer = (keras.layers.Conv2D.from_config(conv) if form == KEEP
+                     else ColumnSparseConv2D.from_conv(conv, rows, form))
+            model = keras.Model(inputs, layer(inputs))
+            contents[form] = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     medians = benchmark.interleaved_latency_ms(list(contents.values()), threads=threads,
                                                runs=runs, rounds=rounds)
     return dict(zip(contents, medians))
 
 
-def decide(layers_rows, columns, cache=None, threads=1):
+@contextlib.contextmanager
+def _quiet_tf_logs():
+    """TensorFlow's and absl's Python INFO lines off while single layers convert
+    (several lines per conversion); the levels before are restored."""
+    logger, verbosity = tf.get_logger(), absl_logging.get_verbosity()
+    level = logger.level
+    logger.setLevel("ERROR")
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        absl_logging.set_verbosity(verbosity)
+
+
+def decide(layers_rows, columns, cache=None, threads=1, verbose=0):
     """``({name: Decision}, seconds)`` for ``[(layer, rows)]``: ``columns="auto"``
-    measures (``choose``), ``"lower"`` takes ``DEFAULT_FORM``, a form name that form;
-    ``seconds`` is the time the decisions took. ``cache``: a ``LatencyCache``, a
-    JSON path or None (memory only)."""
+    measures (``choose``; a progress bar with ``verbose``), ``"lower"`` takes
+    ``DEFAULT_FORM``, a form name that form; ``seconds`` is the time the decisions
+    took. ``cache``: a ``LatencyCache``, a JSON path or None (memory only)."""
     if columns not in ("auto", "lower") + FORMS:
         raise ValueError(f"columns={columns!r}; accepted: 'auto', 'lower', "
                          f"{', '.join(map(repr, FORMS))}.")
     start = time.perf_counter()
     cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
-    fixed = DEFAULT_FORM if columns == "lower" else columns
-    decisions = {layer.name: (choose(layer, rows, cache, threads) if columns == "auto"
-                              else Decision(fixed, {}))
-                 for layer, rows in layers_rows}
+    if columns != "auto":
+        form = DEFAULT_FORM if columns == "lower" else columns
+        return {layer.name: Decision(form, {}) for layer, _ in layers_rows}, 0.0
+    progress = keras.utils.Progbar(len(layers_rows), verbose=verbose,
+                                   unit_name="column-sparse layer") if verbose else None
+    decisions = {}
+    for layer, rows in layers_rows:
+        decisions[layer.name] = choose(layer, rows, cache, threads)
+        if progress:
+            progress.add(1)
     return decisions, time.perf_counter() - start

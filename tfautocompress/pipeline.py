@@ -359,7 +359,7 @@ class AutoCompress:
             path = os.path.join(self.output_dir, "final")
             small, small_masks, lowered = compact_lowered(
                 model, masks, self.config.columns,
-                latency_cache=os.path.join(path, "layer_latency.json"))
+                latency_cache=os.path.join(path, "layer_latency.json"), verbose=self.verbose)
             artifacts.save_model(small, os.path.join(path, "compact.keras"))
             masks_lib.save(os.path.join(path, "masks.npz"), small_masks)
             record = self._metrics(small, small_masks, 0.0)
