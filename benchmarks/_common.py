@@ -21,7 +21,8 @@ import numpy as np
 from absl import flags
 
 __all__ = ["OUTPUT_HELP", "define_output_flag", "Stopwatch", "median_seconds",
-           "interleaved_median_seconds", "result_line", "print_result", "finish"]
+           "interleaved_median_seconds", "tflite_relative_diff", "result_line",
+           "print_result", "finish"]
 
 OUTPUT_HELP = "Write the RESULT figures here as JSON."
 
@@ -74,6 +75,21 @@ def interleaved_median_seconds(calls, runs, warmup=5):
             call()
             t.append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
+
+
+def tflite_relative_diff(path, reference, x):
+    """max |tflite - reference| over the reference outputs' spread across inputs.
+
+    Random-weight CNN outputs are near-uniform softmax scores (spread ~1e-5), so
+    the difference is measured against that spread: a wrong compaction gives ~1.
+    Outputs that do not vary at all (spread 0) give the absolute difference.
+    """
+    from tfautocompress.tflite_tools import benchmark
+
+    want = reference(x, training=False).numpy()
+    got = benchmark.run_tflite(path, [x])[0]
+    spread = float(np.ptp(want, axis=0).max())
+    return float(np.abs(got - want).max() / (spread if spread > 0 else 1.0))
 
 
 def result_line(result):

@@ -50,7 +50,7 @@ def main(argv):
         files = {name: export.export(m, os.path.join(folder, f"{name}.tflite"))["path"]
                  for name, m in models.items()}
         sizes = {name: os.path.getsize(path) / 2**20 for name, path in files.items()}
-        diffs = {name: _relative_diff(path, references[name], x)
+        diffs = {name: _common.tflite_relative_diff(path, references[name], x)
                  for name, path in files.items()}
         latency, fastest = _latencies(files)
 
@@ -76,17 +76,6 @@ def main(argv):
                            f"ms_{tag}": round(latency[name], 3),
                            f"mb_{tag}": round(size_mb, 2)})
     _common.finish(result, FLAGS.output)
-
-
-def _relative_diff(path, reference, x):
-    """max |tflite - reference| over the reference outputs' spread across inputs.
-
-    Random-weight VGG outputs are near-uniform softmax scores (spread ~1e-5), so
-    the difference is measured against that spread: a wrong compaction gives ~1.
-    """
-    want = reference(x, training=False).numpy()
-    got = benchmark.run_tflite(path, [x])[0]
-    return float(np.abs(got - want).max() / np.ptp(want, axis=0).max())
 
 
 def _latencies(files):

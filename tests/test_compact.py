@@ -1,10 +1,12 @@
 """Compaction: the compact model computes what the masked model computes."""
+import json
+
 import numpy as np
 import pytest
 
-from tfautocompress import cost, graph, zoo
+from tfautocompress import cost, graph, lowering, zoo
 from tfautocompress._keras import keras
-from tfautocompress.compact import apply_masks, compact
+from tfautocompress.compact import apply_masks, compact, compact_lowered
 
 L = keras.layers
 
@@ -34,10 +36,11 @@ def _random_masks(model, rng, filters=0.5, columns=0.3):
     return masks
 
 
-def _assert_same(model, masks, candidate, x):
+def _assert_same(model, masks, candidate, x, reference=None):
     """``candidate`` computes the masked model's outputs and its features before the
-    last layer: equal on the kept channels, which are all the non-zero ones."""
-    reference = apply_masks(model, masks)
+    last layer (``reference``: ``apply_masks(model, masks)``, made when not given):
+    equal on the kept channels, which are all the non-zero ones."""
+    reference = reference or apply_masks(model, masks)
     last = model.layers[-1].name
     kept = graph.analyze(model).kept_channels(masks)[last].inputs
     (out_a, feat_a), (out_b, feat_b) = (
@@ -63,7 +66,8 @@ def test_zoo_compact_matches_masked_and_round_trips(name, shape, tmp_path):
     masks = _random_masks(model, rng)
     small, small_masks = compact(model, masks, return_masks=True)
     x = rng.normal(size=(2,) + shape).astype(np.float32)
-    _assert_same(model, masks, small, x)
+    reference = apply_masks(model, masks)
+    _assert_same(model, masks, small, x, reference)
     assert small.count_params() < 0.8 * model.count_params()
     assert [l.name for l in small.layers] == [l.name for l in model.layers]
     # what the graph says is kept is what the compact model has
@@ -77,6 +81,23 @@ def test_zoo_compact_matches_masked_and_round_trips(name, shape, tmp_path):
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded(x, training=False).numpy(),
                                   small(x, training=False).numpy())
+    # lowered: the same outputs from the kept rows only, in either form
+    form = lowering.FORMS[ZOO.index((name, shape)) % len(lowering.FORMS)]
+    low, low_masks = compact(model, masks, return_masks=True, columns=form)
+    _assert_same(model, masks, low, x, reference)
+    lowered = [l for l in low.submodules if isinstance(l, lowering.ColumnSparseConv2D)]
+    sparse = [l for l in small.submodules if lowering.lowerable(l, small_masks.get(l.name))
+              is not None]
+    assert {l.name for l in lowered} == {l.name for l in sparse} and lowered
+    assert all(l.form == form for l in lowered)
+    assert cost.count(low, low_masks).conv_macs == cost.count(model, masks).conv_macs
+    executed, kept_executed = cost.count(low).conv_macs, cost.count(small).conv_macs
+    assert cost.count(model, masks).conv_macs <= executed < kept_executed
+    if name not in ("digits_vgg", "resnet18_cifar", "mobilenetv2_cifar"):
+        return  # the layer's round trip does not depend on the model around it
+    low.save(path)
+    np.testing.assert_array_equal(keras.models.load_model(path)(x, training=False).numpy(),
+                                  low(x, training=False).numpy())
 
 
 def _compact_param_count(model, kept):
@@ -197,3 +218,51 @@ def test_sequential_and_shared_layer_compact():
     small = compact(model, masks)
     assert small.get_layer("shared").kernel.shape == (1, 1, 4, 4)  # channel 1 is dead in both
     _assert_same(model, masks, small, rng.normal(size=(2, 6, 6, 2)))
+
+
+def test_bad_column_mode_is_an_error():
+    with pytest.raises(ValueError, match="columns='fast'.*'keep', 'lower', 'auto'"):
+        compact(zoo.build("lenet5"), {}, columns="fast")
+
+
+def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):
+    rng = np.random.default_rng(6)
+    x = inputs = keras.Input((16, 16, 8))
+    x = L.Conv2D(16, 3, padding="same", name="wide")(x)
+    model = keras.Model(inputs, L.Conv2D(8, 3, padding="same", name="narrow")(x))
+    masks = _random_masks(model, rng, filters=0.0, columns=0.7)
+    cache = tmp_path / "latency.json"
+    small, _, lowered = compact_lowered(model, masks, "auto", latency_cache=cache)
+    decisions = lowered["decisions"]
+    assert set(decisions) == {"wide", "narrow"} and lowered["seconds"] > 0
+    for name, decision in decisions.items():
+        assert set(decision.latency_ms) == {"keep", *lowering.FORMS}
+        assert all(v > 0 for v in decision.latency_ms.values())
+        best = min(decision.latency_ms, key=decision.latency_ms.get)
+        assert decision.form in ("keep", best)
+        layer = small.get_layer(name)
+        assert (decision.form == "keep") == (type(layer) is L.Conv2D)
+    assert len(json.loads(cache.read_text())) == 2
+    lowering.LatencyCache._memory.clear()  # a new process: only the file remembers
+    again = compact_lowered(model, masks, "auto", latency_cache=cache)[2]
+    assert again["decisions"] == decisions and again["seconds"] < lowered["seconds"]
+    _assert_same(model, masks, small, rng.normal(size=(2, 16, 16, 8)).astype(np.float32))
+
+
+def test_a_lowered_model_compacts_again():
+    rng = np.random.default_rng(7)
+    x = inputs = keras.Input((8, 8, 4))
+    x = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(6, 3, padding="same", name="c1")(x)))
+    x = L.Conv2D(5, 3, padding="same", name="c2")(x)
+    model = keras.Model(inputs, L.Dense(3, name="out")(L.GlobalAveragePooling2D()(x)))
+    _randomize_bn(model, rng)
+    masks = _random_masks(model, rng, filters=0.0, columns=0.5)
+    low, low_masks = compact(model, masks, return_masks=True, columns="rows")
+    assert all(isinstance(low.get_layer(n), lowering.ColumnSparseConv2D) for n in ("c1", "c2"))
+    low_masks["c1"][:, 2] = 0  # c1 feeds a lowered layer: its channels are kept
+    low_masks["c2"][:, 1] = 0  # c2 feeds Dense: its filter goes
+    again = compact(low, low_masks)
+    assert again.get_layer("c1").filters == 6 and again.get_layer("c2").filters == 4
+    assert again.get_layer("c2").rows == low.get_layer("c2").rows
+    assert again.get_layer("out").kernel.shape == (4, 3)
+    _assert_same(low, low_masks, again, rng.normal(size=(2, 8, 8, 4)).astype(np.float32))

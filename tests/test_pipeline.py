@@ -62,6 +62,13 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path):
     assert tflite["compact_fp32"]["size_bytes"] < tflite["baseline_fp32"]["size_bytes"]
     assert tflite["compact_fp32"]["equivalence"]["passed"]
     assert tflite["compact_fp16"]["gpu_compatible"] in (True, False)
+    lowering = report["final"]["lowering"]  # Config.columns="auto": measured per layer
+    assert lowering["conv_macs_counted"] <= lowering["conv_macs_executed"]
+    for name, layer in lowering["layers"].items():
+        assert layer["form"] in ("dense", "keep", "rows", "slices"), name
+        assert (layer["form"] == "dense") == (layer["latency_ms"] == {}), name
+    assert (tmp_path / "final" / "layer_latency.json").exists()
+    assert "CONV MACs counted vs executed" in (tmp_path / "report.md").read_text()
     for name in ("state.json", "report.json", "report.md", "layers.png", "accuracy.png",
                  "purification/masks.npz", "final/compact.keras", "final/compact_fp16.tflite"):
         assert (tmp_path / name).exists(), name
@@ -86,6 +93,8 @@ def test_config_errors_name_the_setting():
         Config(objective="flops")
     with pytest.raises(ValueError, match="scheme_set"):
         Config(scheme_set="channel")
+    with pytest.raises(ValueError, match="Config.columns='fastest'.*'keep', 'lower', 'auto'"):
+        Config(columns="fastest")
 
 
 @pytest.mark.parametrize("flag,message", [("--objective=flops", "--objective"),

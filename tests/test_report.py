@@ -61,3 +61,28 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
         content = (tmp_path / name).read_bytes()
         assert content[:4] in (b"\x89PNG", b"{\n  ")
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+def test_lowering_summary_counts_counted_and_executed_macs(tmp_path):
+    from tfautocompress.compact import compact_lowered
+
+    model = _model()
+    mask = np.ones((3, 3, 4, 6), np.float32)
+    mask[0, :, :, :] = 0.0  # a kernel row of c2: 12 of its 36 columns, no whole channel
+    small, small_masks, lowered = compact_lowered(model, {"c2": mask}, "slices")
+    summary = report.lowering_summary(small, small_masks, lowered)
+    positions = 4 * 4  # c2's output
+    assert summary["layers"]["c1"] == {"form": "dense", "macs_counted": 3 * 3 * 2 * 4 * 36,
+                                       "macs_executed": 3 * 3 * 2 * 4 * 36, "latency_ms": {}}
+    assert summary["layers"]["c2"] == {"form": "slices", "macs_counted": 24 * 6 * positions,
+                                       "macs_executed": 24 * 6 * positions, "latency_ms": {}}
+    kept, kept_masks, none = compact_lowered(model, {"c2": mask}, "keep")
+    assert report.lowering_summary(kept, kept_masks, none)["layers"]["c2"]["macs_executed"] \
+        == 36 * 6 * positions
+    assert summary["conv_macs_counted"] == summary["conv_macs_executed"]
+    state = {"config": {}, "baseline": _record(0.98, 1.0, {}), "rounds": [],
+             "purification": dict(_record(0.97, 2.5, {}), rounds=[]),
+             "final": dict(_record(0.97, 2.5, {}), lowering=summary)}
+    md = report.write(str(tmp_path), state) and (tmp_path / "report.md").read_text()
+    assert "## CONV MACs counted vs executed by TFLite" in md
+    assert f"| c2 | slices | {24 * 6 * positions:,} | {24 * 6 * positions:,} | - | - | - |" in md

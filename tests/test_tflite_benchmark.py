@@ -37,6 +37,14 @@ def test_benchmark_reports_json_clean_figures(float32_file):
     assert result["memory_mb"]["peak_rss"] > 0
 
 
+def test_interleaved_latency_takes_paths_and_bytes(float32_file):
+    content = open(float32_file, "rb").read()
+    fast, same = benchmark.interleaved_latency_ms([float32_file, content], runs=5, rounds=2)
+    assert fast > 0 and same > 0
+    with pytest.raises(ValueError, match="rounds=0"):
+        benchmark.interleaved_latency_ms([content], rounds=0)
+
+
 def test_latency_summary_matches_numpy():
     summary = benchmark.latency_summary([4.0, 1.0, 3.0, 2.0, 10.0])
     assert summary == {"mean": 4.0, "std": pytest.approx(np.std([4, 1, 3, 2, 10])),

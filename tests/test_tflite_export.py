@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfautocompress import artifacts, data, zoo
 from tfautocompress._keras import keras
-from tfautocompress.tflite_tools import benchmark, export
+from tfautocompress.tflite_tools import benchmark, export, gpu
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +57,40 @@ def compacted(trained, digits):
     return small
 
 
+@pytest.fixture(scope="module")
+def lowered(trained, digits):
+    """The trained model with half of every CONV layer's filters and 3/4 of the
+    remaining columns pruned, compacted with every column-sparse Conv2D lowered,
+    fine-tuned as briefly as ``trained``; in each lowered form."""
+    from tfautocompress import lowering, schemes
+    from tfautocompress.compact import compact
+    from tfautocompress.masks import magnitude_masks, uniform_schemes
+
+    masks = magnitude_masks(trained, uniform_schemes(trained, schemes.Combined(0.5, 0.75)))
+    small = compact(trained, masks, columns="rows")
+    assert any(isinstance(l, lowering.ColumnSparseConv2D) for l in small.layers)
+    keras.utils.set_random_seed(0)
+    small.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    small.fit(digits.train.take(24), epochs=1, verbose=0)
+
+    def as_slices(layer):
+        config = layer.get_config()
+        if isinstance(layer, lowering.ColumnSparseConv2D):
+            config["form"] = "slices"
+        return type(layer).from_config(config)
+
+    slices = keras.models.clone_model(small, clone_function=as_slices)
+    slices.set_weights(small.get_weights())
+    return {"lowered_rows": small, "lowered_slices": slices}
+
+
 @pytest.mark.parametrize("mode", export.MODES)
-@pytest.mark.parametrize("which", ["dense", "compact"])
-def test_every_mode_matches_the_keras_model(mode, which, trained, compacted, digits,
+@pytest.mark.parametrize("which", ["dense", "compact", "lowered_rows", "lowered_slices"])
+def test_every_mode_matches_the_keras_model(mode, which, trained, compacted, lowered, digits,
                                             exported, tmp_path):
-    model = trained if which == "dense" else compacted
+    model = {"dense": trained, "compact": compacted, **lowered}[which]
     path = (exported[mode]["path"] if which == "dense" else export.export(
-        compacted, tmp_path / f"compact_{mode}.tflite", mode,
+        model, tmp_path / f"{which}_{mode}.tflite", mode,
         representative_data=digits.train.take(2))["path"])
     result = benchmark.check_equivalence(model, path, digits.val)
     assert result["mode"] == mode and result["samples"] == digits.sizes["val"]
@@ -72,6 +99,9 @@ def test_every_mode_matches_the_keras_model(mode, which, trained, compacted, dig
         assert result["max_abs_diff"] <= 1e-4
     if mode in ("dynamic", "int8"):
         assert result["top1_agreement"] >= 0.99
+    if which.startswith("lowered"):  # builtins only, GATHER among them
+        raw = gpu.gpu_compatibility(path).raw
+        assert "GATHER" in raw and "Flex" not in raw
 
 
 def test_sidecar_describes_the_file(trained, exported):

@@ -2,6 +2,7 @@
 import pytest
 import tensorflow as tf
 
+from tfautocompress import lowering
 from tfautocompress._keras import keras
 from tfautocompress.tflite_tools import export, gpu
 
@@ -56,6 +57,24 @@ def test_analyzer_warning_lines_are_attributed_to_their_op():
     assert result.incompatible_ops == ["STRIDED_SLICE"]
     assert result.details == ["Subgraph#0 Op#0 STRIDED_SLICE: STRIDED_SLICE supports for "
                               "3 or 4 dimensional tensors only."]
+
+
+@pytest.mark.parametrize("form", lowering.FORMS)
+def test_lowered_column_sparse_conv_is_compatible(form):
+    inputs = keras.Input((8, 8, 4), name="input")
+    x = lowering.ColumnSparseConv2D(5, 3, [0, 1, 5, 9, 20, 35], padding="same", form=form)(inputs)
+    result = gpu.gpu_compatibility(_convert(keras.Model(inputs, x)))
+    assert result.compatible, result.details
+    assert "GATHER" in result.raw and "CONV_2D" in result.raw and "FlexGather" not in result.raw
+
+
+def test_gather_with_2d_indices_is_reported():
+    inputs = keras.Input((8, 8, 4), name="input")
+    x = keras.layers.Lambda(lambda t: tf.gather(t, [[0, 1], [2, 3]], axis=3))(inputs)
+    result = gpu.gpu_compatibility(_convert(keras.Model(inputs, x)))
+    assert result.incompatible_ops == ["GATHER"]
+    assert result.details == ["Subgraph#0 Op#0 GATHER: the GPU delegate takes only constant "
+                              "1-D indices"]
 
 
 def test_unreadable_models_and_missing_files_are_errors(tmp_path):

@@ -14,17 +14,30 @@ In inference mode ``compact(m, masks)(x) == apply_masks(m, masks)(x)`` up to
 float rounding; ``graph.analyze(m).kept_channels(masks)`` tells what each
 layer keeps. Both take a Keras 3 model too and then return a Keras 3 model (the
 surgery runs on its tf_keras conversion; ``keras3.to_keras3`` brings it back).
+
+``columns`` says what happens to a compact Conv2D whose kernel still holds
+all-zero rows (column pruning that does not empty a whole channel): ``"keep"``
+keeps them as zeros in a ``Conv2D``; ``"lower"`` replaces every such layer by a
+``lowering.ColumnSparseConv2D`` of the same name that multiplies only the kept
+rows (its default form; ``"rows"`` or ``"slices"`` choose one); ``"auto"``
+lowers a layer only where its measured host TFLite latency is lower
+(``lowering.choose``; cached per layer shape and kept-row pattern, also in
+``latency_cache`` when it is a JSON path). Compacting a model with lowered
+layers again keeps the channels they read (their rows index them) and can still
+remove their filters.
 """
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress import graph as graph_lib
+from tfautocompress import graph as graph_lib, lowering
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 
-__all__ = ["compact", "apply_masks"]
+__all__ = ["COLUMNS", "compact", "compact_lowered", "apply_masks"]
+
+COLUMNS = ("keep", "lower", "auto") + lowering.FORMS
 
 
-def compact(model, masks, return_masks=False):
+def compact(model, masks, return_masks=False, columns="keep", latency_cache=None):
     """A new functional model without the channels that ``masks`` kill (see module doc).
 
     ``masks``: layer name → kernel-shaped 0/1 array (any structure; closed here).
@@ -32,10 +45,43 @@ def compact(model, masks, return_masks=False):
     With ``return_masks`` returns ``(compact_model, compact_masks)``: the closed
     masks cut to the compact shapes, which still mark the zeros kept inside
     (``cost.count(compact_model, compact_masks)`` counts as ``cost.count(model, masks)``).
+    ``columns``: one of ``COLUMNS`` (module doc).
     """
+    new_model, new_masks, _ = compact_lowered(model, masks, columns, latency_cache)
+    return (new_model, new_masks) if return_masks else new_model
+
+
+def compact_lowered(model, masks, columns="auto", latency_cache=None, verbose=0):
+    """``(compact_model, compact_masks, lowering)`` of ``compact``; ``lowering`` is
+    ``{"decisions": {layer: lowering.Decision}, "seconds": float}`` for every
+    column-sparse Conv2D (empty with ``columns="keep"``), ``seconds`` the time the
+    decisions took (``verbose``: a progress bar while ``"auto"`` measures)."""
+    if columns not in COLUMNS:
+        raise ValueError(f"columns={columns!r} is not a column mode; accepted: "
+                         f"{', '.join(map(repr, COLUMNS))}.")
     surgery = _Surgery(model, masks, shrink=True)
-    new_model = surgery.run()
-    return (new_model, surgery.compact_masks()) if return_masks else new_model
+    new_model, new_masks = surgery.run(), surgery.compact_masks()
+    decisions, seconds = {}, 0.0
+    if columns != "keep":
+        candidates = [(layer, rows) for layer in _leaf_layers(new_model)
+                      if (rows := lowering.lowerable(layer, new_masks.get(layer.name)))
+                      is not None]
+        decisions, seconds = lowering.decide(candidates, columns, latency_cache,
+                                             verbose=verbose)
+        lowered = {layer.name: (rows, decisions[layer.name].form)
+                   for layer, rows in candidates if decisions[layer.name].form != "keep"}
+        if lowered:
+            surgery = _Surgery(model, masks, shrink=True, lowered=lowered)
+            new_model, new_masks = surgery.run(), surgery.compact_masks()
+    return new_model, new_masks, {"decisions": decisions, "seconds": seconds}
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if graph_lib.is_graph_model(layer):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
 
 
 def apply_masks(model, masks):
@@ -48,9 +94,10 @@ def apply_masks(model, masks):
 
 
 class _Surgery:
-    def __init__(self, model, masks, shrink):
+    def __init__(self, model, masks, shrink, lowered=None):
         self.keras3 = is_keras3(model)
         self.model = model = as_tf_keras(model)
+        self.lowered = lowered or {}  # layer name -> (kept rows, lowered form)
         self.graph = graph_lib.analyze(model)
         self.closed, self.alive = self.graph.close(masks)
         self.keep = self.graph.keep(self.alive) if shrink else np.ones_like(self.alive)
@@ -86,13 +133,19 @@ class _Surgery:
                                       name=t_in._keras_history.layer.name)  # noqa: SLF001
                           for t, t_in in zip(node.keras_inputs, layer.inputs)]
                 new = self._rebuild(layer, inputs)
+            elif layer.name in self.lowered:
+                new = lowering.ColumnSparseConv2D.from_conv(self._config(layer),
+                                                            *self.lowered[layer.name])
             else:
                 new = type(layer).from_config(self._config(layer))
             self.new_layers[id(layer)] = new
         args, kwargs = tf.nest.map_structure(value_of, (node.call_args, node.call_kwargs))
         outputs = new(*args, **kwargs)
         if first and not graph_lib.is_graph_model(layer):
-            new.set_weights(self._weights(layer))
+            weights = self._weights(layer)
+            if layer.name in self.lowered:
+                weights = new.conv_weights(weights)
+            new.set_weights(weights)
         return tf.nest.flatten(outputs)
 
     def _config(self, layer):
@@ -148,4 +201,7 @@ class _Surgery:
                 cut[name] = mask[self.keep[graph.in_index[name]]]
             else:
                 cut[name] = self._cut(layer, op, op.kernel, mask)
+            if name in self.lowered:
+                rows = self.lowered[name][0]
+                cut[name] = cut[name].reshape(-1, cut[name].shape[-1])[rows]
         return cut

@@ -19,18 +19,25 @@ whole channel) counts the same as its masked model when given its own masks
 (``compact.compact(model, masks, return_masks=True)`` returns them).
 
 "CONV" means Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose
-layers, the layers the AutoCompress tables report.
+layers, the layers the AutoCompress tables report, and the lowered
+``lowering.ColumnSparseConv2D`` (its kernel holds only the kept rows).
+
+Counted vs executed: ``count(compact_model, compact_masks)`` counts the MACs the
+pruning keeps; ``count(compact_model)`` (no masks) counts what TFLite executes,
+i.e. every entry of every stored kernel: the zeros of a kept column-sparse Conv2D
+included, only the kept rows of a lowered one.
 """
 import dataclasses
 
 import numpy as np
 
-from tfautocompress import graph as graph_lib, masks as masks_lib, schemes
+from tfautocompress import graph as graph_lib, lowering, masks as masks_lib, schemes
 from tfautocompress._keras import as_tf_keras, keras
 
 OBJECTIVES = ("params", "macs")
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-               keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
+               keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose,
+               lowering.ColumnSparseConv2D)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +169,8 @@ def _count_calls(model, calls):
 
 def _layer_cost(layer, mask, calls=1):
     out_shape = _output_shape(layer)
-    attr = schemes.kernel_attr(layer)
+    attr = ("kernel" if isinstance(layer, lowering.ColumnSparseConv2D)
+            else schemes.kernel_attr(layer))
     kernel = None if attr is None else getattr(layer, attr)
     if kernel is None:
         params = sum(_live_count(w, mask) for w in _parameters(layer))

@@ -12,7 +12,8 @@ breaks the bound is rejected and Phase I ends with the previous round. Phase I a
 ends at ``target_compression_ratio`` (objective ``params`` or ``macs``, counted on
 the CONV layers as the paper's tables), at ``max_rounds``, or when the target is
 infeasible. Phase II (``purification``) removes near-zero filters/columns and unused
-weights under the same bound; ``compact`` builds the smaller dense model; optionally
+weights under the same bound; ``compact`` builds the smaller dense model, with its
+column-sparse convolutions lowered where that is faster (``Config.columns``); optionally
 it is exported to TFLite (fp32 / fp16), benchmarked and checked for the GPU delegate.
 
 ``Config.distribution`` trains under a ``tf.distribute`` strategy and
@@ -43,7 +44,7 @@ from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
-from tfautocompress.compact import apply_masks, compact
+from tfautocompress.compact import COLUMNS, apply_masks, compact, compact_lowered
 from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Scheme
 from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib
@@ -84,6 +85,8 @@ class Config:
     another one. ``search_parallel``: SA neighbours evaluated per chain step; set
     it to the number of keras-tuner search workers (the same value gives the same
     trials in one process).
+    ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
+    ``"auto"`` lowers the column-sparse convolutions that run faster in host TFLite).
     """
 
     objective: str = "params"
@@ -104,12 +107,16 @@ class Config:
     purification_rounds: int = 3
     purification_max_scale: float = 1.0
     export_tflite: bool = False
+    columns: str = "auto"
     seed: int = 0
     distribution: str = "none"
     search_parallel: int = 1
 
     def __post_init__(self):
         cost.check_objective(self.objective)
+        if self.columns not in COLUMNS:
+            raise ValueError(f"Config.columns={self.columns!r}; accepted: "
+                             f"{', '.join(map(repr, COLUMNS))}.")
         if self.scheme_set not in space_lib.SCHEME_SETS:
             raise ValueError(f"scheme_set={self.scheme_set!r}; accepted: {space_lib.SCHEME_SETS}.")
         if self.distribution not in distribute.DISTRIBUTIONS:
@@ -429,9 +436,14 @@ class AutoCompress:
         if self.state["final"] is None:
             start = time.perf_counter()
             model, masks = self._load_step(os.path.join(self.output_dir, "purification"))
-            small, small_masks = compact(model, masks, return_masks=True)
             path = os.path.join(self.output_dir, "final")
-            saved = artifacts.save_model(small, os.path.join(path, "compact.keras"),
+            small, small_masks, lowered = compact_lowered(
+                model, masks, self.config.columns,
+                latency_cache=os.path.join(path, "layer_latency.json"), verbose=self.verbose)
+            # Keras 3 has no twin of the lowered layer yet: its compact model keeps the
+            # zero columns (the TFLite export below runs the lowered one).
+            saved = artifacts.save_model(compact(model, masks) if self.keras3 else small,
+                                         os.path.join(path, "compact.keras"),
                                          keras3=self.keras3)
             masks_lib.save(os.path.join(path, "masks.npz"), small_masks)
             record = self._metrics(small, small_masks, 0.0)
@@ -442,6 +454,7 @@ class AutoCompress:
             record["max_abs_diff_vs_masked"] = float(np.max(np.abs(
                 small(x, training=False) - apply_masks(model, masks)(x, training=False))))
             record["compact_params"] = cost.count(small).params
+            record["lowering"] = report_lib.lowering_summary(small, small_masks, lowered)
             if self.config.export_tflite:
                 record["tflite"] = report_lib.tflite_figures(self.model, small, path,
                                                              self.splits.val)

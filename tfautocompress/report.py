@@ -5,7 +5,10 @@ into ``report.json`` with top-level ``baseline``, ``rounds`` (a list) and ``fina
 each with ``val_accuracy``, ``test_accuracy``, ``conv_params_ratio``,
 ``conv_macs_ratio``, ``params_ratio``, ``macs_ratio``, ``wall_s`` and per-layer
 kept fractions (``layers``) with the filter/column ``scheme_split``; ``final`` has
-the TFLite figures when they were measured. Ratios are dense / kept (N x);
+the TFLite figures when they were measured, and ``lowering``
+(``lowering_summary``): per CONV layer of the compact model the MACs the pruning
+counts vs the MACs TFLite executes, the form each column-sparse Conv2D took and
+the single-layer latency of each form measured. Ratios are dense / kept (N x);
 accuracies are fractions in [0, 1].
 
 ``write_comparison(stem, rows, header, title)`` writes a side-by-side comparison of
@@ -22,9 +25,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfautocompress import artifacts, graph as graph_lib, schemes as schemes_lib  # noqa: E402
+from tfautocompress import artifacts, cost, graph as graph_lib  # noqa: E402
+from tfautocompress import schemes as schemes_lib  # noqa: E402
 
-__all__ = ["layer_summary", "scheme_split", "tflite_figures", "build", "write",
+__all__ = ["layer_summary", "scheme_split", "lowering_summary", "tflite_figures", "build", "write",
            "comparison_markdown", "plot_pareto", "write_comparison"]
 
 KEYS = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
@@ -59,6 +63,47 @@ def scheme_split(layers):
         return {"filter": 0.0, "column": 0.0}
     share = min(1.0, by_filter / removed)
     return {"filter": share, "column": 1.0 - share}
+
+
+def lowering_summary(compact_model, compact_masks, lowered):
+    """``{"layers": {name: {"form", "macs_counted", "macs_executed", "latency_ms"}},
+    "conv_macs_counted", "conv_macs_executed", "decision_s"}`` of a compact model
+    with its compact masks and ``compact.compact_lowered``'s ``lowering``. Counted
+    MACs skip the pruned zeros; executed MACs are what TFLite multiplies (a kept
+    column-sparse Conv2D multiplies its zeros, a lowered one only its kept rows)."""
+    counted = cost.count(compact_model, compact_masks)
+    executed = {r.name: r for r in cost.count(compact_model).layers}
+    decisions = lowered["decisions"]
+    layers = {}
+    for r in counted.layers:
+        if not r.conv:
+            continue
+        decision = decisions.get(r.name)
+        layers[r.name] = {"form": decision.form if decision else "dense",
+                          "macs_counted": r.macs, "macs_executed": executed[r.name].macs,
+                          "latency_ms": dict(decision.latency_ms) if decision else {}}
+    return {"layers": layers, "conv_macs_counted": counted.conv_macs,
+            "conv_macs_executed": sum(executed[n].macs for n in layers),
+            "decision_s": float(lowered["seconds"])}
+
+
+def _lowering_lines(lowering):
+    forms = ("keep", "rows", "slices")
+    lines = ["", "## CONV MACs counted vs executed by TFLite", "",
+             "Form: `dense` (no pruned column), `keep` (Conv2D multiplying its zero columns), "
+             "`rows` / `slices` (lowered: only the kept rows). Latency: the layer alone in "
+             "host TFLite, 1 thread, per form measured.", "",
+             "| layer | form | MACs counted | MACs executed | "
+             + " | ".join(f"{f} ms" for f in forms) + " |", "|---" * (4 + len(forms)) + "|"]
+    for name, v in lowering["layers"].items():
+        times = [f"{v['latency_ms'][f]:.3f}" if f in v["latency_ms"] else "-" for f in forms]
+        lines.append(f"| {name} | {v['form']} | {v['macs_counted']:,} | {v['macs_executed']:,} | "
+                     + " | ".join(times) + " |")
+    counted, executed = lowering["conv_macs_counted"], lowering["conv_macs_executed"]
+    lines.append(f"| total | | {counted:,} | {executed:,} |" + " |" * len(forms))
+    lines.append(f"\nTFLite executes {executed / max(counted, 1):.2f}x the counted CONV MACs; "
+                 f"choosing the forms took {lowering['decision_s']:.1f} s.")
+    return lines
 
 
 def tflite_figures(dense_model, compact_model, folder, data, runs=30):
@@ -109,7 +154,8 @@ def build(state):
     final["scheme_split"] = scheme_split(final["layers"])
     final["purification"] = {k: state["purification"][k] for k in KEYS}
     final["purification"]["rounds"] = state["purification"].get("rounds", [])
-    for key in ("tflite", "max_abs_diff_vs_masked", "keras3_max_abs_diff", "compact_params"):
+    for key in ("tflite", "max_abs_diff_vs_masked", "keras3_max_abs_diff", "compact_params",
+                "lowering"):
         if key in state["final"]:
             final[key] = state["final"][key]
     final["wall_s"] = (sum(r["wall_s"] for r in rounds) + state["purification"]["wall_s"]
@@ -169,6 +215,8 @@ def _markdown(report):
             v = e["layers"].get(layer, {"kept": 1.0, "filters_removed": 0.0, "columns_removed": 0.0})
             cells.append(f"{v['kept']:.3f} ({v['filters_removed']:.2f} / {v['columns_removed']:.2f})")
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    if report["final"].get("lowering"):
+        lines += _lowering_lines(report["final"]["lowering"])
     tflite = report["final"].get("tflite")
     if tflite:
         lines += ["", "## TFLite (host, 1 thread)", "",

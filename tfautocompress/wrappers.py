@@ -286,8 +286,12 @@ class StructuredPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
 
 
 def custom_objects():
-    """Custom objects for ``keras.models.load_model``/``custom_object_scope``."""
-    return {"StructuredPruneLowMagnitude": StructuredPruneLowMagnitude}
+    """Custom objects for ``keras.models.load_model``/``custom_object_scope``: the
+    wrapper and the lowered column-sparse convolution of compact models."""
+    from tfautocompress.lowering import ColumnSparseConv2D
+
+    return {"StructuredPruneLowMagnitude": StructuredPruneLowMagnitude,
+            "ColumnSparseConv2D": ColumnSparseConv2D}
 
 
 def prune_structured(model, masks_or_policy, pruning_schedule=None):

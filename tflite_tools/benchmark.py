@@ -60,6 +60,25 @@ def benchmark(tflite_path, threads=1, warmup=5, runs=50, accelerator="cpu", seed
     }
 
 
+def interleaved_latency_ms(models, threads=1, runs=20, rounds=3, warmup=3, seed=0):
+    """Median latency (ms) of each of ``models`` (``.tflite`` paths or bytes), timed in
+    ``rounds`` alternating rounds of ``runs`` inferences, so that load from other
+    processes hits them alike: per model the median over rounds of its round medians."""
+    if int(threads) < 1 or int(runs) < 1 or int(rounds) < 1:
+        raise ValueError(f"threads={threads}, runs={runs} and rounds={rounds} must all "
+                         "be at least 1.")
+    invokers = [_cpu_invoker(m if isinstance(m, (bytes, bytearray)) else _existing(m),
+                             int(threads), seed) for m in models]
+    for invoke in invokers:
+        for _ in range(int(warmup)):
+            invoke()
+    medians = [[] for _ in invokers]
+    for _ in range(int(rounds)):
+        for invoke, per_round in zip(invokers, medians):
+            per_round.append(statistics.median(_timed(invoke) for _ in range(int(runs))))
+    return [float(np.median(m)) for m in medians]
+
+
 def latency_summary(latencies_ms):
     """mean/std/min/max/median/p90 of a list of latencies, in ms."""
     values = np.asarray(latencies_ms, dtype=np.float64)
@@ -113,8 +132,11 @@ def check_equivalence(model, tflite_path, data):
             "passed": bool(passed)}
 
 
-def _cpu_invoker(path, threads, seed):
-    interpreter = Interpreter(model_path=path, num_threads=threads)
+def _cpu_invoker(model, threads, seed):
+    """``model``: a ``.tflite`` path or its bytes."""
+    interpreter = (Interpreter(model_content=bytes(model), num_threads=threads)
+                   if isinstance(model, (bytes, bytearray))
+                   else Interpreter(model_path=model, num_threads=threads))
     interpreter.allocate_tensors()
     rng = np.random.default_rng(seed)
     for detail in interpreter.get_input_details():

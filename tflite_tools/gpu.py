@@ -7,8 +7,11 @@ the build emits them, but the TF 2.21 wheels print "looks compatible" for every
 model, even for Flex or TOPK_V2 ops (their analyzer is built without the GPU
 checker), so each op is also checked against ``GPU_DELEGATE_OPS``: the op types
 that TFLite's GPU delegate accepts (``tensorflow/lite/tools/versioning/
-gpu_compatibility.cc``). That check is per op type; per-op parameter limits
-(e.g. STRIDED_SLICE rank) come only from an analyzer that has the checker.
+gpu_compatibility.cc``). That check is per op type, except for GATHER (the op of
+lowered column-sparse convolutions, ``tfautocompress.lowering``), whose limit is
+checked from the report's tensor table: the GPU delegate takes only constant
+(read-only) 1-D indices. Other per-op parameter limits (e.g. STRIDED_SLICE rank)
+come only from an analyzer that has the checker.
 """
 import contextlib
 import dataclasses
@@ -36,7 +39,9 @@ STABLEHLO_CLAMP STRIDED_SLICE SUB SUM TANH TILE TRANSPOSE TRANSPOSE_CONV
 Convolution2DTransposeBias MaxPoolingWithArgmax2D MaxUnpooling2D Resampler
 """.split())
 
-_OP_LINE = re.compile(r"^\s*Op#(\d+) (\S+?)\(")
+_OP_LINE = re.compile(r"^\s*Op#(\d+) (\S+?)\((.*?)\) ->")
+_TENSOR_LINE = re.compile(r"^\s*T#(\d+)\(.*?\) shape:\[([^\]]*)\], type:\S+?( RO)?[ ,]")
+_TENSOR_REF = re.compile(r"T#(-?\d+)")
 _SUBGRAPH_LINE = re.compile(r"^Subgraph#(\d+)")
 _WARNING = "GPU COMPATIBILITY WARNING:"
 
@@ -69,6 +74,7 @@ def parse_analyzer_report(raw):
         raise ValueError(f"the TFLite Analyzer could not read the model: {raw.strip()[:300]}")
     ops, details = [], []
     subgraph, node = 0, None
+    gathers, tensors = [], {}  # (subgraph, op, indices tensor); (subgraph, T#) -> (rank, const)
     for line in raw.splitlines():
         if match := _SUBGRAPH_LINE.match(line):
             subgraph, node = int(match.group(1)), None
@@ -78,12 +84,23 @@ def parse_analyzer_report(raw):
                 ops.append(node[1])
                 details.append(f"Subgraph#{subgraph} Op#{node[0]} {node[1]}: not an op "
                                "type the TFLite GPU delegate supports")
+            elif node[1] == "GATHER":
+                refs = _TENSOR_REF.findall(re.sub(r"\[[^\]]*\]", "", match.group(3)))
+                gathers.append((subgraph, node[0], int(refs[1]) if len(refs) > 1 else None))
+        elif match := _TENSOR_LINE.match(line):
+            rank = len([d for d in match.group(2).split(",") if d.strip()])
+            tensors[(subgraph, int(match.group(1)))] = (rank, bool(match.group(3)))
         elif line.startswith(_WARNING) and node is not None:
             message = line[len(_WARNING):].strip()
             if not message.startswith("Subgraph#"):  # not the subgraph's summary line
                 ops.append(node[1])
                 details.append(f"Subgraph#{subgraph} Op#{node[0]} {node[1]}: {message}")
             node = None  # one warning line per node
+    for sub, op, indices in gathers:
+        if tensors.get((sub, indices)) != (1, True):
+            ops.append("GATHER")
+            details.append(f"Subgraph#{sub} Op#{op} GATHER: the GPU delegate takes only "
+                           "constant 1-D indices")
     return GpuCompatibility(compatible=not ops, incompatible_ops=list(dict.fromkeys(ops)),
                             details=details, raw=raw)
 

@@ -1,0 +1,65 @@
+"""lowering: ColumnSparseConv2D computes the masked Conv2D from its kept rows, in every form."""
+import numpy as np
+import pytest
+
+from tfautocompress import lowering
+from tfautocompress._keras import keras
+
+L = keras.layers
+
+
+LOWERED_CONVS = [dict(kernel_size=3, padding="same"), dict(kernel_size=3, padding="valid"),
+                 dict(kernel_size=3, strides=2, padding="same"),
+                 dict(kernel_size=(3, 2), strides=(2, 1), padding="valid"),
+                 dict(kernel_size=3, dilation_rate=2, padding="same"),
+                 dict(kernel_size=1, padding="valid"), dict(kernel_size=5, strides=3,
+                                                            padding="same")]
+
+
+@pytest.mark.parametrize("form", lowering.FORMS)
+@pytest.mark.parametrize("conv", LOWERED_CONVS, ids=[str(c) for c in LOWERED_CONVS])
+def test_column_sparse_conv_computes_the_masked_conv(conv, form):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 9, 8, 6)).astype(np.float32)
+    dense = L.Conv2D(7, activation="relu", name="c", **conv)
+    dense(x)
+    kernel, bias = dense.get_weights()
+    mask = np.ones(kernel.shape, np.float32)
+    mask[rng.random(kernel.shape[:-1]) < 0.6] = 0
+    mask.reshape(-1, 7)[0] = 1  # one position keeps every channel: no gather there
+    if kernel.shape[0] > 1:
+        mask[1] = 0  # a kernel row without kept entries: that position vanishes
+    dense.set_weights([kernel * mask, bias])
+    rows = lowering.kept_rows(mask)
+    low = lowering.ColumnSparseConv2D.from_conv(dense.get_config(), rows, form)
+    low(x)
+    low.set_weights(low.conv_weights([kernel * mask, bias]))
+    assert low.kernel.shape == (rows.size, 7)
+    np.testing.assert_allclose(low(x).numpy(), dense(x).numpy(), atol=1e-5)
+    again = lowering.ColumnSparseConv2D.from_config(low.get_config())
+    again(x)
+    again.set_weights(low.get_weights())
+    np.testing.assert_array_equal(again(x).numpy(), low(x).numpy())
+
+
+def test_bad_rows_and_forms_are_errors():
+    with pytest.raises(ValueError, match="rows must be"):
+        lowering.ColumnSparseConv2D(4, 3, rows=[3, 1])
+    with pytest.raises(ValueError, match="form='im2col'.*rows, slices"):
+        lowering.ColumnSparseConv2D(4, 3, rows=[1], form="im2col")
+    with pytest.raises(ValueError, match="row 27 is out of range for a 3x3x3 kernel"):
+        lowering.ColumnSparseConv2D(4, 3, rows=[27])(np.zeros((1, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="columns='keep'; accepted: 'auto', 'lower'"):
+        lowering.decide([], "keep")
+
+
+def test_lowerable_takes_only_column_sparse_plain_conv2d():
+    conv, depthwise = L.Conv2D(4, 3), L.DepthwiseConv2D(3)
+    inputs = keras.Input((6, 6, 2))
+    keras.Model(inputs, [conv(inputs), depthwise(inputs)])
+    mask = np.ones((3, 3, 2, 4), np.float32)
+    assert lowering.lowerable(conv, mask) is None  # nothing pruned
+    mask[0, 0, 1] = 0
+    np.testing.assert_array_equal(lowering.lowerable(conv, mask), np.delete(np.arange(18), 1))
+    assert lowering.lowerable(conv, np.zeros_like(mask)) is None  # nothing kept
+    assert lowering.lowerable(depthwise, np.ones((3, 3, 2, 1), np.float32)) is None
