@@ -13,6 +13,7 @@ import os
 from absl import flags
 
 from tfautocompress.cli import DEFAULT_BASELINE_DIR, define_distribution_flag, run_app
+from tfautocompress.compact import COLUMNS
 from tfautocompress.space import SCHEME_SETS
 
 FLAGS = flags.FLAGS
@@ -59,6 +60,10 @@ def _define():
     flags.DEFINE_string("output_dir", "runs/compress", "Where rounds, models and reports go.")
     flags.DEFINE_integer("seed", 0, "Seed of data split, search and training.")
     flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log folder.")
+    flags.DEFINE_enum("columns", "auto", list(COLUMNS),
+                      "Column-sparse convolutions of the compact model: keep the zero "
+                      "columns, lower them all (ColumnSparseConv2D; or in one form), or "
+                      "lower where host TFLite runs them faster.")
     flags.DEFINE_boolean("export_tflite", True, "Export, benchmark and GPU-check the result.")
     define_distribution_flag()
     flags.DEFINE_integer("search_parallel", 1, "SA neighbours evaluated per chain step: the "
@@ -146,7 +151,8 @@ def run(argv):
                     admm={} if f.rho is None else {"rho": f.rho},
                     purification_trials=f.purification_trials,
                     export_tflite=f.export_tflite, seed=f.seed,
-                    distribution=f.distribution, search_parallel=f.search_parallel)
+                    distribution=f.distribution, search_parallel=f.search_parallel,
+                    columns=f.columns)
     from_keras3 = f.model.endswith(".keras") and artifacts.saved_by_keras3(f.model)
     pipeline = AutoCompress(model, splits, distribute.output_dir(f.output_dir, strategy),
                             config, tensorboard_dir=None if worker else f.tensorboard_dir,

@@ -328,6 +328,16 @@ class Decision:
         return {"form": self.form, "latency_ms": dict(self.latency_ms)}
 
 
+def machine_cache_path():
+    """This machine's latency cache: ``$TFAUTOCOMPRESS_CACHE_DIR`` (default
+    ``~/.cache/tfautocompress``) / ``layer_latency.json``. Measured once per layer
+    shape and kept-row pattern, a choice is the same in every later run here, so
+    the same command and seed give the same compact model."""
+    folder = os.environ.get("TFAUTOCOMPRESS_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "tfautocompress")
+    return os.path.join(folder, "layer_latency.json")
+
+
 class LatencyCache:
     """Measured single-layer latencies by layer key, in memory and optionally in
     ``path`` (JSON, written atomically after each new measurement)."""

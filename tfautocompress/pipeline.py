@@ -39,7 +39,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tfautocompress import artifacts, cost, distribute, masks as masks_lib, policy as policy_lib
-from tfautocompress import purification, report as report_lib, space as space_lib
+from tfautocompress import lowering, purification, report as report_lib, space as space_lib
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks import masked_retraining
@@ -439,7 +439,7 @@ class AutoCompress:
             path = os.path.join(self.output_dir, "final")
             small, small_masks, lowered = compact_lowered(
                 model, masks, self.config.columns,
-                latency_cache=os.path.join(path, "layer_latency.json"), verbose=self.verbose)
+                latency_cache=lowering.machine_cache_path(), verbose=self.verbose)
             # Keras 3 has no twin of the lowered layer yet: its compact model keeps the
             # zero columns (the TFLite export below runs the lowered one).
             saved = artifacts.save_model(compact(model, masks) if self.keras3 else small,
