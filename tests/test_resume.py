@@ -22,7 +22,7 @@ STAGES = {"search trial": "round_1/search/trial_*/trial.json",
           "round written, state not": "round_2/metrics.json",
           "purification search": "purification_1/*"}
 # Figures that are measurements of the machine, not results of the run.
-UNTIMED = ("wall_s",)
+UNTIMED = ("wall_s", "decision_wall_s")
 
 
 @pytest.fixture(scope="module")

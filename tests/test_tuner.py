@@ -120,7 +120,7 @@ def test_bn_recalibration_gives_a_signal_and_restores_everything(trained, tmp_pa
                                         directory=str(tmp_path), project_name="calibrated")
     before, stats = [w.copy() for w in model.get_weights()], _bn_statistics(model)
     stale, fresh = plain.evaluate(policy), calibrated.evaluate(policy)
-    assert stale <= 0.2  # stale BN statistics: chance level (10 classes)
+    assert stale <= 0.25  # stale BN statistics: near chance level (10 classes)
     assert fresh >= 0.3 and fresh - stale >= 0.2, (stale, fresh)
     assert calibrated.evaluate(policy) == fresh  # cached batches: deterministic
     assert calibrated.calibration._calibrate.experimental_get_tracing_count() == 1  # no retracing

@@ -67,7 +67,7 @@ def scheme_split(layers):
 
 def lowering_summary(compact_model, compact_masks, lowered):
     """``{"layers": {name: {"form", "macs_counted", "macs_executed", "latency_ms"}},
-    "conv_macs_counted", "conv_macs_executed", "decision_s"}`` of a compact model
+    "conv_macs_counted", "conv_macs_executed", "decision_wall_s"}`` of a compact model
     with its compact masks and ``compact.compact_lowered``'s ``lowering``. Counted
     MACs skip the pruned zeros; executed MACs are what TFLite multiplies (a kept
     column-sparse Conv2D multiplies its zeros, a lowered one only its kept rows)."""
@@ -84,7 +84,7 @@ def lowering_summary(compact_model, compact_masks, lowered):
                           "latency_ms": dict(decision.latency_ms) if decision else {}}
     return {"layers": layers, "conv_macs_counted": counted.conv_macs,
             "conv_macs_executed": sum(executed[n].macs for n in layers),
-            "decision_s": float(lowered["seconds"])}
+            "decision_wall_s": float(lowered["seconds"])}
 
 
 def _lowering_lines(lowering):
@@ -102,7 +102,7 @@ def _lowering_lines(lowering):
     counted, executed = lowering["conv_macs_counted"], lowering["conv_macs_executed"]
     lines.append(f"| total | | {counted:,} | {executed:,} |" + " |" * len(forms))
     lines.append(f"\nTFLite executes {executed / max(counted, 1):.2f}x the counted CONV MACs; "
-                 f"choosing the forms took {lowering['decision_s']:.1f} s.")
+                 f"choosing the forms took {lowering['decision_wall_s']:.1f} s.")
     return lines
 
 
