@@ -4,11 +4,17 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+# Every console script (setup.py): its module, function and one flag of its own.
 SCRIPTS = {
-    "train_main": ("tfautocompress.cli", "--output_dir"),
-    "main": ("tfautocompress.compress_cli", "--max_accuracy_drop"),
+    "tfautocompress-train": ("tfautocompress.cli", "train_main", "--epochs"),
+    "tfautocompress-compress": ("tfautocompress.compress_cli", "main", "--max_accuracy_drop"),
+    "tfautocompress-admm": ("tfautocompress.admm_cli", "main", "--filter_fraction"),
+    "tfautocompress-export": ("tfautocompress.tflite_tools.cli", "export_main", "--modes"),
+    "tfautocompress-android-benchmark": ("tfautocompress.tflite_tools.cli", "android_main",
+                                         "--benchmark_binary"),
 }
 
 
@@ -19,11 +25,19 @@ def _run(module, function, *args, cwd=None):
                           text=True, timeout=300, cwd=cwd, env=env)
 
 
-@pytest.mark.parametrize("function", sorted(SCRIPTS))
-def test_help_lists_the_scripts_flags(function):
-    module, flag = SCRIPTS[function]
+def test_every_console_script_is_listed():
+    setup = open(os.path.join(os.path.dirname(__file__), "..", "setup.py")).read()
+    for script, (module, function, _) in SCRIPTS.items():
+        assert f'"{script}={module}:{function}"' in setup, script
+    assert setup.count('"tfautocompress-') == len(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_lists_the_scripts_flags(script):
+    module, function, flag = SCRIPTS[script]
     result = _run(module, function, "--help")
-    assert flag in result.stdout + result.stderr
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert flag in result.stdout and "--[no]traceback" in result.stdout
 
 
 def test_train_writes_model_and_metrics(tmp_path):
@@ -31,7 +45,13 @@ def test_train_writes_model_and_metrics(tmp_path):
                   f"--output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "digits_vgg.json").read_text())
-    assert metrics["epochs"] == 1 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    from tfautocompress import artifacts, data
+    from tfautocompress.evaluate import accuracy
+
+    saved = artifacts.load_model(str(tmp_path / "digits_vgg.keras"))
+    assert metrics["epochs"] == 1  # the figure is the saved model's on the test split
+    assert metrics["test_accuracy"] == pytest.approx(
+        accuracy(saved, data.load("digits", batch_size=64, seed=0).test), abs=1e-9)
     assert metrics["sizes"] == {"train": 1221, "val": 216, "test": 360}
     assert sorted(os.listdir(tmp_path)) == ["digits_vgg.json", "digits_vgg.keras"]
 
@@ -42,3 +62,26 @@ def test_train_rejects_unknown_model_naming_the_zoo(tmp_path):
     assert result.returncode != 0
     assert "unknown model 'vgg19'" in result.stderr and "digits_vgg" in result.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_admm_prunes_a_saved_model_to_a_policy_file(tmp_path):
+    from tfautocompress import policy, schemes, zoo
+    from tfautocompress._keras import keras
+
+    keras.utils.set_random_seed(0)
+    zoo.build("digits_vgg", (32, 32, 3), 10).save(tmp_path / "m.keras")
+    wanted = {"block2_1_conv": schemes.Filter(0.5), "block3_1_conv": schemes.Combined(0.25, 0.5)}
+    policy.save_schemes(str(tmp_path / "policy.json"), wanted)
+    result = _run("tfautocompress.admm_cli", "main", f"--model={tmp_path}/m.keras",
+                  f"--policy={tmp_path}/policy.json", "--admm_epochs=1", "--retrain_epochs=1",
+                  f"--output_dir={tmp_path}/out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out" / "digits_vgg_admm.json").read_text())
+    assert set(metrics["policy"]) == set(wanted)
+    # The pruned kernels hold exactly the policy's structure.
+    assert metrics["kernel_sparsity"]["block2_1_conv"]["filter"] == pytest.approx(0.5)
+    assert metrics["kernel_sparsity"]["block3_1_conv"]["filter"] == pytest.approx(0.25)
+    assert metrics["kernel_sparsity"]["block3_1_conv"]["column"] >= 0.5
+    with np.load(tmp_path / "out" / "digits_vgg_masks.npz") as masks:
+        assert sorted(masks.files) == sorted(wanted)
+    assert len(metrics["admm_res"]) == 1

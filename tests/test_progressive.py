@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tfautocompress._keras import keras
 from tfautocompress.callbacks.progressive import Recipe, partial_prune, progressive_prune
+from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Filter
 
 
@@ -44,17 +45,21 @@ def test_masked_admm_never_revives_and_skips_unchanged_layers(recipe):
     assert old.sum() == 2 and new.sum() == 4 and np.all(new[old])
     kernel = second.model.get_layer("conv").kernel.numpy()
     np.testing.assert_array_equal(kernel[..., new], 0)
-    assert 0.0 <= second.score <= 1.0
+    assert second.score == accuracy(second.model, recipe.val)  # the result's val accuracy
 
 
 def test_progressive_pool_keeps_best_and_reaches_last_policy(recipe):
     policies = [{"conv": Filter(f)} for f in (0.25, 0.375, 0.5, 0.625)]
     final, trace = progressive_prune(small_model(), policies, recipe, pool_size=2)
     assert len(trace) == 4 and final is trace[-1]
-    assert [p.parent for p in trace] == [None, None, trace[2].parent, trace[3].parent]
+    assert [p.parent for p in trace[:2]] == [None, None]  # the pool's first members
     assert trace[2].parent in (0, 1)
     # The pool after step 3 holds trace[2] in place of its parent.
     assert trace[3].parent in ({0, 1} - {trace[2].parent}) | {2}
+    for step in trace[2:]:  # each continued from its parent: its pruned filters stay pruned
+        assert np.all(step.masks["conv"] <= trace[step.parent].masks["conv"])
+        assert dead_filters(step.masks["conv"]).sum() > \
+            dead_filters(trace[step.parent].masks["conv"]).sum()
     assert dead_filters(final.masks["conv"]).sum() == 5
     parent = trace[final.parent].masks["conv"]
     assert np.all(final.masks["conv"] <= parent)  # nested: nothing revived

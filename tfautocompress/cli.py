@@ -23,7 +23,8 @@ def run_app(main):
     - TensorFlow runs its ops deterministically: the same command and seed give
       the same result;
     - a user error (``USER_ERRORS``) prints one line ``<script>: error: ...`` on
-      stderr and exits with status 1; ``--traceback`` shows the traceback instead.
+      stderr and exits with status 1; ``--traceback`` shows the traceback instead;
+    - ``--help`` exits with status 0.
     """
     if "traceback" not in flags.FLAGS:
         flags.DEFINE_boolean("traceback", False, "On an error, show the Python traceback "
@@ -32,7 +33,15 @@ def run_app(main):
         if module.startswith("tfautocompress"):
             for flag in module_flags:
                 flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(functools.partial(_guarded, main))
+    try:
+        app.run(functools.partial(_guarded, main))
+    except SystemExit as done:  # absl ends --help with status 1; help asked for is a success
+        if done.code == 1 and _HELP.intersection(arg.split("=")[0] for arg in sys.argv[1:]):
+            sys.exit(0)
+        raise
+
+
+_HELP = {"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
 
 
 def _guarded(main, argv):
