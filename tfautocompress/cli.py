@@ -21,7 +21,7 @@ def run_app(main):
       module, and absl shows only the flags of ``sys.argv[0]``'s module, so ours
       are declared key flags of it first);
     - TensorFlow runs its ops deterministically: the same command and seed give
-      the same result;
+      the same result; absl logs warnings and errors only (``--verbosity`` to change);
     - a user error (``USER_ERRORS``) prints one line ``<script>: error: ...`` on
       stderr and exits with status 1; ``--traceback`` shows the traceback instead;
     - ``--help`` exits with status 0.
@@ -46,7 +46,10 @@ _HELP = {"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"
 
 def _guarded(main, argv):
     import tensorflow as tf
+    from absl import logging
 
+    if not flags.FLAGS["verbosity"].present:  # TensorFlow's INFO lines (checkpoints...)
+        logging.set_verbosity(logging.WARNING)
     tf.config.experimental.enable_op_determinism()
     try:
         return main(argv)
