@@ -132,6 +132,8 @@ def resumable_fit(model, train, *, epochs, directory=None, callbacks=(), statefu
     module doc); None: a plain fit. Returns the history dict of all epochs."""
     callbacks = list(callbacks)
     if directory is None:
+        if not epochs:  # Keras refuses epochs=0; nothing to train
+            return {}
         return model.fit(train, epochs=epochs, callbacks=callbacks, **fit_kwargs).history
     checkpoint = EpochCheckpoint(directory, stateful)
     start = checkpoint.epochs_done
