@@ -20,7 +20,7 @@ import time
 import numpy as np
 from absl import flags
 
-__all__ = ["OUTPUT_HELP", "define_output_flag", "Stopwatch", "median_seconds",
+__all__ = ["OUTPUT_HELP", "define_output_flag", "define_tflite_timing_flags", "Stopwatch", "median_seconds",
            "interleaved_median_seconds", "tflite_relative_diff", "result_line",
            "print_result", "finish"]
 
@@ -30,6 +30,14 @@ OUTPUT_HELP = "Write the RESULT figures here as JSON."
 def define_output_flag(help=OUTPUT_HELP):  # noqa: A002 (absl's own argument name)
     """Define the ``--output FILE`` flag (default: none, nothing written)."""
     flags.DEFINE_string("output", None, help)
+
+
+def define_tflite_timing_flags(runs, rounds):
+    """``--threads`` (LiteRT CPU threads, 1), ``--runs`` timed runs per model per round
+    and ``--rounds`` alternating rounds: how the TFLite benchmarks time models."""
+    flags.DEFINE_integer("threads", 1, "LiteRT CPU threads.")
+    flags.DEFINE_integer("runs", runs, "Timed runs per model per round.")
+    flags.DEFINE_integer("rounds", rounds, "Alternating timing rounds.")
 
 
 class Stopwatch:

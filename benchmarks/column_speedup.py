@@ -40,9 +40,7 @@ flags.DEFINE_list("fractions", ["0.5", "0.75"], "Combined(filter_fraction, colum
 flags.DEFINE_string("digits_model", None, "A masked or compact digits .keras model "
                     "(default: the zoo's digits_vgg with the uniform Combined masks).")
 flags.DEFINE_string("digits_masks", None, "The masks (.npz) of --digits_model.")
-flags.DEFINE_integer("threads", 1, "LiteRT CPU threads.")
-flags.DEFINE_integer("runs", 40, "Timed runs per model per round.")
-flags.DEFINE_integer("rounds", 9, "Alternating timing rounds.")
+_common.define_tflite_timing_flags(runs=40, rounds=9)
 flags.DEFINE_integer("seed", 0, "Seed of the random weights and inputs.")
 _common.define_output_flag()
 FLAGS = flags.FLAGS

@@ -26,9 +26,7 @@ from tfautocompress.schemes import Filter
 from tfautocompress.tflite_tools import benchmark, export
 
 flags.DEFINE_list("fractions", ["0.5", "0.75"], "Filter prune fractions (removed share).")
-flags.DEFINE_integer("threads", 1, "LiteRT CPU threads.")
-flags.DEFINE_integer("runs", 50, "Timed runs per model per round.")
-flags.DEFINE_integer("rounds", 3, "Alternating timing rounds.")
+_common.define_tflite_timing_flags(runs=50, rounds=3)
 flags.DEFINE_integer("seed", 0, "Seed of the random weights.")
 _common.define_output_flag()
 FLAGS = flags.FLAGS

@@ -218,10 +218,8 @@ class ADMM(keras.callbacks.Callback):
     def get_checkpoint_state(self):
         """Everything ``set_checkpoint_state`` needs to continue this ADMM exactly:
         ``(arrays {key: ndarray}, scalars {key: JSON value})``."""
-        arrays = {}
-        for s in self._slots or ():
-            arrays.update({f"{s.name}/z": s.z.numpy(), f"{s.name}/u": s.u.numpy(),
-                           f"{s.name}/rho": s.rho.numpy()})
+        arrays = {f"{name}/{key}": np.asarray(value)
+                  for name, values in self.state.items() for key, value in values.items()}
         scalars = {"updates": self.updates, "steps": self._steps,
                    "residuals": {s.name: float(s.residual) for s in self._slots or ()},
                    "layer_history": self.layer_history}

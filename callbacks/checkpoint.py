@@ -24,7 +24,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress import artifacts
+from tfautocompress import artifacts, graph as graph_lib
 from tfautocompress._keras import keras
 
 __all__ = ["EpochCheckpoint", "resumable_fit"]
@@ -96,23 +96,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
             shutil.rmtree(os.path.join(self.directory, previous["dir"]), ignore_errors=True)
 
 
-def _layers(model):
-    """Every layer of ``model``, inside nested models and TF-MOT wrappers too."""
-    for layer in model.layers:
-        yield layer
-        inner = getattr(layer, "layer", None)
-        if inner is not None:
-            yield inner
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-
-
 def _generators(model):
     """The ``tf.random.Generator`` of every random layer of ``model`` (made now if
     the layer makes it lazily), in layer order."""
     found = []
-    for layer in _layers(model):
-        random = getattr(layer, "_random_generator", None)
+    for layer in graph_lib.leaf_layers(model):
+        random = getattr(getattr(layer, "layer", layer), "_random_generator", None)
         if random is not None:
             random._maybe_init()
             if getattr(random, "_generator", None) is not None:

@@ -63,7 +63,7 @@ def compact_lowered(model, masks, columns="auto", latency_cache=None, verbose=0)
     new_model, new_masks = surgery.run(), surgery.compact_masks()
     decisions, seconds = {}, 0.0
     if columns != "keep":
-        candidates = [(layer, rows) for layer in _leaf_layers(new_model)
+        candidates = [(layer, rows) for layer in graph_lib.leaf_layers(new_model)
                       if (rows := lowering.lowerable(layer, new_masks.get(layer.name)))
                       is not None]
         decisions, seconds = lowering.decide(candidates, columns, latency_cache,
@@ -74,14 +74,6 @@ def compact_lowered(model, masks, columns="auto", latency_cache=None, verbose=0)
             surgery = _Surgery(model, masks, shrink=True, lowered=lowered)
             new_model, new_masks = surgery.run(), surgery.compact_masks()
     return new_model, new_masks, {"decisions": decisions, "seconds": seconds}
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if graph_lib.is_graph_model(layer):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def apply_masks(model, masks):

@@ -143,15 +143,7 @@ def count(model, masks=None):
     calls = {}
     _count_calls(model, calls)
     return CostReport(tuple(_layer_cost(layer, masks.get(layer.name), calls.get(layer.name, 1))
-                            for layer in _leaf_layers(model)))
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+                            for layer in graph_lib.leaf_layers(model)))
 
 
 def _count_calls(model, calls):

@@ -294,6 +294,16 @@ def is_graph_model(layer):
     return isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False)
 
 
+def leaf_layers(model):
+    """``model``'s layers, nested models followed inside (each nested model's own
+    layers instead of the model)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
 def walk(model, inputs, visit, node_inputs=lambda node: node.keras_inputs):
     """Run ``visit(node, value_of) -> flat outputs`` over a functional model's calls.
 
