@@ -52,8 +52,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar.")
-flags.DEFINE_string("dataset", "digits", "data set: digits (offline) or cifar10 (needs --data_dir).")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder for cifar10.")
+flags.DEFINE_string("dataset", "digits", "data set: digits, fashion_mnist (offline) or "
+                    "cifar10 (needs --data_dir).")
+flags.DEFINE_string("data_dir", None, "folder of the data set's files (cifar10: a "
+                    "tensorflow-datasets folder; fashion_mnist: its IDX files, found without "
+                    "it when the Debian package is installed).")
+flags.DEFINE_integer("train_size", None, "train on this many training images (a stratified "
+                     "subset, drawn with --seed); all if unset. Validation and test stay whole.")
 flags.DEFINE_string("objective", "params", "params or macs: what the target ratio counts.")
 flags.DEFINE_float("target", 10.0, "target CONV compression ratio (dense / kept, N x); "
                    "the paper's ordering claims are about high ratios.")
@@ -97,28 +102,40 @@ def _budget():
 class Bench:
     """Shared state of one comparison: data, dense model, recipe, measurements."""
 
-    def __init__(self, budget):
+    def __init__(self, budget, baseline_dir=None):
         from tfautocompress import cost, data, keras
-        from tfautocompress.baseline import compile_for_training, train_baseline
-        from tfautocompress.callbacks.progressive import Recipe
 
         self.budget = budget
         keras.utils.set_random_seed(FLAGS.seed)
         self.splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                                data_dir=FLAGS.data_dir)
-        # The dense model: seed and cosine-decayed Adam of the library's trainer, on the
-        # same splits the methods then train on.
-        self.model, metrics = train_baseline(
-            FLAGS.model, epochs=budget["baseline_epochs"], lr=FLAGS.lr, seed=FLAGS.seed,
-            verbose=0, splits=self.splits)
+                                data_dir=FLAGS.data_dir, train_size=FLAGS.train_size)
+        self.model, metrics = _dense_model(budget["baseline_epochs"], self.splits, baseline_dir)
         self.baseline_s = metrics["train_wall_s"]
         self.val_accuracy = metrics["val_accuracy"]
-        self.compile_fn = lambda m: compile_for_training(m, FLAGS.lr)
         self.dense = cost.count(self.model)
-        self.recipe = Recipe(self.splits.train, self.splits.val, self.compile_fn,
-                             admm_epochs=budget["admm_epochs"],
-                             retrain_epochs=budget["retrain_epochs"])
         self.rows, self.structures = [], {}
+
+    def compile_fn(self, epochs):
+        """Adam at ``--lr`` decaying (cosine) to zero over ``epochs`` of the train set:
+        the recipe of the baseline and of every pipeline phase, for every method."""
+        from tfautocompress.baseline import compile_for_training
+        batches = int(self.splits.train.cardinality())
+        return lambda m: compile_for_training(m, FLAGS.lr, decay_steps=epochs * batches)
+
+    def train_for(self, method):
+        """``phase -> train set``: a fresh shuffle per method and phase, seeded from
+        both, so a method's data order does not depend on the methods before it."""
+        import zlib
+        return lambda phase: self.splits.reshuffled(
+            FLAGS.seed * 1000 + zlib.crc32(f"{method}/{phase}".encode()) % 1000).train
+
+    def recipe(self, method):
+        from tfautocompress.callbacks.progressive import Recipe
+        budget = self.budget
+        return Recipe(self.splits.train, self.splits.val,
+                      self.compile_fn(max(budget["admm_epochs"], budget["retrain_epochs"])),
+                      admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
+                      train_for=self.train_for(method))
 
     def space(self, scheme_set):
         from tfautocompress.space import PolicySpace
@@ -127,7 +144,7 @@ class Bench:
     def tuner(self, oracle, name):
         from tfautocompress.search.tuner import PruningTuner
         return PruningTuner(oracle, self.model, self.splits.val, subset_size=FLAGS.search_subset,
-                            calibration_data=self.splits.train,
+                            calibration_data=self.train_for("calibration")("search"),
                             directory=os.path.join(FLAGS.workdir, "search"), project_name=name,
                             overwrite=True)
 
@@ -161,9 +178,23 @@ class Bench:
         from tfautocompress.callbacks.progressive import partial_prune
 
         keras.utils.set_random_seed(FLAGS.seed)
-        result = partial_prune(self.model, policy, self.recipe)
+        result = partial_prune(self.model, policy, self.recipe(method))
         self.structures[method] = (result.model, result.masks)
         return self.measure(method, result.model, result.masks, search_s, policy, note=note)
+
+
+def _dense_model(epochs, splits, folder=None):
+    """``(model, metrics)``: the dense model ``baseline.train_baseline`` trains on
+    ``splits``, loaded from ``folder`` when an earlier run saved it there."""
+    from tfautocompress import artifacts
+    from tfautocompress.baseline import train_baseline
+
+    path = os.path.join(folder or "", FLAGS.model + ".keras")
+    if folder and os.path.exists(path):
+        return (artifacts.load_model(path, what="dense model"),
+                artifacts.read_json(path[:-len(".keras")] + ".json"))
+    return train_baseline(FLAGS.model, epochs=epochs, lr=FLAGS.lr, seed=FLAGS.seed, verbose=0,
+                          splits=splits, output_dir=folder)
 
 
 # ---------------------------------------------------------------- methods ---
@@ -227,7 +258,7 @@ def run_lcp(bench):
     pool = max(2, round(trials * 64 / 400))  # the paper's 64 + 336 = 400, scaled
     with _common.Stopwatch() as watch:
         metrics = lcp.filter_metrics(bench.model, space, FLAGS.lcp_metric,
-                                     data=bench.splits.train)
+                                     data=bench.train_for("lcp")("metric"))
         ranking = lcp.GlobalRanking(space, metrics, FLAGS.target, FLAGS.objective)
         tuner = bench.tuner(_NoOracle(space), "lcp")
         result = lcp.regularized_evolution(ranking, tuner.evaluate, pool_size=pool,
@@ -257,46 +288,69 @@ def run_autocompress(bench, scheme_set):
     row["trials"] = evaluated
 
 
-def run_pipeline(bench):
-    """Full AutoCompress: progressive rounds (filter+column), purification, compaction."""
-    from tfautocompress import keras, masks as masks_lib
+def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds):
+    """Run (or, from ``folder``'s state, finish) the progressive pipeline on the
+    bench's dense model: filter+column rounds of ~``round_ratio`` x each up to
+    ``target``, with the bench's epochs and trials per round. Returns
+    ``(report, wall_s, trials evaluated per round)``."""
+    from tfautocompress import keras
     from tfautocompress.pipeline import AutoCompress, Config
 
     budget = bench.budget
-    folder = os.path.join(FLAGS.workdir, "autocompress_pipeline")
-    shutil.rmtree(folder, ignore_errors=True)  # a stale state.json would be resumed
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
-    config = Config(objective=FLAGS.objective, target_compression_ratio=FLAGS.target,
+    config = Config(objective=FLAGS.objective, target_compression_ratio=target,
                     scheme_set="filter+column", max_fraction=0.95, **bound,
-                    max_rounds=_pipeline_rounds(FLAGS.target, Config.round_ratio),
+                    round_ratio=round_ratio, max_rounds=max_rounds,
                     search_trials=budget["trials"], search_subset=FLAGS.search_subset,
                     admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
                     lr=FLAGS.lr, seed=FLAGS.seed)
     keras.utils.set_random_seed(FLAGS.seed)
     with _common.Stopwatch() as watch:
-        report = AutoCompress(bench.model, bench.splits, folder, config, verbose=0).run()
-    rounds = report["rounds"]
+        # a fresh shuffle: the rounds' data order does not depend on what read it before
+        report = AutoCompress(bench.model, bench.splits.reshuffled(FLAGS.seed), folder, config,
+                              verbose=0).run()
     evaluated = [_evaluated_in(os.path.join(folder, f"round_{r['round']}", "search"))
-                 for r in rounds]
-    epochs = len(rounds) * (budget["admm_epochs"] + budget["retrain_epochs"])
-    for r, n in zip(rounds, evaluated):
+                 for r in report["rounds"]]
+    for r, n in zip(report["rounds"], evaluated):
         print(f"    round {r['round']}: {r['conv_params_ratio']:.2f}x params, val "
-              f"{r['val_accuracy']:.4f}, {n} trials{'' if r['accepted'] else ', rejected'}",
-              flush=True)
+              f"{r['val_accuracy']:.4f}, test {r['test_accuracy']:.4f}, {n} trials"
+              f"{'' if r['accepted'] else ', rejected'}", flush=True)
+    return report, watch.seconds, evaluated
+
+
+def pipeline_note(report, evaluated, budget, step="purified"):
+    """The note of a row measured on the pipeline's ``step``."""
+    rounds = report["rounds"]
+    epochs = len(rounds) * (budget["admm_epochs"] + budget["retrain_epochs"])
+    return (f"full pipeline, filter+column, {len(rounds)} rounds x "
+            f"({budget['admm_epochs']} ADMM + {budget['retrain_epochs']} retraining) = "
+            f"{epochs} epochs, {sum(evaluated)} trials evaluated "
+            f"({'/'.join(map(str, evaluated))} of {budget['trials']} per round), {step}, "
+            f"bound {report['config']['max_accuracy_drop']:g} points; search_s = whole "
+            f"pipeline; Phase I end: {report.get('phase1_end')}")
+
+
+def run_pipeline(bench):
+    """Full AutoCompress: progressive rounds (filter+column), purification, compaction."""
+    from tfautocompress import artifacts, masks as masks_lib
+    from tfautocompress.pipeline import Config
+
+    folder = os.path.join(FLAGS.workdir, "autocompress_pipeline")
+    shutil.rmtree(folder, ignore_errors=True)  # a stale state.json would be resumed
+    report, seconds, evaluated = autocompress_pipeline(
+        bench, folder, FLAGS.target, Config.round_ratio,
+        _pipeline_rounds(FLAGS.target, Config.round_ratio))
     final = report["final"]
-    model = keras.models.load_model(os.path.join(folder, "final", "compact.keras"))
+    model = artifacts.load_model(os.path.join(folder, "final", "compact.keras"))
     masks = masks_lib.load(os.path.join(folder, "final", "masks.npz"))
-    row = bench.measure(
-        "autocompress", model, masks, watch.seconds,
-        note=f"full pipeline, filter+column, {len(rounds)} rounds x "
-             f"({budget['admm_epochs']} ADMM + {budget['retrain_epochs']} retraining) = "
-             f"{epochs} epochs, {sum(evaluated)} trials evaluated "
-             f"({'/'.join(map(str, evaluated))} of {budget['trials']} per round), purified, "
-             f"bound {config.max_accuracy_drop:g} points (report test "
-             f"{final['test_accuracy']:.4f}, {final['conv_params_ratio']:.2f}x); search_s = "
-             f"whole pipeline; Phase I end: {report.get('phase1_end')}")
-    row.update(trials=sum(evaluated), epochs=epochs, rounds=len(rounds))
+    note = pipeline_note(report, evaluated, bench.budget,
+                         f"purified (report test {final['test_accuracy']:.4f}, "
+                         f"{final['conv_params_ratio']:.2f}x)")
+    row = bench.measure("autocompress", model, masks, seconds, note=note)
+    row.update(trials=sum(evaluated), rounds=len(report["rounds"]),
+               epochs=len(report["rounds"]) * (bench.budget["admm_epochs"]
+                                               + bench.budget["retrain_epochs"]))
 
 
 def _pipeline_rounds(target, round_ratio):
@@ -309,9 +363,9 @@ def run_tfmot(bench):
     from tfautocompress.search import baselines
     keras.utils.set_random_seed(FLAGS.seed)
     epochs = bench.budget["admm_epochs"] + bench.budget["retrain_epochs"]
-    model, masks = baselines.magnitude_prune(bench.model, bench.splits.train,
+    model, masks = baselines.magnitude_prune(bench.model, bench.train_for("tfmot")("prune"),
                                              target_compression_ratio=FLAGS.target,
-                                             epochs=epochs, compile_fn=bench.compile_fn)
+                                             epochs=epochs, compile_fn=bench.compile_fn(epochs))
     bench.measure("tfmot_magnitude", model, masks, 0.0, compactable=False,
                   note="non-structured: dense TFLite, no speedup")
 
@@ -328,16 +382,16 @@ def run_scratch(bench, scheme_set="filter"):
     epochs = sum(bench.budget[k] for k in ("baseline_epochs", "admm_epochs", "retrain_epochs"))
     search_s = next(r["search_s"] for r in bench.rows if r["method"] == source)
     if scheme_set == "filter":
-        scratch = baselines.train_from_scratch(compact(model, masks), bench.splits.train,
-                                               epochs=epochs, compile_fn=bench.compile_fn,
+        scratch = baselines.train_from_scratch(compact(model, masks), bench.train_for(name)("train"),
+                                               epochs=epochs, compile_fn=bench.compile_fn(epochs),
                                                seed=FLAGS.seed)
         bench.measure(name, scratch, {}, search_s, note=f"{source} structure, "
                       f"{epochs} epochs from scratch")
         return
     # the combined structure: the compact model plus the column zeros inside its kernels
     small, small_masks = compact(model, masks, return_masks=True)
-    scratch = baselines.train_from_scratch(small, bench.splits.train, epochs=epochs,
-                                           compile_fn=bench.compile_fn, seed=FLAGS.seed,
+    scratch = baselines.train_from_scratch(small, bench.train_for(name)("train"), epochs=epochs,
+                                           compile_fn=bench.compile_fn(epochs), seed=FLAGS.seed,
                                            masks=small_masks)
     bench.measure(name, scratch, small_masks, search_s,
                   note=f"{source} structure (filters and columns, column zeros held), "

@@ -167,6 +167,26 @@ def test_idx_val_split_is_fixed_by_seed(tmp_path, no_system_idx):
     assert not np.array_equal(_arrays(a.val)[0], _arrays(c.val)[0])
 
 
+def test_train_size_is_a_stratified_seeded_subset(tmp_path, no_system_idx):
+    _write_idx_dataset(tmp_path)
+    whole = data.load("fashion_mnist", data_dir=str(tmp_path), seed=1)
+    a, b, c = (data.load("fashion_mnist", data_dir=str(tmp_path), seed=s, train_size=50)
+               for s in (1, 1, 2))
+    assert a.sizes == {"train": 50, "val": 30, "test": 50}
+    xa, ya = _arrays(a.train)
+    assert np.bincount(ya).tolist() == [5] * 10  # stratified
+    # a subset of the whole run's training images; validation and test untouched
+    whole_x = {x.tobytes() for x in _arrays(whole.train)[0]}
+    assert all(x.tobytes() in whole_x for x in xa)
+    assert np.array_equal(_arrays(a.val)[0], _arrays(whole.val)[0])
+    assert sorted(x.tobytes() for x in xa) == sorted(x.tobytes() for x in _arrays(b.train)[0])
+    assert sorted(x.tobytes() for x in xa) != sorted(x.tobytes() for x in _arrays(c.train)[0])
+    with pytest.raises(ValueError, match="train_size=5 must lie between"):
+        data.load("fashion_mnist", data_dir=str(tmp_path), train_size=5)
+    with pytest.raises(ValueError, match="train_size works on in-memory data sets"):
+        data.load("cifar10", data_dir=str(tmp_path), train_size=50)
+
+
 def test_idx_found_in_keras_cache(tmp_path, no_system_idx):
     _write_idx_dataset(tmp_path / "keras_home" / "datasets" / "fashion-mnist")
     assert data.load("fashion_mnist").sizes["test"] == 50

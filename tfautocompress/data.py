@@ -103,7 +103,7 @@ class _TrainOrder:
 
 def load(source="digits", *, batch_size=32, image_size=None, channels=None,
          val_fraction=0.15, test_fraction=0.2, augment=None, seed=0,
-         data_dir=None):
+         data_dir=None, train_size=None):
     """Load ``source`` (see the module docstring) as :class:`Splits`.
 
     ``image_size`` (an int or (h, w)) resizes; ``channels`` (1 or 3) converts;
@@ -111,6 +111,9 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     too, for sources that ship no test split); ``augment`` adds random flips
     and 4-pixel-padded random crops to training batches (the CIFAR recipe);
     None (default): the data set's own rule (``augments_by_default``).
+    ``train_size`` keeps that many training images, a stratified subset drawn with
+    ``seed`` (validation and test stay whole); in-memory sources only (digits, the
+    IDX files, .npz files, image folders).
     """
     if augment is None:
         augment = augments_by_default(source)
@@ -130,10 +133,12 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     elif source in _IDX_NAMES:
         arrays = _idx_or_tfds(source, data_dir, val_fraction, seed)
         if not isinstance(arrays, dict):  # found as a tensorflow-datasets data set
+            _no_subset(source, train_size)
             return _tfds(source, batch_size=batch_size, image_size=image_size,
                          channels=channels, augment=augment, data_dir=arrays.data_dir,
                          **common)
     elif source in TFDS_NAMES or _is_tfds_name(source):
+        _no_subset(source, train_size)
         return _tfds(source, batch_size=batch_size, image_size=image_size,
                      channels=channels, augment=augment, data_dir=data_dir, **common)
     else:
@@ -145,6 +150,8 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
             "images per class.")
     num_classes = (10 if source in _IDX_NAMES
                    else int(max(y.max() for _, y in arrays.values())) + 1)
+    if train_size is not None:
+        arrays["train"] = _subset(*arrays["train"], train_size, num_classes, seed)
     datasets = {split: tf.data.Dataset.from_tensor_slices(xy)
                 for split, xy in arrays.items()}
     return _finish(datasets, {k: len(v[1]) for k, v in arrays.items()}, num_classes,
@@ -171,6 +178,26 @@ def _split(x, y, val_fraction, test_fraction, seed, has_test=False):
     arrays["train"] = (x_train, y_train)
     arrays["val"] = (x_val, y_val)
     return arrays
+
+
+def _subset(x, y, size, num_classes, seed):
+    """A stratified subset of ``size`` of the images ``x`` (labels ``y``), drawn with ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    if not num_classes <= size <= len(y):
+        raise ValueError(f"train_size={size} must lie between the number of classes "
+                         f"({num_classes}) and the training images ({len(y)}).")
+    if size == len(y):
+        return x, y
+    x, _, y, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed + 2)
+    return x, y
+
+
+def _no_subset(source, train_size):
+    if train_size is not None:
+        raise ValueError(f"train_size works on in-memory data sets; {source!r} is read by "
+                         "tensorflow-datasets: leave train_size unset or pass its IDX "
+                         "files or an .npz file.")
 
 
 def _digits(val_fraction, test_fraction, seed):
