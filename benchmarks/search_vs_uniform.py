@@ -30,9 +30,11 @@ def main(argv):
     del argv
     f = FLAGS
     model = compress_cli.load_model(f.model, f.dataset, f.data_dir, f.baseline_dir,
-                                    f.baseline_epochs, f.batch_size, f.lr, f.seed)
+                                    f.baseline_epochs, f.batch_size, f.lr, f.seed,
+                                    train_size=f.train_size)
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
-                       image_size=tuple(model.input_shape[1:3]), channels=model.input_shape[-1])
+                       image_size=tuple(model.input_shape[1:3]), channels=model.input_shape[-1],
+                       train_size=f.train_size)
     admm = {} if f.rho is None else {"rho": f.rho}
     config = Config(objective="params", target_compression_ratio=f.target_ratio,
                     round_ratio=f.target_ratio, max_rounds=1, scheme_set=f.schemes,

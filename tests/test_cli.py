@@ -56,6 +56,33 @@ def test_train_writes_model_and_metrics(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["digits_vgg.json", "digits_vgg.keras"]
 
 
+def test_baseline_folder_per_data_set_subset_and_seed():
+    from tfautocompress.cli import baseline_folder
+
+    assert baseline_folder("b") == "b"
+    assert baseline_folder("b", "digits", seed=2) == os.path.join("b", "seed_2")
+    assert baseline_folder("b", "fashion_mnist", 1, 4000) == os.path.join(
+        "b", "fashion_mnist", "train_4000", "seed_1")
+    assert baseline_folder("b", "/data/my set.npz") == os.path.join("b", "my_set_npz")
+
+
+def test_train_on_a_subset_writes_where_compress_looks(tmp_path):
+    result = _run("tfautocompress.cli", "train_main", "--epochs=1", "--batch_size=64",
+                  "--train_size=200", "--seed=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = tmp_path / "runs" / "baseline" / "train_200" / "seed_1"
+    metrics = json.loads((folder / "digits_vgg.json").read_text())
+    assert metrics["sizes"] == {"train": 200, "val": 216, "test": 360}
+    from tfautocompress import artifacts
+    from tfautocompress.compress_cli import load_model
+
+    found = load_model("digits_vgg", "digits", None, str(tmp_path / "runs" / "baseline"), 1,
+                       64, 1e-3, 1, train_size=200)  # loaded, not trained again
+    saved = artifacts.load_model(str(folder / "digits_vgg.keras"))
+    for a, b in zip(found.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_train_rejects_unknown_model_naming_the_zoo(tmp_path):
     result = _run("tfautocompress.cli", "train_main", "--model=vgg19",
                   f"--output_dir={tmp_path}")

@@ -25,7 +25,7 @@ def _num_batches(dataset):
 
 def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=32,
                    lr=1e-3, seed=0, output_dir=None, data_dir=None, verbose=1, splits=None,
-                   distribution="none"):
+                   distribution="none", train_size=None):
     """Train ``model`` (a zoo name or a tf_keras model) on ``dataset``.
 
     ``distribution``: ``"none"``, ``"mirrored"`` or ``"multi_worker"``
@@ -33,7 +33,8 @@ def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=3
     model's BatchNormalization layers are then synchronized across replicas).
 
     ``splits``: a ``data.Splits`` to train on instead of loading ``dataset`` (its
-    iterators then carry on for later training on the same data). Returns
+    iterators then carry on for later training on the same data); ``train_size``:
+    a stratified subset of the training images (``data.load``). Returns
     ``(model, metrics)``; with ``output_dir`` it also writes ``<name>.keras`` and
     ``<name>.json`` there (atomically).
     """
@@ -41,7 +42,8 @@ def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=3
     distribute.check_batch_size(batch_size, strategy)
     if splits is None:
         keras.utils.set_random_seed(seed)
-        splits = data.load(dataset, batch_size=batch_size, seed=seed, data_dir=data_dir)
+        splits = data.load(dataset, batch_size=batch_size, seed=seed, data_dir=data_dir,
+                           train_size=train_size)
     keras.utils.set_random_seed(seed)
     with distribute.scope(strategy):
         if isinstance(model, str):

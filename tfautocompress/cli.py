@@ -9,6 +9,30 @@ from absl import app, flags
 DEFAULT_BASELINE_DIR = "runs/baseline"
 
 
+def baseline_folder(baseline_dir, dataset="digits", seed=0, train_size=None):
+    """Where the zoo baseline of ``dataset`` (seed, training subset) is kept:
+    ``baseline_dir`` for the default digits at seed 0, else a sub-folder per data
+    set (``fashion_mnist/``), training subset (``train_<n>/``) and seed
+    (``seed_<k>/``): the data split follows the seed, so another seed's baseline
+    has seen this seed's validation and test images."""
+    parts = [baseline_dir]
+    if dataset != "digits":
+        parts.append("".join(c if c.isalnum() or c in "-_" else "_"
+                             for c in os.path.basename(os.path.normpath(str(dataset)))))
+    if train_size:
+        parts.append(f"train_{train_size}")
+    if seed:
+        parts.append(f"seed_{seed}")
+    return os.path.join(*parts)
+
+
+def define_train_size_flag():
+    """``--train_size``: train on a stratified, seeded subset of the training images."""
+    flags.DEFINE_integer("train_size", None, "Train on this many training images (a "
+                         "stratified subset drawn with --seed); all if unset. Validation "
+                         "and test stay whole.", lower_bound=1)
+
+
 # What a user's input can raise: a bad value, a wrong type, a missing or unreadable
 # file (our own checks raise ValueError/TypeError naming the flag, layer or file).
 USER_ERRORS = (ValueError, TypeError, OSError)
@@ -85,13 +109,18 @@ def train_main():
     flags.DEFINE_string("dataset", "digits",
                         "'digits', a tensorflow-datasets name, an .npz file or an "
                         "image folder.")
-    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
+    flags.DEFINE_string("data_dir", None, "Folder of the data set's files (a "
+                        "tensorflow-datasets data_dir, or MNIST/Fashion-MNIST IDX files).")
     flags.DEFINE_integer("epochs", 20, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
     flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0.0)
     flags.DEFINE_integer("seed", 0, "Random seed (data split, initialisation, order).")
-    flags.DEFINE_string("output_dir", DEFAULT_BASELINE_DIR,
-                        "Where <model>.keras and <model>.json are written.")
+    flags.DEFINE_string("output_dir", None,
+                        "Where <model>.keras and <model>.json are written; default: where "
+                        "tfautocompress-compress looks for this data set's and seed's "
+                        f"baseline ({DEFAULT_BASELINE_DIR}[/<dataset>][/train_<n>]"
+                        "[/seed_<k>]).")
+    define_train_size_flag()
     define_distribution_flag()
     run_app(_train)
 
@@ -101,8 +130,10 @@ def _train(argv):
     from tfautocompress.baseline import train_baseline
 
     f = flags.FLAGS
+    output_dir = f.output_dir or baseline_folder(DEFAULT_BASELINE_DIR, f.dataset, f.seed,
+                                                 f.train_size)
     _, metrics = train_baseline(f.model, f.dataset, epochs=f.epochs,
                                 batch_size=f.batch_size, lr=f.lr, seed=f.seed,
-                                output_dir=f.output_dir, data_dir=f.data_dir, verbose=2,
-                                distribution=f.distribution)
+                                output_dir=output_dir, data_dir=f.data_dir, verbose=2,
+                                distribution=f.distribution, train_size=f.train_size)
     print(json.dumps(metrics, indent=2))

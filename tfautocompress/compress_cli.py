@@ -12,7 +12,8 @@ import os
 
 from absl import flags
 
-from tfautocompress.cli import DEFAULT_BASELINE_DIR, define_distribution_flag, run_app
+from tfautocompress.cli import (DEFAULT_BASELINE_DIR, baseline_folder, define_distribution_flag,
+                                define_train_size_flag, run_app)
 from tfautocompress.compact import COLUMNS
 from tfautocompress.space import SCHEME_SETS
 
@@ -32,8 +33,12 @@ def _define():
                         "a zoo model name; a zoo model is loaded from --baseline_dir or "
                         "trained there first.")
     flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load).")
-    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
-    flags.DEFINE_string("baseline_dir", DEFAULT_BASELINE_DIR, "Where zoo baselines live.")
+    flags.DEFINE_string("data_dir", None, "Folder of the data set's files (a "
+                        "tensorflow-datasets data_dir, or MNIST/Fashion-MNIST IDX files).")
+    define_train_size_flag()
+    flags.DEFINE_string("baseline_dir", DEFAULT_BASELINE_DIR, "Where zoo baselines live "
+                        "(per data set, training subset and seed: <dir>[/<dataset>]"
+                        "[/train_<n>][/seed_<k>], as tfautocompress-train writes them).")
     flags.DEFINE_integer("baseline_epochs", 20, "Epochs to train a missing zoo baseline.",
                          lower_bound=1)
     flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
@@ -78,10 +83,10 @@ def _define():
 
 
 def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed,
-               distribution="none"):
-    """A .keras file, or a zoo baseline loaded from / trained into ``baseline_dir``
-    (``baseline_dir/seed_<k>`` for a seed k other than 0; a search worker never
-    trains one: it needs the chief's)."""
+               distribution="none", train_size=None):
+    """A .keras file, or a zoo baseline loaded from / trained into its folder under
+    ``baseline_dir`` (``cli.baseline_folder``: per data set, training subset and
+    seed; a search worker never trains one: it needs the chief's)."""
     from tfautocompress import distribute
     from tfautocompress import artifacts, zoo
     from tfautocompress.baseline import train_baseline
@@ -91,8 +96,7 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
     if spec not in zoo.MODELS:
         raise ValueError(f"--model {spec!r} is neither a .keras file nor a zoo model; "
                          f"the zoo has: {', '.join(sorted(zoo.MODELS))}.")
-    if seed:  # the data split depends on the seed: a baseline per seed, or test data leaks
-        baseline_dir = os.path.join(baseline_dir, f"seed_{seed}")
+    baseline_dir = baseline_folder(baseline_dir, dataset, seed, train_size)
     path = os.path.join(baseline_dir, f"{spec}.keras")
     if os.path.exists(path):
         return artifacts.load_model(path, what="baseline")
@@ -102,7 +106,7 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
                          "pass the chief's --model FILE.keras).")
     model, _ = train_baseline(spec, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                               seed=seed, output_dir=baseline_dir, data_dir=data_dir, verbose=2,
-                              distribution=distribution)
+                              distribution=distribution, train_size=train_size)
     return model
 
 
@@ -137,10 +141,11 @@ def run(argv):
     if worker:  # the chief may be training the baseline first
         distribute.wait_for_chief(f.worker_timeout)
     model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
-                       f.batch_size, f.lr, f.seed, f.distribution)
+                       f.batch_size, f.lr, f.seed, f.distribution, f.train_size)
     shape = model.input_shape
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
-                       image_size=tuple(shape[1:3]), channels=shape[-1])
+                       image_size=tuple(shape[1:3]), channels=shape[-1],
+                       train_size=f.train_size)
     if f.steps_per_epoch:
         splits = splits.take(f.steps_per_epoch)
     config = Config(objective=f.objective, target_compression_ratio=f.target_ratio,
