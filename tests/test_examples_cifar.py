@@ -27,7 +27,7 @@ def test_example_runs_the_paper_recipe(tmp_path, script, model):
             f"--baseline_dir={tmp_path / 'baseline'}", f"--output_dir={tmp_path / 'out'}"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "baseline" / f"{model}.keras").exists()
+    assert (tmp_path / "baseline" / "cifar10" / f"{model}.keras").exists()  # per data set
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     config = report["config"]
     assert (config["lr"], config["admm"], config["objective"]) == (1e-3, {"rho": 1e-4}, "params")

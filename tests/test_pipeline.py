@@ -54,6 +54,9 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
     assert report["final"]["conv_params_ratio"] >= report["rounds"][1]["conv_params_ratio"] * 0.999
     for entry in report["rounds"]:  # the hard constraint, after ADMM + masked retraining
         assert 0.98 <= entry["objective_ratio"] / entry["search_target_ratio"] <= 1.05, entry
+        residuals = entry["admm_residuals"]  # the layers this round's ADMM regularized
+        assert residuals and set(residuals) <= set(entry["layers"]), residuals
+        assert all(0.0 <= r < 1.5 for r in residuals.values()), residuals
     first_round, second_round = (r["layers"] for r in report["rounds"])
     for name, kept in first_round.items():  # floors: nothing an earlier round removed revives
         later = second_round[name]

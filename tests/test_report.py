@@ -43,7 +43,8 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
     layers = report.layer_summary(_model(), {})
     half = {n: dict(v, kept=0.5, filters_removed=0.5) for n, v in layers.items()}
     state = {"config": {"objective": "params"}, "baseline": _record(0.98, 1.0, layers),
-             "rounds": [dict(_record(0.97, 2.0, half), round=1, accepted=True, schemes={}),
+             "rounds": [dict(_record(0.97, 2.0, half), round=1, accepted=True, schemes={},
+                             admm_residuals={"c1": 0.0123}),
                         dict(_record(0.80, 4.0, half), round=2, accepted=False, schemes={})],
              "phase1_end": "round 2 broke the accuracy bound",
              "purification": dict(_record(0.97, 2.5, half), rounds=[{"ratio": 2.5, "scales": {"c1": [0.1, 0.2]}}]),
@@ -57,6 +58,7 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
     assert result["final"]["wall_s"] == pytest.approx(1.5 * 4)
     md = (tmp_path / "report.md").read_text()
     assert "round 2 (rejected)" in md and "| c1 |" in md and "2.50x" in md
+    assert "| c1 | 0.012 | - |" in md and "| c2 | 0.0" not in md  # ADMM residuals per round
     for name in ("report.json", "layers.png", "accuracy.png"):
         content = (tmp_path / name).read_bytes()
         assert content[:4] in (b"\x89PNG", b"{\n  ")

@@ -287,7 +287,8 @@ class AutoCompress:
                       analytic_ratio=policy.compression_ratio(self.config.objective),
                       schedule=schedule,
                       schemes={n: s.get_config() for n, s in result.schemes.items()},
-                      layers=report_lib.layer_summary(self.model, result.masks))
+                      layers=report_lib.layer_summary(self.model, result.masks),
+                      admm_residuals=_admm_residuals(result.history))
         self._save_round(folder, policy, result, record)
         self._log(f"round {k}: {record['objective_ratio']:.2f}x {self.config.objective}, "
                   f"val {record['val_accuracy']:.4f} (floor {self._floor():.4f}), "
@@ -486,6 +487,14 @@ class AutoCompress:
                     for epoch, value in enumerate(values):
                         _scalar(f"round_{k}/{phase}/{key}", value, epoch)
         self._writer.flush()
+
+
+def _admm_residuals(history):
+    """Each regularized layer's primal residual ``||W - Z|| / ||W||`` after the round's
+    last ADMM epoch (how far ADMM got W to the structure the hard prune then imposes)."""
+    return {key.split("/", 1)[1]: float(values[-1])
+            for key, values in history.get("admm", {}).items()
+            if key.startswith("admm_res/") and values}
 
 
 def _settings(config):

@@ -154,7 +154,8 @@ def build(state):
                      search_target_ratio=record.get("search_target_ratio"),
                      analytic_ratio=record.get("analytic_ratio"),
                      objective_ratio=record.get("objective_ratio"),
-                     schedule=record.get("schedule"), schemes=record.get("schemes", {}))
+                     schedule=record.get("schedule"), schemes=record.get("schemes", {}),
+                     admm_residuals=record.get("admm_residuals", {}))
         rounds.append(entry)
     final = _entry(state["final"])
     final["layers"] = state["purification"]["layers"]
@@ -222,6 +223,16 @@ def _markdown(report):
             v = e["layers"].get(layer, {"kept": 1.0, "filters_removed": 0.0, "columns_removed": 0.0})
             cells.append(f"{v['kept']:.3f} ({v['filters_removed']:.2f} / {v['columns_removed']:.2f})")
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    rounds = [(name, e["admm_residuals"]) for name, e in steps[1:-1]]
+    if any(residuals for _, residuals in rounds):
+        lines += ["", "## ADMM primal residual ||W - Z|| / ||W|| after each round's ADMM", "",
+                  "| layer | " + " | ".join(name for name, _ in rounds) + " |",
+                  "|---" * (len(rounds) + 1) + "|"]
+        for layer in names:
+            if any(layer in residuals for _, residuals in rounds):
+                lines.append(f"| {layer} | " + " | ".join(
+                    f"{residuals[layer]:.3f}" if layer in residuals else "-"
+                    for _, residuals in rounds) + " |")
     if report["final"].get("lowering"):
         lines += _lowering_lines(report["final"]["lowering"])
     tflite = report["final"].get("tflite")
