@@ -68,6 +68,9 @@ flags.DEFINE_integer("retrain_epochs", 8, "masked retraining epochs per method."
 flags.DEFINE_integer("trials", 60, "search trials per searched method (per round for the "
                      "progressive autocompress).")
 flags.DEFINE_integer("search_subset", None, "validation examples per trial (all if unset).")
+flags.DEFINE_integer("validation_freq", 1, "validation during training, every this many "
+                     "epochs (val_* logs only; 0: none, the same results sooner).",
+                     lower_bound=0)
 flags.DEFINE_string("lcp_metric", "l2", "LcP filter metric: l1, l2 or taylor.")
 flags.DEFINE_integer("batch_size", 32, "batch size.")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
@@ -135,7 +138,7 @@ class Bench:
         return Recipe(self.splits.train, self.splits.val,
                       self.compile_fn(max(budget["admm_epochs"], budget["retrain_epochs"])),
                       admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
-                      train_for=self.train_for(method))
+                      train_for=self.train_for(method), validation_freq=FLAGS.validation_freq)
 
     def space(self, scheme_set):
         from tfautocompress.space import PolicySpace
@@ -194,7 +197,7 @@ def _dense_model(epochs, splits, folder=None):
         return (artifacts.load_model(path, what="dense model"),
                 artifacts.read_json(path[:-len(".keras")] + ".json"))
     return train_baseline(FLAGS.model, epochs=epochs, lr=FLAGS.lr, seed=FLAGS.seed, verbose=0,
-                          splits=splits, output_dir=folder)
+                          splits=splits, output_dir=folder, validation_freq=FLAGS.validation_freq)
 
 
 # ---------------------------------------------------------------- methods ---
@@ -304,7 +307,7 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds):
                     round_ratio=round_ratio, max_rounds=max_rounds,
                     search_trials=budget["trials"], search_subset=FLAGS.search_subset,
                     admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
-                    lr=FLAGS.lr, seed=FLAGS.seed)
+                    lr=FLAGS.lr, seed=FLAGS.seed, validation_freq=FLAGS.validation_freq)
     keras.utils.set_random_seed(FLAGS.seed)
     with _common.Stopwatch() as watch:
         # a fresh shuffle: the rounds' data order does not depend on what read it before

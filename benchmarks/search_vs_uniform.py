@@ -31,7 +31,7 @@ def main(argv):
     f = FLAGS
     model = compress_cli.load_model(f.model, f.dataset, f.data_dir, f.baseline_dir,
                                     f.baseline_epochs, f.batch_size, f.lr, f.seed,
-                                    train_size=f.train_size)
+                                    train_size=f.train_size, validation_freq=f.validation_freq)
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
                        image_size=tuple(model.input_shape[1:3]), channels=model.input_shape[-1],
                        train_size=f.train_size)
@@ -39,7 +39,8 @@ def main(argv):
     config = Config(objective="params", target_compression_ratio=f.target_ratio,
                     round_ratio=f.target_ratio, max_rounds=1, scheme_set=f.schemes,
                     search_trials=f.search_trials, admm_epochs=f.admm_epochs,
-                    retrain_epochs=f.retrain_epochs, lr=f.lr, admm=admm, seed=f.seed)
+                    retrain_epochs=f.retrain_epochs, lr=f.lr, admm=admm, seed=f.seed,
+                    validation_freq=f.validation_freq)
     with _common.Stopwatch() as watch:
         searched = AutoCompress(model, splits, os.path.join(f.output_dir, "sa"), config)
         searched.next_round()
@@ -51,7 +52,8 @@ def main(argv):
         policy = uniform_policy(space, f.target_ratio, "params")
         keras.utils.set_random_seed(step_seed(f.seed, 1))  # as AutoCompress trains round 1
         recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
-                        f.admm_epochs, f.retrain_epochs, admm=admm, verbose=2)
+                        f.admm_epochs, f.retrain_epochs, admm=admm, verbose=2,
+                        validation_freq=f.validation_freq)
         uniform = partial_prune(searched.model, policy, recipe)
         uniform_ratios = cost.count(model).ratios(cost.count(model, uniform.masks))
     uniform_s = watch.seconds

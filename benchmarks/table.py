@@ -39,7 +39,7 @@ flags.DEFINE_float("bound", 0.5, "percentage points of mean test accuracy below 
 for _name, _value in {"dataset": "fashion_mnist", "train_size": 4000, "baseline_epochs": 10,
                       "admm_epochs": 2, "retrain_epochs": 2, "trials": 16,
                       "search_subset": 1000, "latency_runs": 20,
-                      "pipeline_accuracy_drop": 100.0,
+                      "pipeline_accuracy_drop": 100.0, "validation_freq": 0,
                       "workdir": "/tmp/tfac_table"}.items():
     FLAGS.set_default(_name, _value)
 

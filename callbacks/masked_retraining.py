@@ -21,7 +21,7 @@ until the moving averages catch up.
 import tensorflow_model_optimization as tfmot
 
 from tfautocompress.callbacks.checkpoint import resumable_fit
-from tfautocompress.evaluate import recalibrate_bn
+from tfautocompress.evaluate import fit_validation, recalibrate_bn
 from tfautocompress.graph import close_masks
 from tfautocompress.wrappers import prune_structured
 
@@ -44,16 +44,17 @@ def strip(model):
 
 
 def retrain(model, masks, train, *, epochs, compile_fn, validation_data=None,
-            extra_callbacks=(), verbose=0, bn_recalibration_batches=0, checkpoint_dir=None):
+            validation_freq=1, extra_callbacks=(), verbose=0, bn_recalibration_batches=0,
+            checkpoint_dir=None):
     """``wrap`` → ``recalibrate_bn`` (with ``bn_recalibration_batches`` > 0) →
     ``compile_fn(wrapped)`` → ``fit`` → ``strip``; returns ``(model, history)``.
 
-    ``checkpoint_dir``: epoch checkpoints there; a rerun resumes from them
-    (``checkpoint.resumable_fit``)."""
+    ``validation_freq``: ``evaluate.fit_validation``'s. ``checkpoint_dir``: epoch
+    checkpoints there; a rerun resumes from them (``checkpoint.resumable_fit``)."""
     pruned = wrap(model, masks)
     recalibrate_bn(pruned, train, bn_recalibration_batches)
     compile_fn(pruned)
     history = resumable_fit(pruned, train, epochs=epochs, directory=checkpoint_dir,
                             callbacks=callbacks() + list(extra_callbacks),
-                            validation_data=validation_data, verbose=verbose)
+                            verbose=verbose, **fit_validation(validation_data, validation_freq))
     return strip(pruned), history

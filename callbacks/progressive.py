@@ -23,7 +23,7 @@ from tfautocompress._keras import keras
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.admm import ADMM
 from tfautocompress.callbacks.checkpoint import resumable_fit
-from tfautocompress.evaluate import accuracy
+from tfautocompress.evaluate import accuracy, fit_validation
 
 __all__ = ["Recipe", "PartialModel", "partial_prune", "progressive_prune"]
 
@@ -53,7 +53,9 @@ class Recipe:
     ``"retrain"``; e.g. ``Splits.reshuffled``), so that each reads the same batches
     in a resumed run; None: ``train`` for both. ``checkpoint_dir``: epoch
     checkpoints of both phases there (``checkpoint.resumable_fit``); a rerun of
-    the same partial pruning resumes from them.
+    the same partial pruning resumes from them. ``validation_freq``: both phases
+    evaluate ``val`` every this many epochs (``evaluate.fit_validation``; 0: only
+    the result's score, after retraining).
     """
 
     train: tf.data.Dataset
@@ -67,6 +69,7 @@ class Recipe:
     bn_recalibration_batches: int = BN_RECALIBRATION_BATCHES
     train_for: Optional[Callable] = None
     checkpoint_dir: Optional[str] = None
+    validation_freq: int = 1
 
     def data(self, phase):
         """The train set of ``phase`` (``"admm"``, ``"retrain"``): ``train_for(phase)``,
@@ -76,6 +79,16 @@ class Recipe:
     def checkpoints(self, phase):
         """Where ``phase`` keeps its epoch checkpoints (None: nowhere)."""
         return None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir, phase)
+
+    def retrain(self, model, masks, epochs, compile_fn):
+        """``masked_retraining.retrain`` of ``model`` under ``masks`` for ``epochs``
+        with this recipe's retraining data, validation, BN recalibration and
+        checkpoints; returns ``(model, history)``."""
+        return masked_retraining.retrain(
+            model, masks, self.data("retrain"), epochs=epochs, compile_fn=compile_fn,
+            validation_data=self.val, validation_freq=self.validation_freq,
+            verbose=self.verbose, bn_recalibration_batches=self.bn_recalibration_batches,
+            checkpoint_dir=self.checkpoints("retrain"))
 
 
 @dataclasses.dataclass
@@ -115,17 +128,14 @@ def partial_prune(model, policy, recipe, start=None):
         extra = masked_retraining.callbacks() if prior else []
         logs = resumable_fit(work, recipe.data("admm"), epochs=recipe.admm_epochs,
                              directory=recipe.checkpoints("admm"), callbacks=[admm] + extra,
-                             stateful=[admm], validation_data=recipe.val,
-                             verbose=recipe.verbose)
+                             stateful=[admm], verbose=recipe.verbose,
+                             **fit_validation(recipe.val, recipe.validation_freq))
         history["admm"] = {**logs, **admm.layer_history}
         masks.update(admm.hard_prune())
     if prior:
         work = masked_retraining.strip(work)
-    pruned, history["retrain"] = masked_retraining.retrain(
-        work, masks, recipe.data("retrain"), epochs=recipe.retrain_epochs,
-        compile_fn=recipe.retrain_compile_fn or recipe.compile_fn, validation_data=recipe.val,
-        verbose=recipe.verbose, bn_recalibration_batches=recipe.bn_recalibration_batches,
-        checkpoint_dir=recipe.checkpoints("retrain"))
+    pruned, history["retrain"] = recipe.retrain(
+        work, masks, recipe.retrain_epochs, recipe.retrain_compile_fn or recipe.compile_fn)
     return PartialModel(pruned, masks, {**(start.schemes if start else {}), **schemes},
                         accuracy(pruned, recipe.val), history)
 

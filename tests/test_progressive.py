@@ -65,3 +65,24 @@ def test_progressive_pool_keeps_best_and_reaches_last_policy(recipe):
     assert np.all(final.masks["conv"] <= parent)  # nested: nothing revived
     with pytest.raises(ValueError, match="pool_size"):
         progressive_prune(small_model(), policies, recipe, pool_size=0)
+
+
+def test_validation_freq_only_changes_the_logs(recipe):
+    """Per-epoch validation (``validation_freq``) is logging: the pruned weights,
+    masks and score are the same with it every epoch and without it."""
+    import dataclasses
+
+    policy = {"conv": Filter(0.5), "out": Filter(0.0)}
+    runs = {}
+    for every in (1, 0):
+        keras.utils.set_random_seed(3)
+        runs[every] = partial_prune(small_model(), policy, dataclasses.replace(
+            recipe, admm_epochs=2, retrain_epochs=2, validation_freq=every))
+    assert "val_loss" in runs[1].history["retrain"] and "val_loss" in runs[1].history["admm"]
+    assert not any(k.startswith("val_") for h in runs[0].history.values() for k in h)
+    for a, b in zip(runs[1].model.get_weights(), runs[0].model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(runs[1].masks["conv"], runs[0].masks["conv"])
+    assert runs[1].score == runs[0].score
+    with pytest.raises(ValueError, match="validation_freq=-1"):
+        partial_prune(small_model(), policy, dataclasses.replace(recipe, validation_freq=-1))

@@ -16,7 +16,8 @@ import os
 from absl import flags
 
 from tfautocompress import artifacts, masks as masks_lib, policy as policy_lib, schemes
-from tfautocompress.cli import DEFAULT_BASELINE_DIR, define_distribution_flag, run_app
+from tfautocompress.cli import (DEFAULT_BASELINE_DIR, define_distribution_flag,
+                                define_validation_freq_flag, run_app)
 
 FLAGS = flags.FLAGS
 DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
@@ -62,6 +63,7 @@ def main():
     flags.register_validator("update_every", lambda v: v is None or v == "epoch" or
                              (v.isdigit() and int(v) > 0),
                              "--update_every must be a positive number of steps or 'epoch'.")
+    define_validation_freq_flag()
     define_distribution_flag()
     run_app(_run)
 
@@ -94,7 +96,7 @@ def _run(argv):
               uniform_policy(model, FLAGS.filter_fraction, FLAGS.column_fraction))
     recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, FLAGS.lr),
                     admm_epochs=FLAGS.admm_epochs, retrain_epochs=FLAGS.retrain_epochs,
-                    admm=_admm_kwargs(), verbose=2)
+                    admm=_admm_kwargs(), verbose=2, validation_freq=FLAGS.validation_freq)
     with distribute.scope(strategy):
         result = partial_prune(model, policy, recipe)
     metrics = {

@@ -4,7 +4,7 @@ import time
 
 from tfautocompress import artifacts, data, distribute, zoo
 from tfautocompress._keras import check_model, keras
-from tfautocompress.evaluate import accuracy
+from tfautocompress.evaluate import accuracy, fit_validation
 
 
 def compile_for_training(model, lr, decay_steps=None):
@@ -25,7 +25,7 @@ def _num_batches(dataset):
 
 def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=32,
                    lr=1e-3, seed=0, output_dir=None, data_dir=None, verbose=1, splits=None,
-                   distribution="none", train_size=None):
+                   distribution="none", train_size=None, validation_freq=1):
     """Train ``model`` (a zoo name or a tf_keras model) on ``dataset``.
 
     ``distribution``: ``"none"``, ``"mirrored"`` or ``"multi_worker"``
@@ -34,7 +34,9 @@ def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=3
 
     ``splits``: a ``data.Splits`` to train on instead of loading ``dataset`` (its
     iterators then carry on for later training on the same data); ``train_size``:
-    a stratified subset of the training images (``data.load``). Returns
+    a stratified subset of the training images (``data.load``);
+    ``validation_freq``: ``evaluate.fit_validation``'s (the returned metrics are
+    measured after training either way). Returns
     ``(model, metrics)``; with ``output_dir`` it also writes ``<name>.keras`` and
     ``<name>.json`` there (atomically).
     """
@@ -52,7 +54,8 @@ def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=3
         model = distribute.with_batch_norm(check_model(model), synchronized=strategy is not None)
         compile_for_training(model, lr, decay_steps=epochs * _num_batches(splits.train))
     start = time.perf_counter()
-    model.fit(splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose)
+    model.fit(splits.train, epochs=epochs, verbose=verbose,
+              **fit_validation(splits.val, validation_freq))
     wall_s = time.perf_counter() - start
     metrics = {
         "model": model.name, "dataset": splits.name, "epochs": epochs,

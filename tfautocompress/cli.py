@@ -33,6 +33,15 @@ def define_train_size_flag():
                          "and test stay whole.", lower_bound=1)
 
 
+def define_validation_freq_flag():
+    """``--validation_freq``: per-epoch validation during training (0: none)."""
+    flags.DEFINE_integer("validation_freq", 1, "Evaluate the validation set during training "
+                         "after every this many epochs (val_* in the epoch logs); 0: only "
+                         "once training ends, which is all the results use. On a small "
+                         "--train_size the per-epoch pass can cost as much as training.",
+                         lower_bound=0)
+
+
 # What a user's input can raise: a bad value, a wrong type, a missing or unreadable
 # file (our own checks raise ValueError/TypeError naming the flag, layer or file).
 USER_ERRORS = (ValueError, TypeError, OSError)
@@ -121,6 +130,7 @@ def train_main():
                         f"baseline ({DEFAULT_BASELINE_DIR}[/<dataset>][/train_<n>]"
                         "[/seed_<k>]).")
     define_train_size_flag()
+    define_validation_freq_flag()
     define_distribution_flag()
     run_app(_train)
 
@@ -135,5 +145,6 @@ def _train(argv):
     _, metrics = train_baseline(f.model, f.dataset, epochs=f.epochs,
                                 batch_size=f.batch_size, lr=f.lr, seed=f.seed,
                                 output_dir=output_dir, data_dir=f.data_dir, verbose=2,
-                                distribution=f.distribution, train_size=f.train_size)
+                                distribution=f.distribution, train_size=f.train_size,
+                                validation_freq=f.validation_freq)
     print(json.dumps(metrics, indent=2))

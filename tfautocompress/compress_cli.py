@@ -13,7 +13,7 @@ import os
 from absl import flags
 
 from tfautocompress.cli import (DEFAULT_BASELINE_DIR, baseline_folder, define_distribution_flag,
-                                define_train_size_flag, run_app)
+                                define_train_size_flag, define_validation_freq_flag, run_app)
 from tfautocompress.compact import COLUMNS
 from tfautocompress.space import SCHEME_SETS
 
@@ -36,6 +36,7 @@ def _define():
     flags.DEFINE_string("data_dir", None, "Folder of the data set's files (a "
                         "tensorflow-datasets data_dir, or MNIST/Fashion-MNIST IDX files).")
     define_train_size_flag()
+    define_validation_freq_flag()
     flags.DEFINE_string("baseline_dir", DEFAULT_BASELINE_DIR, "Where zoo baselines live "
                         "(per data set, training subset and seed: <dir>[/<dataset>]"
                         "[/train_<n>][/seed_<k>], as tfautocompress-train writes them).")
@@ -83,7 +84,7 @@ def _define():
 
 
 def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed,
-               distribution="none", train_size=None):
+               distribution="none", train_size=None, validation_freq=1):
     """A .keras file, or a zoo baseline loaded from / trained into its folder under
     ``baseline_dir`` (``cli.baseline_folder``: per data set, training subset and
     seed; a search worker never trains one: it needs the chief's)."""
@@ -106,7 +107,8 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
                          "pass the chief's --model FILE.keras).")
     model, _ = train_baseline(spec, dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                               seed=seed, output_dir=baseline_dir, data_dir=data_dir, verbose=2,
-                              distribution=distribution, train_size=train_size)
+                              distribution=distribution, train_size=train_size,
+                              validation_freq=validation_freq)
     return model
 
 
@@ -141,7 +143,8 @@ def run(argv):
     if worker:  # the chief may be training the baseline first
         distribute.wait_for_chief(f.worker_timeout)
     model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
-                       f.batch_size, f.lr, f.seed, f.distribution, f.train_size)
+                       f.batch_size, f.lr, f.seed, f.distribution, f.train_size,
+                       f.validation_freq)
     shape = model.input_shape
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
                        image_size=tuple(shape[1:3]), channels=shape[-1],
@@ -157,7 +160,7 @@ def run(argv):
                     purification_trials=f.purification_trials,
                     export_tflite=f.export_tflite, seed=f.seed,
                     distribution=f.distribution, search_parallel=f.search_parallel,
-                    columns=f.columns)
+                    columns=f.columns, validation_freq=f.validation_freq)
     from_keras3 = f.model.endswith(".keras") and artifacts.saved_by_keras3(f.model)
     pipeline = AutoCompress(model, splits, distribute.output_dir(f.output_dir, strategy),
                             config, tensorboard_dir=None if worker else f.tensorboard_dir,

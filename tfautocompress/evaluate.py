@@ -2,7 +2,8 @@
 
 ``accuracy(model, data)`` runs one compiled forward pass per model (cached, so
 repeated calls do not retrace) over a batched ``(x, y)`` data set or a tuple of
-arrays.
+arrays. ``fit_validation(data, every)``: the ``model.fit`` arguments that validate
+on ``data`` every ``every`` epochs (0: not during fit).
 
 ``BNCalibration(model, data, batches)`` re-estimates every BatchNormalization's
 moving mean and variance after pruning (adaptive BN recalibration, as in
@@ -62,6 +63,21 @@ def accuracy(model, data, batch_size=256):
     if not total:
         raise ValueError("accuracy: the data set is empty; give at least one (x, y) batch.")
     return correct / total
+
+
+def fit_validation(data, every=1):
+    """``model.fit`` keyword arguments that evaluate ``data`` after every ``every``-th
+    epoch (Keras' ``validation_freq``): per-epoch ``val_*`` logs for the console and
+    TensorBoard. 0 or ``data`` None: no validation during fit (the callers measure
+    ``accuracy`` once a phase ends, which is all their decisions use); on a small
+    training subset the per-epoch pass over a large validation set costs as much as
+    the training itself."""
+    if int(every) < 0:
+        raise ValueError(f"validation_freq={every} must be >= 0 (0: no validation during "
+                         "fit).")
+    if data is None or not every:
+        return {}
+    return {"validation_data": data, "validation_freq": int(every)}
 
 
 def batch_norm_layers(model):

@@ -42,7 +42,6 @@ from tfautocompress import artifacts, cost, distribute, masks as masks_lib, poli
 from tfautocompress import lowering, purification, report as report_lib, space as space_lib
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.baseline import compile_for_training
-from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.compact import COLUMNS, apply_masks, compact, compact_lowered
 from tfautocompress.evaluate import accuracy
@@ -53,7 +52,8 @@ from tfautocompress.search.oracle import InfeasibleTargetError
 __all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 
 _STATE = "state.json"
-_RUNTIME = ("distribution",)  # settings a run may resume under another value of
+# settings a run may resume under another value of (they do not change its result)
+_RUNTIME = ("distribution", "validation_freq")
 
 
 def round_seed(seed, k):
@@ -87,6 +87,9 @@ class Config:
     trials in one process).
     ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
     ``"auto"`` lowers the column-sparse convolutions that run faster in host TFLite).
+    ``validation_freq``: the training phases' per-epoch validation
+    (``evaluate.fit_validation``: every this many epochs, 0: none); the rounds and
+    bounds use the validation accuracy measured after each phase either way.
     """
 
     objective: str = "params"
@@ -111,6 +114,7 @@ class Config:
     seed: int = 0
     distribution: str = "none"
     search_parallel: int = 1
+    validation_freq: int = 1
 
     def __post_init__(self):
         cost.check_objective(self.objective)
@@ -124,6 +128,7 @@ class Config:
                              f"{distribute.DISTRIBUTIONS}.")
         checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
                   "search_parallel": self.search_parallel >= 1,
+                  "validation_freq": self.validation_freq >= 0,
                   "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,
                   "purification_trials": self.purification_trials >= 0,
                   "purification_rounds": self.purification_rounds >= 1,
@@ -136,7 +141,7 @@ class Config:
             if not ok:
                 raise ValueError(f"Config.{name}={getattr(self, name)!r} is out of range: "
                                  "rounds, trials, search_parallel and ADMM epochs >= 1, "
-                                 "retrain epochs >= 0, "
+                                 "retrain epochs and validation_freq >= 0, "
                                  "max_accuracy_drop in [0, 100] percentage points, "
                                  "round_ratio and target_compression_ratio > 1, lr > 0, "
                                  "bn_momentum in [0, 1) or None.")
@@ -218,6 +223,7 @@ class AutoCompress:
                       admm_epochs=self.config.admm_epochs,
                       retrain_epochs=self.config.retrain_epochs, admm=dict(self.config.admm),
                       verbose=2 if self.verbose else 0, train_for=train_for,
+                      validation_freq=self.config.validation_freq,
                       checkpoint_dir=os.path.join(self.output_dir, folder, "train"))
 
     def _seed(self, step):
@@ -425,11 +431,7 @@ class AutoCompress:
         thresholds remove groups of trained weights, not ADMM's near-zero ones."""
         recipe = self._recipe(100, "purification")
         with distribute.scope(self._strategy):
-            tuned, _ = masked_retraining.retrain(
-                model, masks, recipe.data("retrain"), epochs=self.config.retrain_epochs,
-                compile_fn=recipe.compile_fn, validation_data=recipe.val,
-                verbose=recipe.verbose, bn_recalibration_batches=recipe.bn_recalibration_batches,
-                checkpoint_dir=recipe.checkpoints("retrain"))
+            tuned, _ = recipe.retrain(model, masks, self.config.retrain_epochs, recipe.compile_fn)
         return tuned
 
     def finish(self):
