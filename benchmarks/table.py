@@ -15,7 +15,7 @@ last column is each method's largest ratio whose mean test accuracy stays within
 pipeline's own rounds for AutoCompress, the targets for the one-round methods.
 
 Each finished cell is kept in ``--workdir`` (``seed_<k>/<target>x/<method>.json``;
-the pipeline resumes from its own state), so a rerun of the same command carries
+the pipeline, per set of targets, resumes from its own state), so a rerun of the same command carries
 on where a killed one stopped. Writes ``--output`` (.json, with .md and .png beside).
 
     python benchmarks/table.py --output results/table.json
@@ -112,14 +112,16 @@ def run_method(bench, cells, method, target):
 
 def run_pipeline(bench, cells, targets):
     """The AutoCompress rows of one seed: one per round (nominal target), the
-    highest one on the purified, compacted model."""
+    highest one on the purified, compacted model. Kept per ladder
+    (``autocompress_<targets>x``): runs toward other targets share the workdir."""
     from tfautocompress import artifacts, masks as masks_lib
 
-    done = cells.get(None, PIPELINE)
+    name = f"{PIPELINE}_{'_'.join(f'{t:g}' for t in targets)}x"
+    done = cells.get(None, name)
     if done is not None:
         return done["rows"]
     ratio, nominal = ladder(targets)
-    folder = os.path.join(cells.folder, PIPELINE)
+    folder = os.path.join(cells.folder, name)
     report, seconds, evaluated = compare.autocompress_pipeline(
         bench, folder, max(targets), ratio, len(nominal))
     rows, last = [], len(report["rounds"])
@@ -136,7 +138,7 @@ def run_pipeline(bench, cells, targets):
                             note=compare.pipeline_note(report, evaluated, bench.budget, step))
         rows.append(dict(row, seed=FLAGS.seed, target=target, round=r["round"],
                          search_target_ratio=r["search_target_ratio"]))
-    cells.put(None, PIPELINE, {"rows": rows, "phase1_end": report["phase1_end"]})
+    cells.put(None, name, {"rows": rows, "phase1_end": report["phase1_end"]})
     return rows
 
 
