@@ -50,6 +50,8 @@ import _common
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from tfautocompress import cli  # noqa: E402 (after the log level)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar.")
 flags.DEFINE_string("dataset", "digits", "data set: digits, fashion_mnist (offline) or "
@@ -57,8 +59,7 @@ flags.DEFINE_string("dataset", "digits", "data set: digits, fashion_mnist (offli
 flags.DEFINE_string("data_dir", None, "folder of the data set's files (cifar10: a "
                     "tensorflow-datasets folder; fashion_mnist: its IDX files, found without "
                     "it when the Debian package is installed).")
-flags.DEFINE_integer("train_size", None, "train on this many training images (a stratified "
-                     "subset, drawn with --seed); all if unset. Validation and test stay whole.")
+cli.define_train_size_flag()
 flags.DEFINE_string("objective", "params", "params or macs: what the target ratio counts.")
 flags.DEFINE_float("target", 10.0, "target CONV compression ratio (dense / kept, N x); "
                    "the paper's ordering claims are about high ratios.")
@@ -68,9 +69,7 @@ flags.DEFINE_integer("retrain_epochs", 8, "masked retraining epochs per method."
 flags.DEFINE_integer("trials", 60, "search trials per searched method (per round for the "
                      "progressive autocompress).")
 flags.DEFINE_integer("search_subset", None, "validation examples per trial (all if unset).")
-flags.DEFINE_integer("validation_freq", 1, "validation during training, every this many "
-                     "epochs (val_* logs only; 0: none, the same results sooner).",
-                     lower_bound=0)
+cli.define_validation_freq_flag()
 flags.DEFINE_string("lcp_metric", "l2", "LcP filter metric: l1, l2 or taylor.")
 flags.DEFINE_integer("batch_size", 32, "batch size.")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
