@@ -71,3 +71,20 @@ def test_recalibrate_bn_sets_batch_statistics_without_training():
     np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0),
                                rtol=1e-4, atol=1e-5)
     assert evaluate.recalibrate_bn(wrapped, data, batches=0) == 0
+
+
+def test_recalibrating_many_models_traces_each_once_without_a_retracing_warning():
+    import logging
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = tf.get_logger()
+    logger.addHandler(handler)
+    try:
+        x = np.random.default_rng(2).standard_normal((16, 6, 6, 3)).astype(np.float32)
+        data = tf.data.Dataset.from_tensor_slices(x).batch(8)
+        for _ in range(8):  # TensorFlow warns from the 6th trace of one function on
+            assert evaluate.recalibrate_bn(bn_model(), data, batches=2) == 2
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "retracing" in r.getMessage()]

@@ -16,6 +16,7 @@ so the search's fast evaluation can call it every trial. Right after a hard prun
 the moving statistics are the dense model's, and a conv-BN net scores near chance
 until they follow the pruned weights.
 """
+import functools
 import weakref
 
 import numpy as np
@@ -108,7 +109,11 @@ class BNCalibration:
         self._axes = [_reduce_axes(bn, len(node.input.shape))
                       for bn, node in zip(self._bns, nodes)]
         self.variables = [v for bn in self._bns for v in (bn.moving_mean, bn.moving_variance)]
-        self._calibrate = tf.function(self._assign)
+        # One graph per calibration (per model), traced once. TensorFlow counts traces
+        # per code object (``_assign``'s, or a lambda's, is shared by every instance)
+        # and would warn of "excessive retracing" from the 6th calibration on; a
+        # partial has no code object, so each calibration is counted on its own.
+        self._calibrate = tf.function(functools.partial(BNCalibration._assign, self))
 
     @property
     def batches(self):
