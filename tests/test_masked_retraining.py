@@ -1,4 +1,5 @@
 """Masked retraining: wrapped fit keeps pruned weights exactly zero; strip gives a plain model."""
+import logging
 import numpy as np
 import tensorflow as tf
 from tfautocompress.wrappers import StructuredPruneLowMagnitude
@@ -74,7 +75,6 @@ def test_recalibrate_bn_sets_batch_statistics_without_training():
 
 
 def test_recalibrating_many_models_traces_each_once_without_a_retracing_warning():
-    import logging
     records = []
     handler = logging.Handler()
     handler.emit = records.append
