@@ -1,7 +1,7 @@
 """The house's import directions: the core never imports the search, the callbacks
 or the exporters; the callbacks never import the search; the exporters import
 neither. Every module's imports are parsed (function-level ones included), with
-setup.py's ``package_dir`` remap (``callbacks/`` is ``tfautocompress.callbacks``)."""
+pyproject.toml's ``package-dir`` remap (``callbacks/`` is ``tfautocompress.callbacks``)."""
 import ast
 import pathlib
 

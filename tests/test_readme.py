@@ -25,7 +25,9 @@ def test_ci_runs_exactly_the_readme_commands():
 
 
 def test_readme_console_scripts_are_declared():
-    setup = ROOT.joinpath("setup.py").read_text()
+    from test_packaging import pyproject
+
+    declared = pyproject()["project"]["scripts"]
     readme = ROOT.joinpath("README.md").read_text()
     for script in set(re.findall(r"`(tfautocompress-[a-z-]+)", readme)):
-        assert f'"{script}=' in setup, f"{script} is in the README but not in setup.py"
+        assert script in declared, f"{script} is in the README but not in pyproject.toml"

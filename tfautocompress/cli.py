@@ -1,4 +1,4 @@
-"""absl entry points of the console scripts (see setup.py)."""
+"""absl entry points of the console scripts (pyproject.toml's [project.scripts])."""
 import functools
 import json
 import os

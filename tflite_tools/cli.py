@@ -1,6 +1,6 @@
 """absl entry points: ``tfautocompress-export`` and ``tfautocompress-android-benchmark``.
 
-setup.py console_scripts:
+pyproject.toml's ``[project.scripts]``:
 ``tfautocompress-export=tfautocompress.tflite_tools.cli:export_main`` and
 ``tfautocompress-android-benchmark=tfautocompress.tflite_tools.cli:android_main``.
 """
