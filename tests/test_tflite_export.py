@@ -194,15 +194,47 @@ def test_export_cli_writes_models_and_a_summary(tmp_path):
         assert os.path.isfile(entry["export"]["path"])
         assert entry["gpu_compatibility"]["compatible"] is True
         assert entry["host_benchmark"]["latency_ms"]["median"] > 0
-        assert "available" in entry["gpu_run"]
+        assert entry["gpu_run"] == {"attempted": False}  # only with --gpu_run
 
     bad = _cli(["--model", model_path, "--output_dir", str(out), "--modes", "int8"])
     assert bad.returncode != 0 and "--dataset" in bad.stderr
 
 
-def _cli(args):
+VULKAN_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d")
+
+
+def _vulkan_icds():
+    return [os.path.join(d, f) for d in VULKAN_ICD_DIRS if os.path.isdir(d)
+            for f in sorted(os.listdir(d)) if f.endswith(".json")]
+
+
+@pytest.mark.skipif(not _vulkan_icds(), reason="no Vulkan ICD here: `apt-get install "
+                    "mesa-vulkan-drivers` (.ci/run installs it) to run this test")
+def test_export_cli_with_a_vulkan_icd_exits_zero_and_reports_the_gpu(tmp_path):
+    """With Mesa's Vulkan drivers, LiteRT's GPU accelerator finds no adapter it can use;
+    tried in the exporting process, that aborted it at exit (free(): invalid pointer,
+    status 134) after the files were written."""
+    model_path = str(tmp_path / "tiny.keras")
+    artifacts.save_model(_tiny_model(), model_path)
+    out = tmp_path / "out"
+    run = _cli(["--model", model_path, "--output_dir", str(out), "--modes", "float32",
+                "--runs", "2", "--warmup", "1", "--gpu_run"],
+               env={"VK_ICD_FILENAMES": os.pathsep.join(_vulkan_icds())})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "free(): invalid pointer" not in run.stderr
+    gpu_run = json.loads((out / "tflite_summary.json").read_text())["exports"]["float32"]["gpu_run"]
+    assert gpu_run["attempted"] is True
+    if gpu_run["available"]:  # a Vulkan device LiteRT can use
+        assert gpu_run["latency_ms"] > 0
+        assert "GPU run: " in run.stdout
+    else:
+        assert gpu_run["reason"].startswith("not available here: LiteRT")
+        assert "GPU run: not available here" in run.stdout
+
+
+def _cli(args, env=None):
     code = "from tfautocompress.tflite_tools.cli import export_main; export_main()"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, timeout=300, env=env)
 

@@ -1,10 +1,12 @@
 """tflite_tools.gpu: the Analyzer's report, op-table check, and the LiteRT GPU run."""
+import os
+
 import pytest
 import tensorflow as tf
 
 from tfautocompress import lowering
 from tfautocompress._keras import keras
-from tfautocompress.tflite_tools import export, gpu
+from tfautocompress.tflite_tools import export, gpu, litert
 
 
 def _convert(model):
@@ -93,4 +95,28 @@ def test_gpu_run_reports_instead_of_crashing(tmp_path):
         assert isinstance(result["fully_accelerated"], bool) and result["latency_ms"] > 0
     else:
         assert set(result) == {"available", "reason"}
-        assert "GPU" in result["reason"]
+        assert result["reason"].startswith("not available here: LiteRT") and "GPU" in result["reason"]
+
+
+def test_the_gpu_accelerator_runs_in_a_process_of_its_own(tmp_path):
+    """Whatever happens to LiteRT's GPU accelerator happens in a child process: this
+    one never loads it, and a child that gives no answer is "unavailable"."""
+    path = export.export(_conv_net(), tmp_path / "conv.tflite", mode="float32")["path"]
+    gpu.gpu_accelerated_run(path)
+    if os.path.exists("/proc/self/maps"):  # Linux: the libraries this process has loaded
+        with open("/proc/self/maps") as maps:
+            assert "libLiteRtWebGpuAccelerator" not in maps.read()
+    with pytest.raises(litert.GpuUnavailableError, match="no answer in 0.001 s"):
+        litert.run_gpu(path, timeout_s=0.001)
+
+
+def test_litert_error_lines_give_the_reason():
+    stderr = ("INFO: [environment.cc:36] Creating LiteRT environment with options\n"
+              "ERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU environment: "
+              "INTERNAL: No adapters found\n"
+              "E0000 00:00:1796552827.128021    3395 delegate_webgpu.cc:736] Failed to get "
+              "or create delegate WebGPU environment\n")
+    assert litert._why(stderr) == (": Failed to initialize WebGPU environment: INTERNAL: "
+                                   "No adapters found")
+    assert litert._why("ERROR: [compiled_model.h:1961]\n", "RuntimeError: x") == (
+        ": RuntimeError: x")

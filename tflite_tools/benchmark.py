@@ -1,21 +1,20 @@
 """Host latency of a ``.tflite`` through LiteRT, and its equivalence with the Keras model.
 
-``benchmark`` times ``Interpreter.invoke`` (XNNPACK on CPU, ``num_threads``
-configurable) or, with ``accelerator="gpu"``, a LiteRT ``CompiledModel`` on the
-GPU accelerator. Its dict has the same keys as ``android.parse_benchmark_output``
+``benchmark`` times ``Interpreter.invoke`` (XNNPACK on CPU, chosen explicitly;
+``num_threads`` configurable) or, with ``accelerator="gpu"``, a LiteRT
+``CompiledModel`` on the GPU accelerator, timed in a child process of its own
+(``tflite_tools.litert``). Its dict has the same keys as ``android.parse_benchmark_output``
 (``init_ms``, ``first_inference_ms``, ``warmup_ms``, ``latency_ms`` with
 mean/std/min/max/median, ``memory_mb`` with init/overall), plus ``p90``.
 """
 import os
-import resource
 import statistics
 import time
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
 from tfautocompress.tflite_tools import export as export_lib
-from tfautocompress.tflite_tools import gpu as gpu_lib
+from tfautocompress.tflite_tools import litert
 
 ACCELERATORS = ("cpu", "gpu")
 # How check_equivalence judges each export mode: (figure, bound).
@@ -35,14 +34,10 @@ def benchmark(tflite_path, threads=1, warmup=5, runs=50, accelerator="cpu", seed
         raise ValueError(f"threads={threads}, warmup={warmup} and runs={runs} must all "
                          "be at least 1.")
     path = _existing(tflite_path)
-    rss_before = _rss_mb()
-    start = time.perf_counter()
-    invoke = _gpu_invoker(path, seed) if accelerator == "gpu" \
-        else _cpu_invoker(path, int(threads), seed)
-    init_ms = (time.perf_counter() - start) * 1e3
-    rss_init = _rss_mb()
-    warmup_ms = [_timed(invoke) for _ in range(int(warmup))]
-    latencies = [_timed(invoke) for _ in range(int(runs))]
+    if accelerator == "gpu":
+        timing = _gpu_timing(path, int(warmup), int(runs), seed)
+    else:
+        timing = _cpu_timing(path, int(threads), int(warmup), int(runs), seed)
     return {
         "platform": "host",
         "model": path,
@@ -51,13 +46,36 @@ def benchmark(tflite_path, threads=1, warmup=5, runs=50, accelerator="cpu", seed
         "threads": int(threads),
         "warmup": int(warmup),
         "runs": int(runs),
-        "init_ms": init_ms,
-        "first_inference_ms": warmup_ms[0],
-        "warmup_ms": statistics.fmean(warmup_ms),
-        "latency_ms": latency_summary(latencies),
-        "memory_mb": {"init": rss_init - rss_before, "overall": _rss_mb() - rss_before,
-                      "peak_rss": _peak_rss_mb()},
+        "init_ms": timing["init_ms"],
+        "first_inference_ms": timing["warmup_ms"][0],
+        "warmup_ms": statistics.fmean(timing["warmup_ms"]),
+        "latency_ms": latency_summary(timing["latencies_ms"]),
+        "memory_mb": timing["memory_mb"],
     }
+
+
+def _cpu_timing(path, threads, warmup, runs, seed):
+    rss_before = litert.rss_mb()
+    start = time.perf_counter()
+    invoke = _cpu_invoker(path, threads, seed)
+    init_ms = (time.perf_counter() - start) * 1e3
+    rss_init = litert.rss_mb()
+    warmup_ms = [_timed(invoke) for _ in range(warmup)]
+    latencies_ms = [_timed(invoke) for _ in range(runs)]
+    return {"init_ms": init_ms, "warmup_ms": warmup_ms, "latencies_ms": latencies_ms,
+            "memory_mb": {"init": rss_init - rss_before, "overall": litert.rss_mb() - rss_before,
+                          "peak_rss": litert.peak_rss_mb()}}
+
+
+def _gpu_timing(path, warmup, runs, seed):
+    """The GPU accelerator's timing, from its own process (``litert.run_gpu``); memory
+    figures are that process's."""
+    try:
+        return litert.run_gpu(path, warmup=warmup, runs=runs, seed=seed)
+    except litert.GpuUnavailableError as err:
+        raise litert.GpuUnavailableError(
+            f"accelerator='gpu' cannot run {path!r}: {err}. Use accelerator='cpu' "
+            "on this machine.") from err
 
 
 def interleaved_latency_ms(models, threads=1, runs=20, rounds=3, warmup=3, seed=0):
@@ -89,7 +107,7 @@ def latency_summary(latencies_ms):
 
 def run_tflite(tflite_path, arrays, threads=None):
     """Outputs (float32, dequantized) of the ``.tflite`` on one batch of float inputs."""
-    interpreter = Interpreter(model_path=_existing(tflite_path), num_threads=threads)
+    interpreter = litert.cpu_interpreter(_existing(tflite_path), threads)
     inputs = interpreter.get_input_details()
     for detail, array in zip(inputs, arrays):
         interpreter.resize_tensor_input(detail["index"], array.shape)
@@ -133,27 +151,14 @@ def check_equivalence(model, tflite_path, data):
 
 
 def _cpu_invoker(model, threads, seed):
-    """``model``: a ``.tflite`` path or its bytes."""
-    interpreter = (Interpreter(model_content=bytes(model), num_threads=threads)
-                   if isinstance(model, (bytes, bytearray))
-                   else Interpreter(model_path=model, num_threads=threads))
+    """``model``: a ``.tflite`` path or its bytes; XNNPACK on the CPU."""
+    interpreter = litert.cpu_interpreter(model, threads)
     interpreter.allocate_tensors()
     rng = np.random.default_rng(seed)
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"],
-                               gpu_lib.random_input(rng, detail["shape"], detail["dtype"]))
+                               litert.random_input(rng, detail["shape"], detail["dtype"]))
     return interpreter.invoke
-
-
-def _gpu_invoker(path, seed):
-    try:
-        model = gpu_lib.compiled_gpu_model(path)
-    except gpu_lib.GpuUnavailableError as err:
-        raise gpu_lib.GpuUnavailableError(
-            f"accelerator='gpu' cannot run {path!r}: {err}. Use accelerator='cpu' "
-            "on this machine.") from err
-    inputs, outputs = gpu_lib.compiled_model_buffers(model, seed)
-    return lambda: model.run_by_index(0, inputs, outputs)
 
 
 def _quantize(array, detail):
@@ -176,20 +181,6 @@ def _timed(invoke):
     start = time.perf_counter()
     invoke()
     return (time.perf_counter() - start) * 1e3
-
-
-def _rss_mb():
-    """Current resident set size in MB (Linux ``/proc``; the peak elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return _peak_rss_mb()
-
-
-def _peak_rss_mb():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 2**10
 
 
 def _existing(path):

@@ -30,6 +30,10 @@ def export_main():
     flags.DEFINE_integer("threads", 1, "CPU threads for the host benchmark.")
     flags.DEFINE_integer("runs", 50, "Timed runs of the host benchmark.")
     flags.DEFINE_integer("warmup", 5, "Warm-up runs of the host benchmark.")
+    flags.DEFINE_bool("gpu_run", False, "Also run each model once on LiteRT's GPU "
+                      "accelerator (in a process of its own); reported 'not available "
+                      "here' where the machine has no GPU LiteRT can use. The host "
+                      "benchmark is always the CPU's (XNNPACK).")
     flags.mark_flags_as_required(["model", "output_dir"])
     run_app(_export)
 
@@ -73,7 +77,8 @@ def _export(argv):
         compat = gpu.gpu_compatibility(path).to_json()
         del compat["raw"]
         entry["gpu_compatibility"] = compat
-        entry["gpu_run"] = gpu.gpu_accelerated_run(path)
+        entry["gpu_run"] = ({"attempted": True, **gpu.gpu_accelerated_run(path)}
+                            if f.gpu_run else {"attempted": False})
         entry["host_benchmark"] = benchmark.benchmark(path, threads=f.threads,
                                                       warmup=f.warmup, runs=f.runs)
         if splits is not None:
@@ -132,6 +137,10 @@ def _summary_line(mode, entry):
         "no (" + ", ".join(entry["gpu_compatibility"]["incompatible_ops"]) + ")"
     line = (f"{mode:8s} {entry['export']['size_bytes'] / 2**20:8.2f} MB  "
             f"median {bench['latency_ms']['median']:8.3f} ms  GPU-compatible: {gpu}")
+    run = entry["gpu_run"]
+    if run["attempted"]:
+        line += (f"  GPU run: {run['latency_ms']:.3f} ms" if run["available"]
+                 else f"  GPU run: {run['reason'].split(':')[0]} ({SUMMARY_NAME} says why)")
     if "equivalence" in entry:
         eq = entry["equivalence"]
         line += f"  equivalence: {'pass' if eq['passed'] else 'FAIL'} ({eq['criterion']})"

@@ -19,10 +19,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
 from tfautocompress import artifacts
 from tfautocompress._keras import as_tf_keras
+from tfautocompress.tflite_tools.litert import cpu_interpreter
 
 MODES = ("float32", "float16", "dynamic", "int8")
 # Sparse-encoded dynamic-range / int8 models convert, but LiteRT's XNNPACK delegate
@@ -100,7 +100,7 @@ def weights_sha256(model):
 
 def tensor_details(content):
     """``{"inputs": [...], "outputs": [...]}`` of a ``.tflite`` as plain JSON."""
-    interpreter = Interpreter(model_content=content)
+    interpreter = cpu_interpreter(content)
     return {"inputs": [_json_detail(d) for d in interpreter.get_input_details()],
             "outputs": [_json_detail(d) for d in interpreter.get_output_details()]}
 

@@ -1,4 +1,4 @@
-"""GPU-delegate compatibility of a ``.tflite`` model, and a LiteRT GPU run where one exists.
+"""GPU-delegate compatibility of a ``.tflite`` model, and a LiteRT GPU run where asked.
 
 ``gpu_compatibility`` reads the report of ``tf.lite.experimental.Analyzer``
 (``analyze`` prints, from Python, the string its C++ analyzer returns; we capture
@@ -12,18 +12,23 @@ lowered column-sparse convolutions, ``tfautocompress.lowering``), whose limit is
 checked from the report's tensor table: the GPU delegate takes only constant
 (read-only) 1-D indices. Other per-op parameter limits (e.g. STRIDED_SLICE rank)
 come only from an analyzer that has the checker.
+
+``gpu_accelerated_run`` runs the model on LiteRT's GPU accelerator in a child
+process (``tflite_tools.litert``: a failed accelerator start can abort the process
+that has TensorFlow loaded) and reports "not available here" where it cannot.
 """
 import contextlib
 import dataclasses
 import io
 import os
 import re
-import time
 
-import numpy as np
 import tensorflow as tf
-from ai_edge_litert.compiled_model import CompiledModel
-from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+
+from tfautocompress.tflite_tools.litert import GpuUnavailableError, random_input, run_gpu
+
+__all__ = ["GPU_DELEGATE_OPS", "GpuCompatibility", "GpuUnavailableError", "NOT_AVAILABLE",
+           "gpu_accelerated_run", "gpu_compatibility", "parse_analyzer_report", "random_input"]
 
 GPU_DELEGATE_OPS = frozenset("""
 ABS ADD ADD_N ATAN2 AVERAGE_POOL_2D BATCH_MATMUL CAST CEIL CONCATENATION CONV_2D
@@ -105,59 +110,23 @@ def parse_analyzer_report(raw):
                             details=details, raw=raw)
 
 
-class GpuUnavailableError(RuntimeError):
-    """LiteRT's GPU accelerator cannot be created on this machine."""
+NOT_AVAILABLE = "not available here"
 
 
-def gpu_accelerated_run(tflite_path):
-    """Run the model once with LiteRT's GPU accelerator (CPU fallback for the rest).
+def gpu_accelerated_run(tflite_path, timeout_s=300):
+    """Run the model once with LiteRT's GPU accelerator (CPU fallback for the rest),
+    in a child process (module doc).
 
     Returns ``{"available": True, "fully_accelerated": bool, "latency_ms": float}``,
-    or ``{"available": False, "reason": ...}`` where no GPU accelerator can be created.
+    or ``{"available": False, "reason": "not available here: <LiteRT's reason>"}``.
     """
-    try:
-        model = compiled_gpu_model(tflite_path)
-        inputs, outputs = compiled_model_buffers(model)
-        start = time.perf_counter()
-        model.run_by_index(0, inputs, outputs)
-        latency_ms = (time.perf_counter() - start) * 1e3
-    except RuntimeError as err:  # GpuUnavailableError, or a failed GPU run
-        return {"available": False, "reason": " ".join(str(err).split())[:500]}
-    return {"available": True, "fully_accelerated": model.is_fully_accelerated(),
-            "latency_ms": latency_ms}
-
-
-def compiled_gpu_model(tflite_path):
-    """A LiteRT ``CompiledModel`` on GPU (CPU fallback); GpuUnavailableError if none."""
     _model_bytes(tflite_path)  # a missing file is the caller's error, not "unavailable"
     try:
-        return CompiledModel.from_file(
-            os.fspath(tflite_path),
-            hardware_accel=HardwareAccelerator.GPU | HardwareAccelerator.CPU)
-    except RuntimeError as err:
-        raise GpuUnavailableError(
-            "LiteRT could not create a GPU-accelerated model here (its GPU accelerator "
-            "needs a GPU with a Vulkan/OpenCL driver visible to the process): "
-            + " ".join(str(err).split())[:300]) from err
-
-
-def compiled_model_buffers(model, seed=0):
-    """Input buffers of signature 0 filled with seeded random data, and output buffers."""
-    rng = np.random.default_rng(seed)
-    key = next(iter(model.get_signature_list()))
-    inputs = model.create_input_buffers(0)
-    for buffer, detail in zip(inputs, model.get_input_tensor_details(key).values()):
-        buffer.write(random_input(rng, detail["shape"], detail["dtype"]))
-    return inputs, model.create_output_buffers(0)
-
-
-def random_input(rng, shape, dtype):
-    """Seeded random model input: uniform [0, 1) floats, or the integer type's full range."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
-    return rng.uniform(0, 1, shape).astype(dtype)
+        result = run_gpu(tflite_path, warmup=0, runs=1, timeout_s=timeout_s)
+    except GpuUnavailableError as err:
+        return {"available": False, "reason": f"{NOT_AVAILABLE}: {err}"[:500]}
+    return {"available": True, "fully_accelerated": result["fully_accelerated"],
+            "latency_ms": result["latencies_ms"][0]}
 
 
 def _model_bytes(tflite_path_or_bytes):
