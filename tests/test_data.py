@@ -258,3 +258,102 @@ def test_debian_package_fashion_mnist():
         assert np.bincount(labels, minlength=10).tolist() == [per_class] * 10
     x, _ = next(iter(splits.test))
     assert x.dtype == tf.float32 and 0.0 <= float(tf.reduce_min(x)) < float(tf.reduce_max(x)) <= 1.0
+
+
+# --- checks at the door: one line naming the file, the split and the first offender ---
+
+def _npz_file(tmp_path, name="d.npz", **override):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 255, (100, 8, 8), dtype=np.uint8),
+              "y_train": np.arange(100) % 10,
+              "x_test": rng.integers(0, 255, (20, 8, 8), dtype=np.uint8),
+              "y_test": np.arange(20) % 10}
+    arrays.update(override)
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _with(array, index, value):
+    array = array.copy()
+    array[index] = value
+    return array
+
+
+Y = np.arange(100) % 10
+X_FLOAT = np.random.default_rng(1).uniform(size=(100, 8, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize("override, num_classes, message", [
+    ({"y_train": _with(Y, 4, -3)}, None,
+     r"'.*d\.npz', y_train: label -3 at index 4 is negative; labels are class indices"),
+    ({"y_test": _with(np.arange(20) % 10, 7, 10)}, 10,
+     r"'.*d\.npz', y_test: label 10 at index 7 is outside \[0, 10\): the model has 10 classes"),
+    ({"y_train": _with(Y.astype(np.float32), 2, 2.5)}, None,
+     r"y_train: label 2.5 at index 2 is not an integer class index"),
+    ({"y_train": np.eye(10)[Y]}, None, r"y_train: labels of shape \(100, 10\).*one-hot"),
+    ({"x_train": _with(X_FLOAT, (6, 1, 1), np.nan)}, None,
+     r"'.*d\.npz', x_train: image 6 holds NaN or infinite pixels"),
+    ({"x_test": np.full((20, 8, 8), np.inf, np.float32)}, None, r"x_test: image 0 holds NaN"),
+    ({"x_test": np.zeros((20, 9, 9), np.uint8)}, None,
+     r"x_test images have shape \(9, 9, 1\), x_train's \(8, 8, 1\); every split needs one"),
+    ({"y_train": _with(Y, 13, 10)}, None,
+     r"'.*d\.npz', y_train: class 10 has 1 example\(s\) \(the first at index 13\) left for "
+     r"the stratified validation split"),
+])
+def test_npz_bad_data_is_one_line_naming_file_split_and_index(tmp_path, override,
+                                                                num_classes, message):
+    path = _npz_file(tmp_path, **override)
+    with pytest.raises(ValueError, match=message) as caught:
+        data.load(path, num_classes=num_classes)
+    assert "\n" not in str(caught.value)
+
+
+def test_labels_below_num_classes_and_integral_floats_pass(tmp_path):
+    path = _npz_file(tmp_path, y_train=Y.astype(np.float64), y_test=(np.arange(20) % 10)[:, None])
+    splits = data.load(path, num_classes=12)
+    assert splits.num_classes == 12 and splits.sizes["test"] == 20
+
+
+def test_too_few_examples_for_the_validation_split(tmp_path):
+    path = _npz_file(tmp_path, x_train=np.zeros((12, 8, 8), np.uint8), y_train=np.arange(12) % 6)
+    with pytest.raises(ValueError, match=r"12 examples of 6 classes give the stratified "
+                                         r"validation split \(0.15 of them\) 2"):
+        data.load(path)
+
+
+def test_image_folder_problems_name_the_file(tmp_path):
+    from PIL import Image
+
+    for cls, sizes in (("cat", [6, 6, 6]), ("dog", [6, 6, 7]), ("owl", [])):
+        (tmp_path / cls).mkdir()
+        for i, size in enumerate(sizes):
+            Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(tmp_path / cls / f"{i}.png")
+    with pytest.raises(ValueError, match=r"class folder 'owl' holds no"):
+        data.load(str(tmp_path))
+    (tmp_path / "owl").rmdir()
+    with pytest.raises(ValueError, match=r"image 5 \('.*dog/2.png'\) is 7x7x3, image 0 "
+                                         r"\('.*cat/0.png'\) 6x6x3; resize"):
+        data.load(str(tmp_path))
+    (tmp_path / "dog" / "2.png").unlink()
+    (tmp_path / "dog" / "1.png").unlink()
+    with pytest.raises(ValueError, match=r"image folder '.*': class 1 has 1 example\(s\) "
+                                         r"\(the first at index 3\) left for the stratified "
+                                         r"test split"):
+        data.load(str(tmp_path))
+
+
+def test_idx_labels_out_of_range_name_file_and_index(tmp_path, no_system_idx):
+    _write_idx_dataset(tmp_path)
+    labels = np.arange(50) % 10
+    labels[17] = 12
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels, 1)
+    with pytest.raises(ValueError, match=r"IDX file '.*t10k-labels-idx1-ubyte.gz': label 12 "
+                                         r"at index 17 is outside \[0, 10\)"):
+        data.load("mnist", data_dir=str(tmp_path))
+
+
+def test_tfds_model_with_fewer_classes_is_stopped():
+    with tfds.testing.mock_data(num_examples=12):
+        with pytest.raises(ValueError, match=r"'cifar10' has 10 classes.*model has 5"):
+            data.load("cifar10", num_classes=5)

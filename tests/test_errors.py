@@ -50,6 +50,28 @@ CASES = [
      "is not a TFLite model"),
     ("train", ["--model=resnet1000", "--output_dir={d}/out"], "unknown model 'resnet1000'"),
     ("train", ["--epochs=0", "--output_dir={d}/out"], "--epochs=0: 0 is not a positive integer"),
+    # Bad data stops at the door (not in TensorFlow's fit), naming file, split and index.
+    ("compress", ["--model={d}/base.keras", "--dataset={d}/negative.npz"],
+     "data file '{d}/negative.npz', y_train: label -3 at index 2 is negative"),
+    ("compress", ["--model={d}/base.keras", "--dataset={d}/nan.npz"],
+     "data file '{d}/nan.npz', x_train: image 5 holds NaN or infinite pixels"),
+    ("compress", ["--model={d}/base.keras", "--dataset={d}/eleven.npz"],
+     "data file '{d}/eleven.npz', y_test: label 10 at index 3 is outside [0, 10): the model "
+     "has 10 classes"),
+    ("admm", ["--model={d}/base.keras", "--dataset={d}/negative.npz"],
+     "y_train: label -3 at index 2 is negative"),
+    # Output paths, with the flag named.
+    ("compress", ["--model={d}/base.keras", "--output_dir={d}/a_file"],
+     "--output_dir='{d}/a_file' is an existing file, not a folder"),
+    ("compress", ["--model={d}/base.keras", "--tensorboard_dir={d}/a_file/logs"],
+     "--tensorboard_dir='{d}/a_file/logs': '{d}/a_file' is a file"),
+    ("admm", ["--model={d}/base.keras", "--output_dir={d}/a_file"],
+     "--output_dir='{d}/a_file' is an existing file"),
+    ("export", ["--model={d}/base.keras", "--output_dir={d}/a_file"],
+     "--output_dir='{d}/a_file' is an existing file"),
+    ("train", ["--output_dir={d}/a_file"], "--output_dir='{d}/a_file' is an existing file"),
+    ("android-benchmark", ["--tflite={d}/good.tflite", "--benchmark_binary=/bin/true",
+                           "--output={d}"], "--output='{d}' is a folder"),
 ]
 
 
@@ -76,6 +98,16 @@ def bad(tmp_path_factory):
     np.savez(d / "empty.npz", x_train=empty, y_train=np.zeros(0, np.int32), x_test=empty,
              y_test=np.zeros(0, np.int32))
     np.savez(d / "nolabels.npz", x_train=np.zeros((10, 8, 8, 1)), x_test=np.zeros((4, 8, 8, 1)))
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(60, 8, 8, 1)).astype(np.float32), np.arange(60) % 10
+    np.savez(d / "negative.npz", x_train=x, y_train=np.where(np.arange(60) == 2, -3, y),
+             x_test=x[:20], y_test=y[:20])
+    np.savez(d / "nan.npz", x_train=np.where(np.arange(60)[:, None, None, None] == 5, np.nan, x),
+             y_train=y, x_test=x[:20], y_test=y[:20])
+    np.savez(d / "eleven.npz", x_train=x, y_train=y, x_test=x[:20],
+             y_test=np.where(np.arange(20) == 3, 10, y[:20]))
+    (d / "a_file").write_text("not a folder")
+    (d / "good.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
     (d / "corrupt.tflite").write_bytes(b"not a flatbuffer at all")
     (d / "corrupt_state").mkdir()
     (d / "corrupt_state" / "state.json").write_text("")

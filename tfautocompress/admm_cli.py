@@ -16,8 +16,9 @@ import os
 from absl import flags
 
 from tfautocompress import artifacts, masks as masks_lib, policy as policy_lib, schemes
-from tfautocompress.cli import (DEFAULT_BASELINE_DIR, define_distribution_flag,
-                                define_validation_freq_flag, run_app)
+from tfautocompress.cli import (DEFAULT_BASELINE_DIR, check_output_dir,
+                                define_distribution_flag, define_validation_freq_flag,
+                                model_classes, run_app)
 
 FLAGS = flags.FLAGS
 DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
@@ -85,13 +86,14 @@ def _run(argv):
     from tfautocompress.evaluate import accuracy
     from tfautocompress.callbacks.progressive import Recipe, partial_prune
 
+    check_output_dir("--output_dir", FLAGS.output_dir)
     strategy = distribute.strategy(FLAGS.distribution)
     distribute.check_batch_size(FLAGS.batch_size, strategy)
     keras.utils.set_random_seed(FLAGS.seed)
     model = distribute.with_batch_norm(artifacts.load_model(FLAGS.model),
                                        synchronized=strategy is not None)
     splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                       data_dir=FLAGS.data_dir)
+                       data_dir=FLAGS.data_dir, num_classes=model_classes(model))
     policy = (policy_lib.load_schemes(FLAGS.policy) if FLAGS.policy else
               uniform_policy(model, FLAGS.filter_fraction, FLAGS.column_fraction))
     recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, FLAGS.lr),

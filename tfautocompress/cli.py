@@ -93,6 +93,51 @@ def _guarded(main, argv):
         sys.exit(1)
 
 
+def check_output_dir(flag, path):
+    """``--flag=path`` names a folder this process can write (made if missing): not
+    an existing file, not under a file, and in a writable place. One ``ValueError``
+    line naming the flag otherwise."""
+    if path is None:
+        return
+    given = os.fspath(path)
+    if os.path.exists(given) and not os.path.isdir(given):
+        raise ValueError(f"{flag}={given!r} is an existing file, not a folder; give a folder "
+                         "path (it is made if missing) or move the file away.")
+    _check_writable_place(flag, given)
+
+
+def check_output_file(flag, path):
+    """``--flag=path`` names a file this process can write (its folder made if missing)."""
+    if path is None:
+        return
+    given = os.fspath(path)
+    if os.path.isdir(given):
+        raise ValueError(f"{flag}={given!r} is a folder; give a file path.")
+    _check_writable_place(flag, given)
+
+
+def _check_writable_place(flag, given):
+    place = os.path.dirname(os.path.abspath(given)) if not os.path.isdir(given) else given
+    while not os.path.exists(place):
+        place = os.path.dirname(place)
+    if not os.path.isdir(place):
+        raise ValueError(f"{flag}={given!r}: {place!r} is a file, so nothing can be made "
+                         "under it; give another path.")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}={given!r}: the folder {place!r} is not writable by this "
+                         "user; give a path you can write to.")
+
+
+def model_classes(model):
+    """The number of classes ``model`` scores (its one output's last dimension, > 1),
+    or None: what ``data.load(num_classes=...)`` checks the labels against."""
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) != 1:
+        return None
+    shape = tuple(outputs[0].shape)
+    return int(shape[-1]) if len(shape) == 2 and shape[-1] and shape[-1] > 1 else None
+
+
 def one_line(err):
     """``err``'s message on one line (a file error with its file name)."""
     text = " ".join(str(err).split())
@@ -142,6 +187,7 @@ def _train(argv):
     f = flags.FLAGS
     output_dir = f.output_dir or baseline_folder(DEFAULT_BASELINE_DIR, f.dataset, f.seed,
                                                  f.train_size)
+    check_output_dir("--output_dir", output_dir)
     _, metrics = train_baseline(f.model, f.dataset, epochs=f.epochs,
                                 batch_size=f.batch_size, lr=f.lr, seed=f.seed,
                                 output_dir=output_dir, data_dir=f.data_dir, verbose=2,

@@ -12,8 +12,9 @@ import os
 
 from absl import flags
 
-from tfautocompress.cli import (DEFAULT_BASELINE_DIR, baseline_folder, define_distribution_flag,
-                                define_train_size_flag, define_validation_freq_flag, run_app)
+from tfautocompress.cli import (DEFAULT_BASELINE_DIR, baseline_folder, check_output_dir,
+                                define_distribution_flag, define_train_size_flag,
+                                define_validation_freq_flag, model_classes, run_app)
 from tfautocompress.compact import COLUMNS
 from tfautocompress.space import SCHEME_SETS
 
@@ -137,6 +138,8 @@ def run(argv):
     from tfautocompress.pipeline import AutoCompress, Config
 
     f = FLAGS
+    check_output_dir("--output_dir", f.output_dir)
+    check_output_dir("--tensorboard_dir", f.tensorboard_dir)
     strategy = distribute.strategy(f.distribution)  # first: before other TensorFlow work
     distribute.check_batch_size(f.batch_size, strategy)
     worker = distribute.is_search_worker()
@@ -148,7 +151,7 @@ def run(argv):
     shape = model.input_shape
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
                        image_size=tuple(shape[1:3]), channels=shape[-1],
-                       train_size=f.train_size)
+                       train_size=f.train_size, num_classes=model_classes(model))
     if f.steps_per_epoch:
         splits = splits.take(f.steps_per_epoch)
     config = Config(objective=f.objective, target_compression_ratio=f.target_ratio,

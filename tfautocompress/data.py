@@ -20,6 +20,13 @@
 Images come out as float32 in [0, 1]; labels as int32 class indices. The
 validation split is always disjoint from the test split; searches and
 accuracy bounds use validation, reports use test.
+
+Every source is checked at the door, before anything trains: labels are integral
+class indices in ``[0, num_classes)``, images are finite and of one shape in every
+split, and every class has enough examples for the stratified splits. A failure is
+one ``ValueError`` line naming the file (or folder, or data set), the split and the
+first offending index. (tensorflow-datasets data sets are checked by their declared
+features: ``ClassLabel`` labels and integer images cannot break these rules.)
 """
 import contextlib
 import dataclasses
@@ -27,6 +34,7 @@ import gzip
 import os
 import struct
 import weakref
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -103,7 +111,7 @@ class _TrainOrder:
 
 def load(source="digits", *, batch_size=32, image_size=None, channels=None,
          val_fraction=0.15, test_fraction=0.2, augment=None, seed=0,
-         data_dir=None, train_size=None):
+         data_dir=None, train_size=None, num_classes=None):
     """Load ``source`` (see the module docstring) as :class:`Splits`.
 
     ``image_size`` (an int or (h, w)) resizes; ``channels`` (1 or 3) converts;
@@ -113,8 +121,11 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     None (default): the data set's own rule (``augments_by_default``).
     ``train_size`` keeps that many training images, a stratified subset drawn with
     ``seed`` (validation and test stay whole); in-memory sources only (digits, the
-    IDX files, .npz files, image folders).
+    IDX files, .npz files, image folders). ``num_classes`` (e.g. the model's number
+    of outputs): the labels must lie below it; default: the data set's own.
     """
+    if num_classes is not None and int(num_classes) < 2:
+        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2.")
     if augment is None:
         augment = augments_by_default(source)
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1:
@@ -127,7 +138,7 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
         image_size = 32 if image_size is None else image_size
         channels = 3 if channels is None else channels
     elif str(source).endswith(".npz"):
-        arrays = _npz(source, **common)
+        arrays = _npz(source, num_classes=num_classes, **common)
     elif os.path.isdir(str(source)):
         arrays = _image_folder(source, **common)
     elif source in _IDX_NAMES:
@@ -136,11 +147,12 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
             _no_subset(source, train_size)
             return _tfds(source, batch_size=batch_size, image_size=image_size,
                          channels=channels, augment=augment, data_dir=arrays.data_dir,
-                         **common)
+                         num_classes=num_classes, **common)
     elif source in TFDS_NAMES or _is_tfds_name(source):
         _no_subset(source, train_size)
         return _tfds(source, batch_size=batch_size, image_size=image_size,
-                     channels=channels, augment=augment, data_dir=data_dir, **common)
+                     channels=channels, augment=augment, data_dir=data_dir,
+                     num_classes=num_classes, **common)
     else:
         raise ValueError(
             f"unknown data set {source!r}. Accepted: 'digits' (offline), a "
@@ -148,8 +160,12 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
             "--data_dir holding its prepared files, a path to an .npz file with "
             "x_train/y_train/x_test/y_test, or a folder with one sub-folder of "
             "images per class.")
-    num_classes = (10 if source in _IDX_NAMES
-                   else int(max(y.max() for _, y in arrays.values())) + 1)
+    found = (10 if source in _IDX_NAMES
+             else int(max(y.max() for _, y in arrays.values())) + 1)
+    if num_classes is not None:
+        for split, (_, y) in arrays.items():
+            _check_labels(y, f"data set {str(source)!r}, split {split}", num_classes)
+    num_classes = found if num_classes is None else int(num_classes)
     if train_size is not None:
         arrays["train"] = _subset(*arrays["train"], train_size, num_classes, seed)
     datasets = {split: tf.data.Dataset.from_tensor_slices(xy)
@@ -164,20 +180,114 @@ def augments_by_default(source):
     return source not in _NOT_AUGMENTED
 
 
-def _split(x, y, val_fraction, test_fraction, seed, has_test=False):
-    """Stratified, seeded split of (x, y) into train/val(/test) index sets."""
+def _split(x, y, val_fraction, test_fraction, seed, has_test=False, where="data"):
+    """Stratified, seeded split of (x, y) into train/val(/test) index sets; ``where``
+    names the source (and split) in errors."""
     from sklearn.model_selection import train_test_split
 
+    fractions = ([] if has_test else [("test", test_fraction)]) + [("validation", val_fraction)]
+    _check_stratifiable(y, fractions, where)
     arrays = {}
-    if not has_test:
-        x, x_test, y, y_test = train_test_split(
-            x, y, test_size=test_fraction, stratify=y, random_state=seed)
-        arrays["test"] = (x_test, y_test)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=val_fraction, stratify=y, random_state=seed + 1)
+    try:
+        if not has_test:
+            x, x_test, y, y_test = train_test_split(
+                x, y, test_size=test_fraction, stratify=y, random_state=seed)
+            arrays["test"] = (x_test, y_test)
+        x_train, x_val, y_train, y_val = train_test_split(
+            x, y, test_size=val_fraction, stratify=y, random_state=seed + 1)
+    except ValueError as err:  # a limit the check above does not foresee
+        raise ValueError(f"{where}: the stratified splits fail: {' '.join(str(err).split())}"
+                         ) from err
     arrays["train"] = (x_train, y_train)
     arrays["val"] = (x_val, y_val)
     return arrays
+
+
+def _check_stratifiable(y, fractions, where):
+    """Every class of ``y`` keeps at least 2 examples for each stratified split in
+    ``fractions`` ([(name, fraction)], in order), and each split gets at least one
+    example per class (scikit-learn's conditions)."""
+    classes, first, counts = np.unique(y, return_index=True, return_counts=True)
+    n = len(y)
+    for name, fraction in fractions:
+        n_out = int(np.ceil(fraction * n))
+        if counts.min() < 2:
+            k = int(np.argmin(counts))
+            raise ValueError(
+                f"{where}: class {classes[k]} has {counts[k]} example(s) (the first at index "
+                f"{first[k]}) left for the stratified {name} split, which needs at least 2 "
+                f"per class (3 where a test split is carved first): add examples of class "
+                f"{classes[k]} or remove them.")
+        if n_out < len(classes) or n - n_out < len(classes):
+            raise ValueError(
+                f"{where}: {n} examples of {len(classes)} classes give the stratified "
+                f"{name} split ({fraction:g} of them) {n_out} and the rest {n - n_out}; "
+                "each needs at least one example per class: add examples.")
+        # What the next split sees at worst: each class loses its share, rounded up.
+        counts = counts - np.floor(counts * n_out / n).astype(int) - 1
+        n -= n_out
+
+
+def _check_labels(y, where, num_classes=None):
+    """``y`` as int32 class indices: 1-D (or (n, 1)), integral, in [0, num_classes)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        hint = " (one-hot? np.argmax(y, axis=1) gives the indices)" if y.ndim == 2 else ""
+        raise ValueError(f"{where}: labels of shape {y.shape}; give one class index per "
+                         f"image, shape (n,){hint}.")
+    if y.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: labels of dtype {y.dtype}; give integer class indices.")
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if bad.size:
+            raise ValueError(f"{where}: label {y[bad[0]]:g} at index {bad[0]} is not an "
+                             "integer class index; give integer labels 0, 1, 2, ...")
+    negative = np.flatnonzero(y < 0)
+    if negative.size:
+        i = negative[0]
+        raise ValueError(f"{where}: label {y[i]:g} at index {i} is negative; labels are "
+                         "class indices 0, 1, 2, ... (remap them, e.g. np.unique(y, "
+                         "return_inverse=True)[1]).")
+    limit = np.iinfo(np.int32).max if num_classes is None else int(num_classes)
+    above = np.flatnonzero(y >= limit)
+    if above.size:
+        i = above[0]
+        raise ValueError(f"{where}: label {y[i]:g} at index {i} is outside [0, {limit})"
+                         + (f": the model has {limit} classes" if num_classes else "")
+                         + "; labels are class indices 0, 1, 2, ...")
+    return y.astype(np.int32)
+
+
+def _check_images(x, where):
+    """``x`` as (n, h, w, c) images: numeric, and finite where float."""
+    x = np.asarray(x)
+    if x.dtype == object:
+        raise ValueError(f"{where}: an array of Python objects (images of different "
+                         "shapes?); give one numeric array of shape (n, h, w[, c]).")
+    if x.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: images of dtype {x.dtype}; give uint8 or float pixels.")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(f"{where}: images must have shape (n, h, w[, c]), got {x.shape}.")
+    if x.dtype.kind == "f" and len(x):
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"{where}: image {i} holds NaN or infinite pixels; give "
+                             "finite pixel values (e.g. np.nan_to_num, or drop the image).")
+    return x
+
+
+def _check_same_shape(images, where):
+    """``images``: {name: (n, h, w, c) array}; all of one image shape."""
+    (first, x0), *rest = images.items()
+    for name, x in rest:
+        if x.shape[1:] != x0.shape[1:]:
+            raise ValueError(f"{where}: {name} images have shape {x.shape[1:]}, {first}'s "
+                             f"{x0.shape[1:]}; every split needs one image shape.")
 
 
 def _subset(x, y, size, num_classes, seed):
@@ -189,7 +299,12 @@ def _subset(x, y, size, num_classes, seed):
                          f"({num_classes}) and the training images ({len(y)}).")
     if size == len(y):
         return x, y
-    x, _, y, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed + 2)
+    try:
+        x, _, y, _ = train_test_split(x, y, train_size=size, stratify=y,
+                                      random_state=seed + 2)
+    except ValueError as err:
+        raise ValueError(f"train_size={size}: the stratified subset of the training images "
+                         f"fails: {' '.join(str(err).split())}") from err
     return x, y
 
 
@@ -205,35 +320,46 @@ def _digits(val_fraction, test_fraction, seed):
 
     digits = load_digits()
     x = (digits.images[..., None] / 16.0).astype(np.float32)  # 8x8x1 in [0, 1]
-    return _split(x, digits.target.astype(np.int32), val_fraction, test_fraction, seed)
+    return _split(x, digits.target.astype(np.int32), val_fraction, test_fraction, seed,
+                  where="digits")
 
 
-def _npz(path, val_fraction, test_fraction, seed):
+def _npz(path, val_fraction, test_fraction, seed, num_classes=None):
     if not os.path.isfile(path):
         raise ValueError(f"data file {path!r} does not exist; give the path of an "
                          ".npz file with x_train, y_train, x_test, y_test.")
-    with np.load(path) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise ValueError(
-                f"data file {path!r} lacks {sorted(missing)}; it holds {sorted(f.files)}. "
-                "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., "
-                "y_test=...[, x_val=..., y_val=...]).")
-        arrays = {k: f[k] for k in f.files}
-    for split in ("train", "test", *(["val"] if "x_val" in arrays else [])):
+    try:
+        with np.load(path) as f:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+            if missing:
+                raise ValueError(
+                    f"data file {path!r} lacks {sorted(missing)}; it holds "
+                    f"{sorted(f.files)}. Save it with np.savez(path, x_train=..., "
+                    "y_train=..., x_test=..., y_test=...[, x_val=..., y_val=...]).")
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"data file {path!r} is not a readable .npz file ({err}); save it "
+                         "with np.savez.") from err
+    except ValueError as err:
+        if "pickle" not in str(err):
+            raise
+        raise ValueError(f"data file {path!r} holds arrays of Python objects (images of "
+                         "different shapes?); save numeric arrays of shape (n, h, w[, c]) "
+                         "and (n,).") from err
+    splits = ("train", "test", *(["val"] if "x_val" in arrays else []))
+    out = {}
+    for split in splits:
         x, y = arrays[f"x_{split}"], arrays.get(f"y_{split}")
-        if len(x) == 0 or y is None or len(y) != len(x):
-            raise ValueError(f"data file {path!r}: x_{split} holds {len(x)} images and "
-                             f"y_{split} {'no' if y is None else len(y)} labels; each split "
-                             "needs at least one image and one label per image.")
-    x_train, y_train = _as_images(arrays["x_train"]), arrays["y_train"].astype(np.int32)
-    out = {"test": (_as_images(arrays["x_test"]), arrays["y_test"].astype(np.int32))}
-    if "x_val" in arrays:
-        out["train"] = (x_train, y_train)
-        out["val"] = (_as_images(arrays["x_val"]), arrays["y_val"].astype(np.int32))
-    else:
-        out.update(_split(x_train, y_train, val_fraction, test_fraction, seed,
-                          has_test=True))
+        if x.ndim == 0 or len(x) == 0 or y is None or y.ndim == 0 or len(y) != len(x):
+            raise ValueError(f"data file {path!r}: x_{split} holds {len(x) if x.ndim else 0} "
+                             f"images and y_{split} {'no' if y is None else y.size} labels; "
+                             "each split needs at least one image and one label per image.")
+        out[split] = (_as_images(_check_images(x, f"data file {path!r}, x_{split}")),
+                      _check_labels(y, f"data file {path!r}, y_{split}", num_classes))
+    _check_same_shape({f"x_{split}": out[split][0] for split in splits}, f"data file {path!r}")
+    if "val" not in out:
+        out.update(_split(*out.pop("train"), val_fraction, test_fraction, seed,
+                          has_test=True, where=f"data file {path!r}, y_train"))
     return out
 
 
@@ -262,13 +388,25 @@ def _image_folder(path, val_fraction, test_fraction, seed):
             f"image folder {path!r} must hold one sub-folder per class (at least two) "
             f"with {'/'.join(_IMAGE_SUFFIXES)} images; found classes {classes} and "
             f"{len(files)} images.")
-    images = [keras.utils.img_to_array(keras.utils.load_img(f)) for f in files]
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise ValueError(f"images in {path!r} have different shapes {sorted(shapes)}; "
-                         "resize them to one size first.")
+    empty = [cls for label, cls in enumerate(classes) if label not in labels]
+    if empty:
+        raise ValueError(f"image folder {path!r}: class folder {empty[0]!r} holds no "
+                         f"{'/'.join(_IMAGE_SUFFIXES)} images; add some or remove it.")
+    images = []
+    for i, f in enumerate(files):
+        try:
+            images.append(keras.utils.img_to_array(keras.utils.load_img(f)))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"image folder {path!r}: image {i} ({f!r}) cannot be read "
+                             f"({err}); replace or remove it.") from err
+        if images[-1].shape != images[0].shape:
+            raise ValueError(f"image folder {path!r}: image {i} ({f!r}) is "
+                             f"{'x'.join(map(str, images[-1].shape))}, image 0 ({files[0]!r}) "
+                             f"{'x'.join(map(str, images[0].shape))}; resize the images to "
+                             "one size first.")
     x = (np.stack(images) / 255.0).astype(np.float32)
-    return _split(x, np.asarray(labels, np.int32), val_fraction, test_fraction, seed)
+    return _split(x, np.asarray(labels, np.int32), val_fraction, test_fraction, seed,
+                  where=f"image folder {path!r}")
 
 
 def _keras_cache_dir():
@@ -351,7 +489,12 @@ def _tfds_prepared(name, data_dir):
 def _idx_arrays(files, val_fraction, seed):
     x_train, y_train = _read_idx_pair(*files["train"])
     x_test, y_test = _read_idx_pair(*files["test"])
-    arrays = _split(x_train, y_train, val_fraction, None, seed, has_test=True)
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"IDX file {files['test'][0]!r} holds images of shape "
+                         f"{x_test.shape[1:]}, {files['train'][0]!r} {x_train.shape[1:]}; "
+                         "the train and test files must be of one data set.")
+    arrays = _split(x_train, y_train, val_fraction, None, seed, has_test=True,
+                    where=f"IDX file {files['train'][1]!r} (train)")
     arrays["test"] = (x_test, y_test)
     # float32 arithmetic throughout: no float64 copy of 60,000 images.
     return {split: (x[..., None].astype(np.float32) / np.float32(255), y)
@@ -364,10 +507,7 @@ def _read_idx_pair(images_path, labels_path):
     if len(images) != len(labels):
         raise ValueError(f"IDX files {images_path!r} and {labels_path!r} disagree: "
                          f"{len(images)} images but {len(labels)} labels.")
-    if labels.size and labels.max() > 9:
-        raise ValueError(f"IDX labels file {labels_path!r} holds label {labels.max()}; "
-                         "MNIST and Fashion-MNIST labels lie in 0..9.")
-    return images, labels
+    return images, _check_labels(labels, f"IDX file {labels_path!r}", num_classes=10)
 
 
 def _read_idx(path, ndim):
@@ -403,7 +543,7 @@ def _is_tfds_name(name):
 
 
 def _tfds(name, batch_size, image_size, channels, augment, data_dir, val_fraction,
-          test_fraction, seed):
+          test_fraction, seed, num_classes=None):
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
@@ -411,6 +551,14 @@ def _tfds(name, batch_size, image_size, channels, augment, data_dir, val_fractio
     if "image" not in features or "label" not in features:
         raise ValueError(f"tensorflow-datasets {name!r} is not an image-classification "
                          "data set (it needs 'image' and 'label' features).")
+    declared = getattr(features["label"], "num_classes", None)
+    if declared is None or not tf.as_dtype(features["image"].dtype).is_integer:
+        raise ValueError(f"tensorflow-datasets {name!r}: the labels are not a ClassLabel "
+                         "or the images not integer pixels; give an image-classification "
+                         "data set (or its arrays as an .npz file, which is checked).")
+    if num_classes is not None and declared > int(num_classes):
+        raise ValueError(f"tensorflow-datasets {name!r} has {declared} classes, outside "
+                         f"[0, {num_classes}): the model has {num_classes} classes.")
     if image_size is None and None in features["image"].shape:
         raise ValueError(f"tensorflow-datasets {name!r} has images of varying size; "
                          "pass image_size (e.g. --image_size=224).")
@@ -435,7 +583,11 @@ def _tfds(name, batch_size, image_size, channels, augment, data_dir, val_fractio
                                         tf.cast(y, tf.int32)))
                 for k, ds in datasets.items()}
     sizes = {k: _num_examples(builder.info, s, datasets[k]) for k, s in splits.items()}
-    return _finish(datasets, sizes, features["label"].num_classes, name,
+    empty = [k for k, n in sizes.items() if not n]
+    if empty:
+        raise ValueError(f"tensorflow-datasets {name!r}, split {empty[0]} "
+                         f"({splits[empty[0]]}): no examples; prepare the data set again.")
+    return _finish(datasets, sizes, int(num_classes or declared), name,
                    batch_size, image_size, channels, augment, seed)
 
 

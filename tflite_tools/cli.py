@@ -9,7 +9,7 @@ import os
 
 from absl import flags
 
-from tfautocompress.cli import run_app
+from tfautocompress.cli import check_output_dir, check_output_file, model_classes, run_app
 
 SUMMARY_NAME = "tflite_summary.json"
 
@@ -59,6 +59,7 @@ def _export(argv):
 
     f = flags.FLAGS
     _require_file("--model", f.model, ".keras")
+    check_output_dir("--output_dir", f.output_dir)
     unknown = [m for m in f.modes if m not in export.MODES]
     if unknown or not f.modes:
         raise ValueError(f"--modes={','.join(f.modes)}: {unknown or 'empty'} not "
@@ -99,6 +100,7 @@ def _android(argv):
     f = flags.FLAGS
     _require_file("--tflite", f.tflite, ".tflite")
     _require_file("--benchmark_binary", f.benchmark_binary)
+    check_output_file("--output", f.output)
     if f.threads < 1:
         raise ValueError(f"--threads={f.threads} must be at least 1.")
     configs = {"cpu": False, **({"gpu": True} if f.use_gpu else {})}
@@ -114,9 +116,10 @@ def _splits(model, source):
     from tfautocompress import data
 
     shape = tuple(model.inputs[0].shape[1:])
+    classes = model_classes(model)
     if len(shape) == 3:
-        return data.load(source, image_size=shape[:2], channels=shape[2])
-    return data.load(source)
+        return data.load(source, image_size=shape[:2], channels=shape[2], num_classes=classes)
+    return data.load(source, num_classes=classes)
 
 
 def _require_file(flag, path, suffix=None):
