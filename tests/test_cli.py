@@ -113,3 +113,81 @@ def test_admm_prunes_a_saved_model_to_a_policy_file(tmp_path):
     with np.load(tmp_path / "out" / "digits_vgg_masks.npz") as masks:
         assert sorted(masks.files) == sorted(wanted)
     assert len(metrics["admm_res"]) == 1
+
+
+# --- a quiet, fast start ---------------------------------------------------------------
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_answers_before_tensorflow_loads(script):
+    """absl parses the flags (and answers --help) with TensorFlow not imported: the
+    flags' choices live in tfautocompress.cli, the package's names load on first use."""
+    module, function, flag = SCRIPTS[script]
+    code = (f"import sys\nfrom {module} import {function}\ntry:\n    {function}()\n"
+            "except SystemExit:\n"
+            "    print('loaded:', sorted(m for m in ('tensorflow', 'tf_keras', 'keras', "
+            "'tensorflow_model_optimization', 'ai_edge_litert', 'matplotlib') "
+            "if m in sys.modules))\n    raise\n")
+    result = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert flag in result.stdout and "loaded: []" in result.stdout, result.stdout[-500:]
+
+
+def test_enum_flag_choices_are_the_librarys():
+    from tfautocompress import cli, compact, distribute, space
+
+    assert cli.COLUMNS == compact.COLUMNS
+    assert cli.SCHEME_SETS == space.SCHEME_SETS
+    assert cli.DISTRIBUTIONS == distribute.DISTRIBUTIONS
+
+
+def test_importing_the_library_changes_no_global_state():
+    """Importing every module of ours (after the third-party libraries) sets no
+    environment variable, log level, warning filter or matplotlib backend."""
+    code = """
+import importlib, logging, os, pathlib, sys, warnings
+import absl.logging, matplotlib, tensorflow as tf, tf_keras, keras_tuner
+import tensorflow_model_optimization, tensorflow_datasets, sklearn, ai_edge_litert.interpreter
+import tfautocompress
+state = lambda: (dict(os.environ), absl.logging.get_verbosity(), tf.get_logger().level,
+                 logging.getLogger().level, len(warnings.filters), matplotlib.get_backend(),
+                 'matplotlib.pyplot' in sys.modules)
+before = state()
+root = pathlib.Path(tfautocompress.__file__).parents[1]
+for folder, package in (('tfautocompress', 'tfautocompress'), ('callbacks', 'tfautocompress.callbacks'),
+                        ('search', 'tfautocompress.search'), ('tflite_tools', 'tfautocompress.tflite_tools')):
+    for path in sorted((root / folder).glob('*.py')):
+        importlib.import_module(package if path.stem == '__init__' else f'{package}.{path.stem}')
+after = state()
+changed = {k for k in set(before[0]) | set(after[0]) if before[0].get(k) != after[0].get(k)}
+print('changed:', sorted(changed), [b for b, a in zip(before[1:], after[1:]) if a != b])
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "changed: [] []" in result.stdout, result.stdout
+
+
+def test_console_scripts_print_our_lines_not_tensorflows(tmp_path):
+    """No TensorFlow start-up lines (CUDA probes, absl's InitializeLog notice, CPU
+    advice) and no converter warnings, unless --verbosity asks for them."""
+    from tfautocompress import artifacts
+    from tfautocompress._keras import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    artifacts.save_model(keras.Model(inputs, keras.layers.Dense(3)(x)), str(tmp_path / "m.keras"))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    args = [f"--model={tmp_path}/m.keras", f"--output_dir={tmp_path}/out", "--modes=float32",
+            "--runs=1", "--warmup=1"]
+    code = "from tfautocompress.tflite_tools.cli import export_main; export_main()"
+    quiet = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    noise = ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard",
+             "oneDNN", "Ignored output_format", "Reading SavedModel")
+    assert not [n for n in noise if n in quiet.stderr], quiet.stderr
+    assert quiet.stdout.startswith("float32 ") and "summary: " in quiet.stdout
+    verbose = subprocess.run([sys.executable, "-c", code, *args, "--verbosity=0"],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert verbose.returncode == 0 and "Ignored output_format" in verbose.stderr

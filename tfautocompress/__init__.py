@@ -7,19 +7,41 @@ The public API; everything else is private to its module. Sub-packages:
 ``tfautocompress.compact.compact`` (not re-exported here, so that the name
 ``tfautocompress.compact`` stays the module). ``keras`` is the tf_keras module
 every model must be built with (``from tfautocompress import keras``).
+
+The names below are imported on first use (PEP 562): ``import tfautocompress``
+loads no TensorFlow, so a console script parses its flags (and answers ``--help``)
+before TensorFlow starts, and importing the package changes no global state.
 """
-from tfautocompress._keras import check_model, keras
-from tfautocompress.compact import apply_masks
-from tfautocompress.cost import count
-from tfautocompress.graph import analyze, close_masks
-from tfautocompress.masks import magnitude_masks
-from tfautocompress.policy import LayerAction, PruningPolicy
-from tfautocompress.space import PolicySpace
-from tfautocompress.schemes import Channel, Column, Combined, Filter, Irregular
-from tfautocompress.wrappers import StructuredPruneLowMagnitude, prune_structured
+import importlib
+
+# public name -> the module that defines it
+_PUBLIC = {
+    "keras": "_keras", "check_model": "_keras",
+    "apply_masks": "compact",
+    "count": "cost",
+    "analyze": "graph", "close_masks": "graph",
+    "magnitude_masks": "masks",
+    "LayerAction": "policy", "PruningPolicy": "policy",
+    "PolicySpace": "space",
+    "Irregular": "schemes", "Filter": "schemes", "Channel": "schemes", "Column": "schemes",
+    "Combined": "schemes",
+    "StructuredPruneLowMagnitude": "wrappers", "prune_structured": "wrappers",
+}
 
 __all__ = [
     "keras", "check_model", "count", "analyze", "close_masks", "apply_masks",
     "Irregular", "Filter", "Channel", "Column", "Combined",
     "LayerAction", "PolicySpace", "PruningPolicy", "magnitude_masks", "StructuredPruneLowMagnitude", "prune_structured",
 ]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:  # a sub-module (``from tfautocompress import data``) is imported
+        raise AttributeError(f"module 'tfautocompress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tfautocompress.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -15,7 +15,6 @@ import os
 
 from absl import flags
 
-from tfautocompress import artifacts, masks as masks_lib, policy as policy_lib, schemes
 from tfautocompress.cli import (DEFAULT_BASELINE_DIR, check_output_dir,
                                 define_distribution_flag, define_validation_freq_flag,
                                 model_classes, run_app)
@@ -26,18 +25,24 @@ DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
 
 def uniform_policy(model, filter_fraction, column_fraction):
     """``{name: Combined(filter_fraction, column_fraction)}`` for every prunable CONV layer."""
+    from tfautocompress import masks as masks_lib, schemes
+
     return masks_lib.uniform_schemes(model, schemes.Combined(filter_fraction, column_fraction))
 
 
 def structured_sparsity(arrays, model):
     """``{layer: {"filter": share, "column": share}}`` of all-zero filters and
     columns in ``arrays`` ({layer: kernel or mask}) of ``model``'s layers."""
+    from tfautocompress import schemes
+
     return {name: schemes.zero_group_shares(array, schemes.kernel_kind(model.get_layer(name)))
             for name, array in arrays.items()}
 
 
 def kernels(model, names):
     """``{name: kernel as NumPy}`` of ``model``'s layers ``names``."""
+    from tfautocompress import schemes
+
     return {name: schemes.kernel_of(model.get_layer(name)).numpy() for name in names}
 
 
@@ -80,7 +85,8 @@ def _admm_kwargs():
 
 def _run(argv):
     del argv
-    from tfautocompress import data, distribute
+    from tfautocompress import artifacts, data, distribute, masks as masks_lib
+    from tfautocompress import policy as policy_lib
     from tfautocompress._keras import keras
     from tfautocompress.baseline import compile_for_training
     from tfautocompress.evaluate import accuracy

@@ -1,12 +1,20 @@
 """absl entry points of the console scripts (pyproject.toml's [project.scripts])."""
+import contextlib
 import functools
 import json
 import os
 import sys
+import tempfile
 
 from absl import app, flags
 
 DEFAULT_BASELINE_DIR = "runs/baseline"
+# The choices of the console scripts' enum flags, here so that the flags are defined
+# (and --help answers) before TensorFlow loads; tests/test_cli.py checks that they
+# are the library's (compact.COLUMNS, space.SCHEME_SETS, distribute.DISTRIBUTIONS).
+COLUMNS = ("keep", "lower", "auto", "rows", "slices")
+SCHEME_SETS = ("filter", "filter+column", "irregular")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
 def baseline_folder(baseline_dir, dataset="digits", seed=0, train_size=None):
@@ -53,6 +61,9 @@ def run_app(main):
     - ``--help`` lists our flags (console scripts and examples run under a wrapper
       module, and absl shows only the flags of ``sys.argv[0]``'s module, so ours
       are declared key flags of it first);
+    - TensorFlow's and LiteRT's C++ log lines (start-up probes and notices, the
+      converter's warnings) are off: ``TF_CPP_MIN_LOG_LEVEL=3`` is set before
+      TensorFlow loads, unless ``--verbosity``/``-v`` is given or the variable is set;
     - TensorFlow runs its ops deterministically: the same command and seed give
       the same result; absl logs warnings and errors only (``--verbosity`` to change);
     - a user error (``USER_ERRORS``) prints one line ``<script>: error: ...`` on
@@ -66,6 +77,7 @@ def run_app(main):
         if module.startswith("tfautocompress"):
             for flag in module_flags:
                 flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    quiet_native_logs(sys.argv)
     try:
         app.run(functools.partial(_guarded, main))
     except SystemExit as done:  # absl ends --help with status 1; help asked for is a success
@@ -75,13 +87,24 @@ def run_app(main):
 
 
 _HELP = {"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+_VERBOSITY = {"--verbosity", "-verbosity", "--v", "-v"}
+
+
+def quiet_native_logs(argv):
+    """``TF_CPP_MIN_LOG_LEVEL=3`` (TensorFlow and LiteRT read it once, when they load)
+    unless ``argv`` asks for ``--verbosity``/``-v`` or the variable is set already.
+    For console scripts (``run_app``); the library itself never sets it."""
+    if not _VERBOSITY.intersection(arg.split("=")[0] for arg in argv[1:]):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _guarded(main, argv):
-    import tensorflow as tf
     from absl import logging
 
-    if not flags.FLAGS["verbosity"].present:  # TensorFlow's INFO lines (checkpoints...)
+    quiet = not flags.FLAGS["verbosity"].present
+    with _start_up_lines_muted(quiet):
+        import tensorflow as tf
+    if quiet:  # TensorFlow's INFO lines (checkpoints...)
         logging.set_verbosity(logging.WARNING)
     tf.config.experimental.enable_op_determinism()
     try:
@@ -138,6 +161,30 @@ def model_classes(model):
     return int(shape[-1]) if len(shape) == 2 and shape[-1] and shape[-1] > 1 else None
 
 
+@contextlib.contextmanager
+def _start_up_lines_muted(quiet):
+    """The process's stderr (file descriptor 2) set aside while TensorFlow loads: its
+    native libraries print start-up lines (CUDA probes, absl's "before InitializeLog")
+    before any log level applies. Replayed if loading fails."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def one_line(err):
     """``err``'s message on one line (a file error with its file name)."""
     text = " ".join(str(err).split())
@@ -148,8 +195,6 @@ def one_line(err):
 
 def define_distribution_flag():
     """``--distribution`` (see ``tfautocompress.distribute``)."""
-    from tfautocompress.distribute import DISTRIBUTIONS
-
     flags.DEFINE_enum("distribution", "none", list(DISTRIBUTIONS),
                       "tf.distribute strategy of the training phases: one device, "
                       "MirroredStrategy over the local GPUs (or CPUs), or "

@@ -12,11 +12,10 @@ import os
 
 from absl import flags
 
-from tfautocompress.cli import (DEFAULT_BASELINE_DIR, baseline_folder, check_output_dir,
-                                define_distribution_flag, define_train_size_flag,
-                                define_validation_freq_flag, model_classes, run_app)
-from tfautocompress.compact import COLUMNS
-from tfautocompress.space import SCHEME_SETS
+from tfautocompress.cli import (COLUMNS, DEFAULT_BASELINE_DIR, SCHEME_SETS, baseline_folder,
+                                check_output_dir, define_distribution_flag,
+                                define_train_size_flag, define_validation_freq_flag,
+                                model_classes, run_app)
 
 FLAGS = flags.FLAGS
 

@@ -25,14 +25,13 @@ test accuracy within a bound of the dense model's.
 """
 import os
 
-import matplotlib
+import numpy as np
+# Figures without pyplot: no backend is chosen for the process (importing this
+# module changes no global state), and none is needed to save a PNG.
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tfautocompress import artifacts, cost, graph as graph_lib  # noqa: E402
-from tfautocompress import schemes as schemes_lib  # noqa: E402
+from tfautocompress import artifacts, cost, graph as graph_lib
+from tfautocompress import schemes as schemes_lib
 
 __all__ = ["layer_summary", "scheme_split", "lowering_summary", "tflite_figures", "build", "write",
            "comparison_markdown", "plot_pareto", "write_comparison", "seed_statistics",
@@ -257,14 +256,18 @@ def _write_text(path, text):
 def _save_figure(figure, path, dpi=100, bbox_inches="tight"):
     with artifacts.atomic_path(path, suffix=".png") as tmp:
         figure.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches)
-    plt.close(figure)
+
+
+def _subplots(figsize):
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots()
 
 
 def _plot_layers(report, path):
     steps = [(f"round {r['round']}", r) for r in report["rounds"] if r["accepted"]]
     steps.append(("final", report["final"]))
     names = list(report["baseline"]["layers"])
-    figure, axis = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
+    figure, axis = _subplots(figsize=(max(6, 0.8 * len(names)), 4))
     width = 0.8 / len(steps)
     for i, (label, e) in enumerate(steps):
         pruned = [1.0 - e["layers"].get(n, {"kept": 1.0})["kept"] for n in names]
@@ -277,7 +280,7 @@ def _plot_layers(report, path):
 
 
 def _plot_accuracy(report, path):
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = _subplots(figsize=(6, 4))
     steps = [report["baseline"]] + report["rounds"] + [report["final"]]
     for key in ("val_accuracy", "test_accuracy"):
         axis.plot([e["conv_params_ratio"] for e in steps], [100 * e[key] for e in steps],
@@ -316,7 +319,7 @@ def comparison_markdown(rows, header):
 def plot_pareto(rows, path, title):
     """PNG at ``path``: each row's test accuracy against its CONV params ratio,
     labelled with its method, under ``title``."""
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = _subplots(figsize=(6, 4))
     for r in rows:
         axis.scatter(r["conv_params_ratio"], r["test_accuracy"])
         axis.annotate(r["method"], (r["conv_params_ratio"], r["test_accuracy"]), fontsize=7)
@@ -405,7 +408,7 @@ def plot_seed_pareto(statistics, dense, bound, path, title):
     """PNG at ``path``: per method, mean test accuracy (± std error bars) against
     mean CONV params ratio over its targets (log x), the dense accuracy and the
     ``bound`` below it as lines."""
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, axis = _subplots(figsize=(8, 5))
     for method in sorted({m for m, _ in statistics}):
         cells = sorted((c for (m, _), c in statistics.items() if m == method),
                        key=lambda c: c["conv_params_ratio_mean"])
