@@ -185,7 +185,7 @@ def test_console_scripts_print_our_lines_not_tensorflows(tmp_path):
                            timeout=300, env=env)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     noise = ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard",
-             "oneDNN", "Ignored output_format", "Reading SavedModel")
+             "oneDNN", "Ignored output_format", "Reading SavedModel", "XNNPACK delegate")
     assert not [n for n in noise if n in quiet.stderr], quiet.stderr
     assert quiet.stdout.startswith("float32 ") and "summary: " in quiet.stdout
     verbose = subprocess.run([sys.executable, "-c", code, *args, "--verbosity=0"],

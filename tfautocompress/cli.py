@@ -104,6 +104,11 @@ def _guarded(main, argv):
     quiet = not flags.FLAGS["verbosity"].present
     with _start_up_lines_muted(quiet):
         import tensorflow as tf
+
+        if quiet:
+            from tfautocompress.tflite_tools import litert
+
+            litert.say_start_up_notice()
     if quiet:  # TensorFlow's INFO lines (checkpoints...)
         logging.set_verbosity(logging.WARNING)
     tf.config.experimental.enable_op_determinism()
@@ -163,9 +168,10 @@ def model_classes(model):
 
 @contextlib.contextmanager
 def _start_up_lines_muted(quiet):
-    """The process's stderr (file descriptor 2) set aside while TensorFlow loads: its
-    native libraries print start-up lines (CUDA probes, absl's "before InitializeLog")
-    before any log level applies. Replayed if loading fails."""
+    """The process's stderr (file descriptor 2) set aside while TensorFlow and LiteRT
+    start: their native libraries print start-up lines (CUDA probes, absl's "before
+    InitializeLog", LiteRT's XNNPACK notice) that no log level turns off. Replayed if
+    starting fails."""
     if not quiet:
         yield
         return

@@ -14,6 +14,7 @@ this file as a script in a child process that imports only NumPy and LiteRT, rea
 its one JSON answer from stdout, and turns every failure (an error, a crash, a
 timeout) into ``GpuUnavailableError`` with LiteRT's own reason.
 """
+import base64
 import json
 import os
 import re
@@ -32,6 +33,22 @@ _ANSWER = "tfautocompress-litert-gpu:"  # the child's answer line starts with it
 _ERROR_LINE = re.compile(r"^(?:ERROR: \[[^\]]*\]|E\d{4} [^\]]*\])\s*(\S.*)$")
 
 
+# A 728-byte .tflite, y = x + 1 on a (1, 2) float32 input (TF 2.21's converter).
+_TINY_MODEL = base64.b64decode(
+    "HAAAAFRGTDMUACAAHAAYABQAEAAMAAAACAAEABQAAAAcAAAAHAAAAHQAAAA8AQAATAEAAJQCAAADAAAAAAAA"
+    "AAIAAAA0AAAABAAAANz///8FAAAABAAAABMAAABDT05WRVJTSU9OX01FVEFEQVRBAAgADAAIAAQACAAAAAQA"
+    "AAAEAAAAEwAAAG1pbl9ydW50aW1lX3ZlcnNpb24ABgAAAMQAAAC8AAAAqAAAAJgAAAB0AAAABAAAAG7///8E"
+    "AAAAYAAAABAAAAAAAAAACAAOAAgABAAIAAAAEAAAACQAAAAAAAYACAAEAAYAAAAEAAAAAAAAAAwAGAAUABAA"
+    "DAAEAAwAAACiizxWq3mHQwMAAAACAAAABAAAAAYAAAAyLjIxLjAAANr///8EAAAAEAAAADEuNS4wAAAAAAAA"
+    "AAAAAAAEAAYABAAAAAAABgAIAAQABgAAAAQAAAAEAAAAAACAP5D+//+U/v//DwAAAE1MSVIgQ29udmVydGVk"
+    "LgABAAAAFAAAAAAADgAYABQAEAAMAAgABAAOAAAAFAAAABwAAABcAAAAYAAAAGQAAAAEAAAAbWFpbgAAAAAB"
+    "AAAAFAAAAAAADgAUAAAAEAAMAAsABAAOAAAAEAAAAAAAAAsMAAAAEAAAABT///8BAAAAAgAAAAIAAAAAAAAA"
+    "AQAAAAEAAAACAAAAAQAAAAAAAAADAAAAiAAAAEAAAAAEAAAAmv///wAAAAEQAAAAEAAAAAMAAAAYAAAAZP//"
+    "/wgAAABJZGVudGl0eQAAAAACAAAAAQAAAAIAAADS////AAAAARAAAAAQAAAAAgAAABQAAACc////BQAAAGFk"
+    "ZC95AAAAAAAAAAAAFgAYABQAAAAQAAwACAAAAAAAAAAHABYAAAAAAAABEAAAABAAAAABAAAAEAAAAOD///8B"
+    "AAAAeAAAAAIAAAABAAAAAgAAAAEAAAAIAAAABAAEAAQAAAA=")
+
+
 class GpuUnavailableError(RuntimeError):
     """LiteRT's GPU accelerator cannot run the model on this machine."""
 
@@ -44,6 +61,16 @@ def cpu_interpreter(model, threads=None):
     model = bytes(model) if kind == "model_content" else os.fspath(model)
     return Interpreter(**{kind: model}, num_threads=threads,
                        experimental_op_resolver_type=OpResolverType.BUILTIN)
+
+
+def say_start_up_notice():
+    """Start LiteRT's CPU runtime once, on a tiny model: it prints "Created TensorFlow
+    Lite XNNPACK delegate for CPU" once per process, when its first interpreter starts
+    (no log level turns it off); the console scripts call this while their stderr is
+    set aside (``tfautocompress.cli``), so the line does not cut into their output."""
+    interpreter = cpu_interpreter(_TINY_MODEL)
+    interpreter.allocate_tensors()
+    interpreter.invoke()
 
 
 def run_gpu(tflite_path, warmup=1, runs=1, seed=0, timeout_s=300):
