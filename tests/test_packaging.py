@@ -41,9 +41,8 @@ def test_old_pip_with_wheel_installs_every_subpackage(tmp_path):
     ignores the package-dir remap. The dependencies come from this test's own
     environment (a path line in a .pth: its own .pth files, our editable install's
     among them, are not run), so the test needs no network."""
-    import setuptools
-    import wheel  # noqa: F401  (the trigger of pip's legacy fallback)
-
+    setuptools = pytest.importorskip("setuptools")
+    pytest.importorskip("wheel")  # with setuptools, the trigger of pip's legacy fallback
     if int(setuptools.__version__.split(".")[0]) < 64:
         pytest.skip(f"setuptools {setuptools.__version__} < 64 cannot build PEP 660 editables")
     venv = tmp_path / "venv"

@@ -106,9 +106,12 @@ def _guarded(main, argv):
         import tensorflow as tf
 
         if quiet:
-            from tfautocompress.tflite_tools import litert
+            try:
+                from tfautocompress.tflite_tools import litert
 
-            litert.say_start_up_notice()
+                litert.say_start_up_notice()
+            except Exception:  # noqa: BLE001 -- only a notice: the command may not need LiteRT
+                pass
     if quiet:  # TensorFlow's INFO lines (checkpoints...)
         logging.set_verbosity(logging.WARNING)
     tf.config.experimental.enable_op_determinism()

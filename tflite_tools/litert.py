@@ -97,7 +97,8 @@ def run_gpu(tflite_path, warmup=1, runs=1, seed=0, timeout_s=300):
                                   + _why(child.stderr))
     answer = json.loads(answers[-1])
     if "error" in answer:
-        raise GpuUnavailableError("LiteRT could not create a GPU-accelerated model"
+        raise GpuUnavailableError("LiteRT could not create a GPU-accelerated model (it "
+                                  "needs a GPU whose Vulkan or OpenCL driver it can use)"
                                   + _why(child.stderr, answer["error"]))
     return answer
 
