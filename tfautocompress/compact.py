@@ -190,7 +190,7 @@ class _Surgery:
             if op is None:
                 cut[name] = mask
             elif op.channel_mask:
-                cut[name] = mask[self.keep[graph.in_index[name]]]
+                cut[name] = np.compress(self.keep[graph.in_index[name]], mask, axis=-1)
             else:
                 cut[name] = self._cut(layer, op, op.kernel, mask)
             if name in self.lowered:
