@@ -157,6 +157,11 @@ def test_pixel_max_of_a_model_that_rescales_its_own_input():
     mobilenet = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3),
                                                     minimalistic=True, alpha=0.25)
     assert data.pixel_max_of(mobilenet) == 255
+    import keras as keras3
+
+    model3 = keras3.Sequential([keras3.Input((8, 8, 3)), keras3.layers.Rescaling(1 / 255),
+                                keras3.layers.Conv2D(2, 3)])
+    assert data.pixel_max_of(model3) == 255  # converted at the door
 
 
 def test_load_for_model_takes_size_channels_and_pixels_from_the_model(tmp_path):
