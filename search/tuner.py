@@ -16,7 +16,7 @@ from keras_tuner.engine import base_tuner
 
 from tfautocompress import evaluate as evaluate_lib, graph as graph_lib, masks as masks_lib
 from tfautocompress import cost, schemes as schemes_lib, space as space_lib
-from tfautocompress._keras import check_model, keras
+from tfautocompress._keras import check_model
 from tfautocompress.search import encoding
 
 __all__ = ["PruningTuner", "CALIBRATION_BATCHES"]
@@ -71,8 +71,7 @@ class PruningTuner(base_tuner.BaseTuner):
         self._x, self._y = _subset(validation_data, subset_size)
         self._batch_size = int(batch_size)
         self._dense = {}
-        for name in self.graph.layers:
-            layer = model.get_layer(name)
+        for name, layer in self.graph.layers.items():
             for attr in {schemes_lib.kernel_attr(layer), "bias", "gamma", "beta"} - {None}:
                 variable = getattr(layer, attr, None)
                 if isinstance(variable, tf.Variable):
@@ -89,7 +88,7 @@ class PruningTuner(base_tuner.BaseTuner):
     # --------------------------------------------------------- evaluation ---
     def evaluate(self, policy):
         """Validation-subset accuracy (a Python float) of ``policy``'s magnitude masks."""
-        kernels = {name: self._dense[(name, schemes_lib.kernel_attr(self.model.get_layer(name)))][1]
+        kernels = {name: self._dense[(name, schemes_lib.kernel_attr(self.graph.layers[name]))][1]
                    for name in policy.schemes()}
         masks = masks_lib.magnitude_masks(self.model, policy, graph=self.graph,
                                           kernels=kernels)
@@ -111,8 +110,8 @@ class PruningTuner(base_tuner.BaseTuner):
         return evaluate_lib.accuracy(self.model, (self._x, self._y), self._batch_size)
 
     def _apply(self, name, mask):
-        layer = self.model.get_layer(name)
-        if isinstance(layer, keras.layers.BatchNormalization):
+        layer = self.graph.layers[name]
+        if schemes_lib.kernel_attr(layer) is None:  # a normalization's channel mask
             attrs = [(a, mask) for a in ("gamma", "beta") if (name, a) in self._dense]
         else:
             kernel_attr = schemes_lib.kernel_attr(layer)

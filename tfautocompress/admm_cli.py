@@ -15,7 +15,7 @@ import os
 
 from absl import flags
 
-from tfautocompress import artifacts, masks as masks_lib, policy as policy_lib, schemes
+from tfautocompress import artifacts, graph, masks as masks_lib, policy as policy_lib, schemes
 from tfautocompress.cli import (DEFAULT_BASELINE_DIR, define_distribution_flag,
                                 define_validation_freq_flag, run_app)
 
@@ -31,13 +31,15 @@ def uniform_policy(model, filter_fraction, column_fraction):
 def structured_sparsity(arrays, model):
     """``{layer: {"filter": share, "column": share}}`` of all-zero filters and
     columns in ``arrays`` ({layer: kernel or mask}) of ``model``'s layers."""
-    return {name: schemes.zero_group_shares(array, schemes.kernel_kind(model.get_layer(name)))
+    layers = graph.analyze(model).layers
+    return {name: schemes.zero_group_shares(array, schemes.kernel_kind(layers[name]))
             for name, array in arrays.items()}
 
 
 def kernels(model, names):
     """``{name: kernel as NumPy}`` of ``model``'s layers ``names``."""
-    return {name: schemes.kernel_of(model.get_layer(name)).numpy() for name in names}
+    layers = graph.analyze(model).layers
+    return {name: schemes.kernel_of(layers[name]).numpy() for name in names}
 
 
 def main():

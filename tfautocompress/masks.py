@@ -56,8 +56,9 @@ def load(path):
 def uniform_schemes(model, scheme):
     """``{layer: scheme}`` for every CONV layer of ``model`` whose filters may be
     pruned (``graph.analyze(model).prunable_layers``): a uniform policy."""
-    result = {name: scheme for name in graph_lib.analyze(model).prunable_layers
-              if schemes_lib.kernel_kind(model.get_layer(name)) == "conv"}
+    graph = graph_lib.analyze(model)
+    result = {name: scheme for name in graph.prunable_layers
+              if schemes_lib.kernel_kind(graph.layers[name]) == "conv"}
     if not result:
         raise ValueError(f"model {model.name!r} has no prunable CONV layer for a "
                          "uniform policy.")
