@@ -19,8 +19,9 @@ whole channel) counts the same as its masked model when given its own masks
 (``compact.compact(model, masks, return_masks=True)`` returns them).
 
 "CONV" means Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose
-layers, the layers the AutoCompress tables report, and the lowered
-``lowering.ColumnSparseConv2D`` (its kernel holds only the kept rows).
+layers, the layers the AutoCompress tables report, the lowered
+``lowering.ColumnSparseConv2D`` (its kernel holds only the kept rows), and Dense
+layers applied to feature maps (pointwise convs, as in ConvNeXt).
 
 Counted vs executed: ``count(compact_model, compact_masks)`` counts the MACs the
 pruning keeps; ``count(compact_model)`` (no masks) counts what TFLite executes,
@@ -183,7 +184,14 @@ def _layer_cost(layer, mask, calls=1):
             n = int(live.sum())
         params += n
     return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape,
-                     isinstance(layer, _CONV_TYPES), calls)
+                     _is_conv(layer, out_shape), calls)
+
+
+def _is_conv(layer, out_shape):
+    """A CONV layer of the tables, or a Dense applied to feature maps (a 1×1 conv:
+    ConvNeXt's pointwise layers)."""
+    return isinstance(layer, _CONV_TYPES) or (isinstance(layer, keras.layers.Dense)
+                                              and len(out_shape) > 1)
 
 
 def _live_filters(layer, kept):

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfautocompress._keras import as_tf_keras, internal_layers as keras_apps, keras
+from tfautocompress.masked_layer_norm import MaskedLayerNormalization
 
 __all__ = ["analyze", "close_masks", "register", "ChannelGraph", "PrunableGroup",
            "KeptChannels", "LayerOp"]
@@ -346,6 +347,7 @@ def _maps_zero_to_zero(layer, node):
 
 _BN_WEIGHTS = tuple((name, 0, False) for name in ("gamma", "beta", "moving_mean",
                                                    "moving_variance"))
+_LN_WEIGHTS = (("gamma", 0, False), ("beta", 0, False))
 _DEPTHWISE = Channelwise((("depthwise_kernel", -2, False), ("bias", 0, False)),
                          kernel="depthwise_kernel")
 _SEPARABLE = Producer("filters", kernel="pointwise_kernel",
@@ -367,8 +369,9 @@ _REGISTRY = {
     layers.DepthwiseConv1D: _DEPTHWISE,
     layers.DepthwiseConv2D: _DEPTHWISE,
     layers.BatchNormalization: Channelwise(_BN_WEIGHTS, channel_mask=True),
-    layers.LayerNormalization: Channelwise((("gamma", 0, False), ("beta", 0, False)),
-                                           channel_mask=True),
+    layers.LayerNormalization: Channelwise(_LN_WEIGHTS, channel_mask=True),
+    MaskedLayerNormalization: Channelwise(_LN_WEIGHTS + (("channel_mask", 0, False),),
+                                          channel_mask=True),
     layers.PReLU: Channelwise((("alpha", -1, False),)),
     keras_apps.LayerScale: Channelwise((("gamma", 0, False),), config_key="projection_dim"),
     layers.Add: _MERGE, layers.Subtract: _MERGE, layers.Multiply: _PRODUCT,
