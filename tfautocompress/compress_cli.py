@@ -37,9 +37,10 @@ def _define():
                         "file or a folder with one sub-folder of images per class (any "
                         "size: resized to the model's input).")
     flags.DEFINE_integer("pixel_max", None, "Images are fed to the model in "
-                         "[0, pixel_max]; default: 255 when the model rescales its own input "
-                         "(a Rescaling layer first, as keras.applications' MobileNetV3 and "
-                         "EfficientNet begin), else 1.")
+                         "[0, pixel_max]; default: for a .keras file 255 when the model "
+                         "rescales its own input (a Rescaling layer first, as "
+                         "keras.applications' MobileNetV3 and EfficientNet begin), else 1; "
+                         "1 for a zoo model (trained on [0, 1]).")
     flags.DEFINE_string("data_dir", None, "Folder of the data set's files (a "
                         "tensorflow-datasets data_dir, or MNIST/Fashion-MNIST IDX files).")
     define_train_size_flag()
@@ -154,10 +155,12 @@ def run(argv):
     model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
                        f.batch_size, f.lr, f.seed, f.distribution, f.train_size,
                        f.validation_freq)
+    # A zoo baseline was trained here on images in [0, 1]; a model file, as the model says.
+    pixel_max = f.pixel_max or (None if f.model.endswith(".keras") else 1)
     try:
         splits = data.load_for_model(f.dataset, model, batch_size=f.batch_size, seed=f.seed,
                                      data_dir=f.data_dir, train_size=f.train_size,
-                                     pixel_max=f.pixel_max)
+                                     pixel_max=pixel_max)
     except ValueError as err:
         raise ValueError(f"--dataset: {err}") from err
     if f.steps_per_epoch:
