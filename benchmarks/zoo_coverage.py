@@ -147,9 +147,7 @@ def main(argv):
               "min_ceiling": round(min(r["ceiling"] for r in rows.values()), 2),
               "min_reach": round(min(r["reach"] for r in rows.values()), 3),
               "max_compact_vs_masked": max(r["compact_vs_masked"] for r in rows.values())}
-    if FLAGS.output:
-        result["rows"] = rows
-    _common.finish(result, FLAGS.output)
+    _common.finish(result, FLAGS.output, extra={"rows": rows})
 
 
 if __name__ == "__main__":

@@ -182,7 +182,9 @@ def lenet5(input_shape=(32, 32, 1), num_classes=10):
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name="lenet5")
 
-def _application(constructor, default_shape):
+def _application(constructor, default_shape, **options):
+    """A builder of ``constructor`` (``options``: its fixed arguments, e.g. no input
+    rescaling, since the zoo's data come in [0, 1])."""
     def build_application(input_shape=default_shape, num_classes=1000, weights=None):
         if weights is not None and num_classes != 1000:
             raise ValueError(
@@ -191,7 +193,7 @@ def _application(constructor, default_shape):
                 "from scratch with another number of classes."
             )
         return constructor(weights=weights, input_shape=tuple(input_shape),
-                           classes=num_classes)
+                           classes=num_classes, **options)
     build_application.__name__ = constructor.__name__.lower()
     build_application.__doc__ = (
         f"`tf_keras.applications.{constructor.__name__}` (weights optional, default None)."
@@ -210,6 +212,9 @@ MODELS = {
     "vgg16": _application(keras.applications.VGG16, (224, 224, 3)),
     "resnet50": _application(keras.applications.ResNet50, (224, 224, 3)),
     "mobilenetv2": _application(keras.applications.MobileNetV2, (224, 224, 3)),
+    "mobilenetv3small": _application(keras.applications.MobileNetV3Small, (224, 224, 3),
+                                     include_preprocessing=False),
+    "efficientnetb0": _application(keras.applications.EfficientNetB0, (224, 224, 3)),
 }
 
 def build(name, input_shape=None, num_classes=None, **kwargs):
