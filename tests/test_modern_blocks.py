@@ -180,3 +180,22 @@ def test_masked_retraining_normalises_over_the_live_channels():
     want = compact.compact(MODEL, masks)(_x(), training=False).numpy()
     np.testing.assert_allclose(stripped(_x(), training=False), want,
                                atol=1e-4 * np.abs(want).max())
+
+
+def test_the_fast_evaluation_scores_the_model_compaction_keeps(tmp_path):
+    from tfautocompress.search import sa_oracle, tuner as tuner_lib
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((4, 4, 3))
+    y = L.LayerNormalization(name="ln")(L.Conv2D(8, 1, name="conv")(inputs))
+    model = keras.Model(inputs, L.Dense(4, name="out")(L.GlobalAveragePooling2D()(y)))
+    space = space_lib.PolicySpace.from_model(model, max_fraction=0.95)
+    policy = PruningPolicy(space, {"conv": LayerAction(0.5, 1.0)})
+    x = np.random.default_rng(2).normal(size=(512, 4, 4, 3)).astype(np.float32)
+    small = compact.compact(model, masks_lib.magnitude_masks(model, policy))
+    labels = small(x).numpy().argmax(-1)  # what the compact model says
+    assert np.bincount(labels).max() < 0.8 * labels.size
+    oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=2.0, seed=0)
+    tuner = tuner_lib.PruningTuner(oracle, model, (x, labels), directory=str(tmp_path),
+                                   project_name="ln")
+    assert tuner.evaluate(policy) == 1.0  # LayerNormalization over the live channels

@@ -32,7 +32,7 @@ import tensorflow as tf
 from tfautocompress import graph as graph_lib, lowering, masked_layer_norm
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 
-__all__ = ["COLUMNS", "compact", "compact_lowered", "apply_masks", "flatten"]
+__all__ = ["COLUMNS", "compact", "compact_lowered", "apply_masks", "flatten", "with_masked_norms"]
 
 COLUMNS = ("keep", "lower", "auto") + lowering.FORMS
 
@@ -94,9 +94,21 @@ def flatten(model):
     return _Surgery(model, {}, shrink=False, flat=True).run()
 
 
+def with_masked_norms(model):
+    """``model``, or a copy (same names and weights) whose LayerNormalizations on
+    prunable channels are ``MaskedLayerNormalization``s (masks of ones): a model on
+    which assigning channel masks in place computes what ``apply_masks`` computes
+    (the search's fast evaluation)."""
+    graph = graph_lib.analyze(model)
+    if not any(isinstance(graph.layers[name], keras.layers.LayerNormalization)
+               for group in graph.groups for name in group.channelwise):
+        return model
+    return _Surgery(model, {}, shrink=False, masked_norms=True).run()
+
+
 class _Surgery:
-    def __init__(self, model, masks, shrink, lowered=None, flat=False):
-        self.flat = flat
+    def __init__(self, model, masks, shrink, lowered=None, flat=False, masked_norms=False):
+        self.flat, self.masked_norms = flat, masked_norms
         self.keras3 = is_keras3(model)
         self.model = model = as_tf_keras(model)
         self.lowered = lowered or {}  # layer name -> (kept rows, lowered form)
@@ -168,7 +180,7 @@ class _Surgery:
             return None  # not on a prunable group: copied as it is
         mask = self.alive[index][self.keep[index]].astype(np.float32)
         plain = type(layer) is keras.layers.LayerNormalization
-        return None if mask.all() and (plain or self.shrink) else mask
+        return None if mask.all() and (plain or self.shrink) and not self.masked_norms else mask
 
     def _config(self, layer):
         config = layer.get_config()
