@@ -7,10 +7,16 @@ tf_keras model and returns a ``ChannelGraph``:
 
 - a *group* is a set of channels that live and die together: the output channels
   of one kernel layer (its *producer*), or of several producers summed by a
-  residual ``Add``/``Subtract``/``Multiply``/``Maximum``/``Minimum``/``Average``.
-  ``BatchNormalization`` after it is masked with it, depthwise convolutions pass
-  it on, and the *consumers* (kernel layers) read it at offsets set by
-  ``Concatenate`` or, after ``Flatten``, at its ``H·W`` flattened positions;
+  residual ``Add``/``Subtract``/``Maximum``/``Minimum``/``Average`` (or a TF op
+  ``a + b``) or multiplied (``Multiply``, ``x * gate``).
+  ``BatchNormalization`` and ``LayerNormalization`` after it are masked with it,
+  depthwise and grouped convolutions pass it on (a grouped conv makes its channels
+  die in whole groups: the group's *block*), and the *consumers* (kernel layers)
+  read it at offsets set by ``Concatenate`` or, after ``Flatten``, at its ``H·W``
+  flattened positions;
+- a *shifted* layout is one whose dead channels are a non-zero constant (after a
+  sigmoid gate, ``x + 3`` of a hard-swish): a product with unshifted features
+  settles it (squeeze-and-excitation), any other reader keeps its channels whole;
 - a *barrier* is a layer the analysis does not understand (or a configuration it
   does not support): the groups it reads are kept whole, so pruning goes around it
   (or ``strict=True`` raises). Groups that reach the model's outputs are kept whole.
