@@ -53,9 +53,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tfautocompress import cli  # noqa: E402 (after the log level)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar.")
+flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar, "
+                    "mobilenetv3small, efficientnetb0, ...")
 flags.DEFINE_string("dataset", "digits", "data set: digits, fashion_mnist (offline) or "
                     "cifar10 (needs --data_dir).")
+flags.DEFINE_integer("image_size", None, "resize the images to this height and width "
+                     "(e.g. 32 for MobileNetV3 on Fashion-MNIST; default: the data's own).")
+flags.DEFINE_integer("channels", None, "convert the images to 1 or 3 channels.")
 flags.DEFINE_string("data_dir", None, "folder of the data set's files (cifar10: a "
                     "tensorflow-datasets folder; fashion_mnist: its IDX files, found without "
                     "it when the Debian package is installed).")
@@ -110,7 +114,8 @@ class Bench:
         self.budget = budget
         keras.utils.set_random_seed(FLAGS.seed)
         self.splits = data.load(FLAGS.dataset, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                                data_dir=FLAGS.data_dir, train_size=FLAGS.train_size)
+                                data_dir=FLAGS.data_dir, train_size=FLAGS.train_size,
+                                image_size=FLAGS.image_size, channels=FLAGS.channels)
         self.model, metrics = _dense_model(budget["baseline_epochs"], self.splits, baseline_dir)
         self.baseline_s = metrics["train_wall_s"]
         self.val_accuracy = metrics["val_accuracy"]

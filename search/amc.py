@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import trial as trial_module
 
-from tfautocompress import artifacts, cost, policy as policy_lib
+from tfautocompress import artifacts, cost, graph as graph_lib, policy as policy_lib
 from tfautocompress._keras import keras
 from tfautocompress.search import encoding
 from tfautocompress.search.oracle import Draws, InfeasibleTargetError, SafeOracle
@@ -91,7 +91,7 @@ def geometry_from_model(model, space):
     """``LayerGeometry`` of each layer of ``space`` (Conv2D, DepthwiseConv2D, Dense)."""
     result = []
     for name in space.names:
-        layer = model.get_layer(name)
+        layer = graph_lib.analyze(model).layers[name]
         shape = layer.input_shape
         if isinstance(layer, keras.layers.Dense):
             result.append(LayerGeometry(int(layer.units), int(shape[-1]), 1, 1, 1, 1))

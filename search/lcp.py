@@ -35,7 +35,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress import cost, policy as policy_lib
+from tfautocompress import cost, graph as graph_lib, policy as policy_lib
 from tfautocompress import schemes as schemes_lib
 from tfautocompress._keras import keras
 from tfautocompress.schemes import kernel_of
@@ -57,7 +57,7 @@ def filter_metrics(model, space, metric="l2", data=None, batches=4):
     """
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}; accepted: {METRICS}.")
-    layers = {name: model.get_layer(name) for name in space.names}
+    layers = {name: graph_lib.analyze(model).layers[name] for name in space.names}
     if metric != "taylor":
         result = {}
         for name, layer in layers.items():

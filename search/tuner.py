@@ -15,8 +15,8 @@ import tensorflow as tf
 from keras_tuner.engine import base_tuner
 
 from tfautocompress import evaluate as evaluate_lib, graph as graph_lib, masks as masks_lib
-from tfautocompress import cost, schemes as schemes_lib, space as space_lib
-from tfautocompress._keras import check_model, keras
+from tfautocompress import compact, cost, schemes as schemes_lib, space as space_lib
+from tfautocompress._keras import check_model
 from tfautocompress.search import encoding
 
 __all__ = ["PruningTuner", "CALIBRATION_BATCHES"]
@@ -66,20 +66,20 @@ class PruningTuner(base_tuner.BaseTuner):
         if not isinstance(self.space, space_lib.PolicySpace):
             raise TypeError("PruningTuner needs a space.PolicySpace: pass space= or an "
                             f"oracle with .space; got {type(self.space).__name__}.")
-        self.model = check_model(model)
-        self.graph = graph_lib.analyze(model)
+        self.model = compact.with_masked_norms(check_model(model))
+        self.graph = graph_lib.analyze(self.model)
         self._x, self._y = _subset(validation_data, subset_size)
         self._batch_size = int(batch_size)
         self._dense = {}
-        for name in self.graph.layers:
-            layer = model.get_layer(name)
-            for attr in {schemes_lib.kernel_attr(layer), "bias", "gamma", "beta"} - {None}:
+        for name, layer in self.graph.layers.items():
+            for attr in {schemes_lib.kernel_attr(layer), "bias", "gamma", "beta",
+                         "channel_mask"} - {None}:
                 variable = getattr(layer, attr, None)
                 if isinstance(variable, tf.Variable):
                     self._dense[(name, attr)] = (variable, variable.numpy())
         self.calibration = None
-        if calibration_data is not None and evaluate_lib.batch_norm_layers(model):
-            self.calibration = evaluate_lib.BNCalibration(model, calibration_data,
+        if calibration_data is not None and evaluate_lib.batch_norm_layers(self.model):
+            self.calibration = evaluate_lib.BNCalibration(self.model, calibration_data,
                                                           calibration_batches, self._batch_size)
         self._idle_polls = 0
         self._log, self._objective = log, cost.check_objective(objective)
@@ -89,7 +89,7 @@ class PruningTuner(base_tuner.BaseTuner):
     # --------------------------------------------------------- evaluation ---
     def evaluate(self, policy):
         """Validation-subset accuracy (a Python float) of ``policy``'s magnitude masks."""
-        kernels = {name: self._dense[(name, schemes_lib.kernel_attr(self.model.get_layer(name)))][1]
+        kernels = {name: self._dense[(name, schemes_lib.kernel_attr(self.graph.layers[name]))][1]
                    for name in policy.schemes()}
         masks = masks_lib.magnitude_masks(self.model, policy, graph=self.graph,
                                           kernels=kernels)
@@ -111,9 +111,10 @@ class PruningTuner(base_tuner.BaseTuner):
         return evaluate_lib.accuracy(self.model, (self._x, self._y), self._batch_size)
 
     def _apply(self, name, mask):
-        layer = self.model.get_layer(name)
-        if isinstance(layer, keras.layers.BatchNormalization):
-            attrs = [(a, mask) for a in ("gamma", "beta") if (name, a) in self._dense]
+        layer = self.graph.layers[name]
+        if schemes_lib.kernel_attr(layer) is None:  # a normalization's channel mask
+            attrs = [(a, mask) for a in ("gamma", "beta", "channel_mask")
+                     if (name, a) in self._dense]
         else:
             kernel_attr = schemes_lib.kernel_attr(layer)
             alive = _alive_filters(mask, kernel_attr)

@@ -95,6 +95,93 @@ def test_image_folder(tmp_path):
     assert sum(splits.sizes.values()) == 20
 
 
+def _write_folder(root, sizes, per_class=6):
+    """class_a/, class_b/: random RGB PNGs, image i of size sizes[i % len(sizes)]."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("class_a", "class_b"):
+        (root / cls).mkdir()
+        for i in range(per_class):
+            size = sizes[i % len(sizes)]
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                root / cls / f"{i}.png")
+
+
+def test_image_folder_of_any_size_is_resized_as_keras_reads_it(tmp_path):
+    from tfautocompress._keras import keras
+
+    _write_folder(tmp_path, sizes=(6, 11))
+    with pytest.raises(ValueError, match=r"different shapes.*give image_size"):
+        data.load(str(tmp_path))
+    splits = data.load(str(tmp_path), image_size=8, batch_size=4)
+    assert splits.input_shape == (8, 8, 3) and sum(splits.sizes.values()) == 12
+    ours, labels = _arrays(splits.test)
+    theirs = keras.utils.image_dataset_from_directory(str(tmp_path), image_size=(8, 8),
+                                                      shuffle=False)
+    x_keras, y_keras = _arrays(theirs)
+    for image, label in zip(ours, labels):  # each test image is one of Keras' / 255
+        distance = np.abs(x_keras / 255.0 - image).reshape(len(x_keras), -1).max(axis=1)
+        assert distance.min() < 1e-5 and y_keras[distance.argmin()] == label
+
+
+def test_pixel_max_scales_images_to_0_255(tmp_path):
+    unit, _ = _arrays(data.load("digits", batch_size=512).test)
+    raw, _ = _arrays(data.load("digits", batch_size=512, pixel_max=255).test)
+    np.testing.assert_allclose(raw, unit * 255, rtol=1e-6)
+    assert raw.max() > 250
+    with pytest.raises(ValueError, match=r"pixel_max=3; accepted: 1 .* or 255"):
+        data.load("digits", pixel_max=3)
+
+
+def _model_starting_with(*layers, shape=(12, 12, 1)):
+    from tfautocompress._keras import keras
+
+    x = inputs = keras.Input(shape)
+    for layer in layers:
+        x = layer(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(x))
+    return keras.Model(inputs, x)
+
+
+def test_pixel_max_of_a_model_that_rescales_its_own_input():
+    from tfautocompress._keras import keras
+
+    layers = keras.layers
+    assert data.pixel_max_of(_model_starting_with(layers.Rescaling(1 / 255))) == 255
+    assert data.pixel_max_of(_model_starting_with(layers.Rescaling(1 / 127.5, -1))) == 255
+    assert data.pixel_max_of(_model_starting_with()) == 1
+    assert data.pixel_max_of(_model_starting_with(layers.Rescaling(2.0, -1))) == 1  # [0, 1] in
+    late = _model_starting_with(layers.Conv2D(2, 1), layers.Rescaling(1 / 255))
+    assert data.pixel_max_of(late) == 1  # not on the input
+    mobilenet = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3),
+                                                    minimalistic=True, alpha=0.25)
+    assert data.pixel_max_of(mobilenet) == 255
+    import keras as keras3
+
+    model3 = keras3.Sequential([keras3.Input((8, 8, 3)), keras3.layers.Rescaling(1 / 255),
+                                keras3.layers.Conv2D(2, 3)])
+    assert data.pixel_max_of(model3) == 255  # converted at the door
+
+
+def test_load_for_model_takes_size_channels_and_pixels_from_the_model(tmp_path):
+    from tfautocompress._keras import keras
+
+    _write_folder(tmp_path, sizes=(6, 11))
+    model = _model_starting_with(keras.layers.Rescaling(1 / 255), shape=(9, 7, 1))
+    splits = data.load_for_model(str(tmp_path), model, batch_size=4)
+    x, _ = _arrays(splits.train)
+    assert splits.input_shape == (9, 7, 1) and x.shape[1:] == (9, 7, 1)
+    assert 128 < x.max() <= 255
+    splits = data.load_for_model(str(tmp_path), model, batch_size=4, pixel_max=1)
+    assert _arrays(splits.train)[0].max() <= 1
+
+
+def test_missing_image_folder_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"image folder '.*/nope' does not exist"):
+        data.load(str(tmp_path / "nope"))
+
+
 def test_unknown_source_lists_what_is_accepted():
     with pytest.raises(ValueError, match=r"unknown data set 'nope'.*digits.*cifar10.*npz"):
         data.load("nope")

@@ -49,7 +49,7 @@ def test_resnet18_residual_coupling_includes_shortcut_convs():
     stage2 = _group_of(g, "stage2_block1_shortcut_conv")
     assert set(stage2.producers) == {"stage2_block1_shortcut_conv", "stage2_block1_2_conv",
                                      "stage2_block2_2_conv"}
-    assert set(stage2.bns) == {"stage2_block1_shortcut_bn", "stage2_block1_2_bn",
+    assert set(stage2.channelwise) == {"stage2_block1_shortcut_bn", "stage2_block1_2_bn",
                                "stage2_block2_2_bn"}
     assert {c for c, _ in stage2.consumers} == {
         "stage2_block2_1_conv", "stage3_block1_1_conv", "stage3_block1_shortcut_conv"}
@@ -62,7 +62,7 @@ def test_resnet18_residual_coupling_includes_shortcut_convs():
 def test_toy_groups_concat_offsets_flatten_and_depthwise():
     add = _group_of(TOY_GRAPH, "a")
     assert set(add.producers) == {"a", "b"} and add.channels == 4
-    assert set(add.bns) == {"a_bn", "cat_bn"}
+    assert set(add.channelwise) == {"a_bn", "cat_bn"}
     consumers = dict(add.consumers)
     np.testing.assert_array_equal(consumers["dw"], [[0, 1, 2, 3]])
     np.testing.assert_array_equal(consumers["d"], [[0, 1, 2, 3]])

@@ -5,10 +5,20 @@ models come in through ``as_tf_keras`` (converted by ``tfautocompress.keras3``,
 the one module that imports Keras 3).
 """
 import sys
+import types
 
 import tf_keras as keras
+from tf_keras.src.applications.convnext import LayerScale, StochasticDepth
+from tf_keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+from tf_keras.src.layers.core.tf_op_layer import TFOpLambda
 
-__all__ = ["keras", "check_model", "as_tf_keras", "is_keras3"]
+__all__ = ["keras", "internal_layers", "check_model", "as_tf_keras", "is_keras3"]
+
+# Layer classes that tf_keras does not export but its models use: the applications'
+# own layers and the layer that wraps a TensorFlow op called in a functional model.
+internal_layers = types.SimpleNamespace(
+    LayerScale=LayerScale, StochasticDepth=StochasticDepth,
+    CustomScaleLayer=CustomScaleLayer, TFOpLambda=TFOpLambda)
 
 # Random layers (Dropout, ...) draw from a tf.random.Generator: its state is a
 # variable of the layer, seeded by ``keras.utils.set_random_seed`` and saved with the

@@ -33,17 +33,19 @@ def uniform_policy(model, filter_fraction, column_fraction):
 def structured_sparsity(arrays, model):
     """``{layer: {"filter": share, "column": share}}`` of all-zero filters and
     columns in ``arrays`` ({layer: kernel or mask}) of ``model``'s layers."""
-    from tfautocompress import schemes
+    from tfautocompress import graph, schemes
 
-    return {name: schemes.zero_group_shares(array, schemes.kernel_kind(model.get_layer(name)))
+    layers = graph.analyze(model).layers
+    return {name: schemes.zero_group_shares(array, schemes.kernel_kind(layers[name]))
             for name, array in arrays.items()}
 
 
 def kernels(model, names):
     """``{name: kernel as NumPy}`` of ``model``'s layers ``names``."""
-    from tfautocompress import schemes
+    from tfautocompress import graph, schemes
 
-    return {name: schemes.kernel_of(model.get_layer(name)).numpy() for name in names}
+    layers = graph.analyze(model).layers
+    return {name: schemes.kernel_of(layers[name]).numpy() for name in names}
 
 
 def main():

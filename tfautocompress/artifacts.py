@@ -72,7 +72,7 @@ def load_model(path, what="--model", compile=True):
     (``saved_by_keras3``) is loaded with Keras 3, not compiled, and converted to
     tf_keras (``keras3.to_tf_keras``; one line on stderr says so).
     """
-    from tfautocompress._keras import as_tf_keras, keras
+    from tfautocompress._keras import as_tf_keras, internal_layers, keras
 
     if not os.path.isfile(path):
         raise ValueError(f"{what} {path!r} does not exist; give a saved .keras file.")
@@ -86,7 +86,10 @@ def load_model(path, what="--model", compile=True):
 
             model = keras3.load_model(path)
         else:
-            model = keras.models.load_model(path, compile=compile)
+            # tf_keras' applications do not register their own layers (ConvNeXt's
+            # LayerScale): a model file that holds them needs them named
+            model = keras.models.load_model(path, compile=compile,
+                                            custom_objects=vars(internal_layers))
     except Exception as err:  # noqa: BLE001 - any failure here is the file's
         raise ValueError(f"{what} {path!r} could not be loaded ({type(err).__name__}: "
                          f"{first_line(err)}); save the model again with "

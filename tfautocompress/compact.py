@@ -29,10 +29,10 @@ remove their filters.
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress import graph as graph_lib, lowering
+from tfautocompress import graph as graph_lib, lowering, masked_layer_norm
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 
-__all__ = ["COLUMNS", "compact", "compact_lowered", "apply_masks"]
+__all__ = ["COLUMNS", "compact", "compact_lowered", "apply_masks", "flatten", "with_masked_norms"]
 
 COLUMNS = ("keep", "lower", "auto") + lowering.FORMS
 
@@ -85,8 +85,30 @@ def apply_masks(model, masks):
     return _Surgery(model, masks, shrink=False).run()
 
 
+def flatten(model):
+    """``model`` as one functional model without nested models (a copy with the same
+    layer names, configs and weights; ``model`` itself when nothing is nested): what
+    the steps that find layers by name at the top level (ADMM, the wrappers) need."""
+    if not any(graph_lib.is_graph_model(layer) for layer in model.layers):
+        return model
+    return _Surgery(model, {}, shrink=False, flat=True).run()
+
+
+def with_masked_norms(model):
+    """``model``, or a copy (same names and weights) whose LayerNormalizations on
+    prunable channels are ``MaskedLayerNormalization``s (masks of ones): a model on
+    which assigning channel masks in place computes what ``apply_masks`` computes
+    (the search's fast evaluation)."""
+    graph = graph_lib.analyze(model)
+    if not any(isinstance(graph.layers[name], keras.layers.LayerNormalization)
+               for group in graph.groups for name in group.channelwise):
+        return model
+    return _Surgery(model, {}, shrink=False, masked_norms=True).run()
+
+
 class _Surgery:
-    def __init__(self, model, masks, shrink, lowered=None):
+    def __init__(self, model, masks, shrink, lowered=None, flat=False, masked_norms=False):
+        self.flat, self.masked_norms = flat, masked_norms
         self.keras3 = is_keras3(model)
         self.model = model = as_tf_keras(model)
         self.lowered = lowered or {}  # layer name -> (kept rows, lowered form)
@@ -117,6 +139,8 @@ class _Surgery:
 
     def _visit(self, node, value_of):
         layer = node.layer
+        if self.flat and graph_lib.is_graph_model(layer):
+            return graph_lib.walk(layer, [value_of(t) for t in node.keras_inputs], self._visit)
         new = self.new_layers.get(id(layer))
         first = new is None
         if first:
@@ -128,6 +152,8 @@ class _Surgery:
             elif layer.name in self.lowered:
                 new = lowering.ColumnSparseConv2D.from_conv(self._config(layer),
                                                             *self.lowered[layer.name])
+            elif self._norm_mask(layer) is not None:
+                new = masked_layer_norm.masked_copy(layer)
             else:
                 new = type(layer).from_config(self._config(layer))
             self.new_layers[id(layer)] = new
@@ -137,8 +163,24 @@ class _Surgery:
             weights = self._weights(layer)
             if layer.name in self.lowered:
                 weights = new.conv_weights(weights)
+            if self._norm_mask(layer) is not None:
+                weights = masked_layer_norm.masked_weights(layer, weights, self._norm_mask(layer))
             new.set_weights(weights)
         return tf.nest.flatten(outputs)
+
+    def _norm_mask(self, layer):
+        """The channel mask of a LayerNormalization that must normalise over its live
+        channels only (a ``MaskedLayerNormalization``): dead channels it keeps, as a
+        masked copy does, or as the compact model does where an empty group keeps
+        one; None where it is a plain LayerNormalization."""
+        if not isinstance(layer, keras.layers.LayerNormalization):
+            return None
+        index = self.graph.in_index.get(layer.name)
+        if index is None or layer.name not in self.closed:
+            return None  # not on a prunable group: copied as it is
+        mask = self.alive[index][self.keep[index]].astype(np.float32)
+        plain = type(layer) is keras.layers.LayerNormalization
+        return None if mask.all() and (plain or self.shrink) and not self.masked_norms else mask
 
     def _config(self, layer):
         config = layer.get_config()
@@ -190,7 +232,7 @@ class _Surgery:
             if op is None:
                 cut[name] = mask
             elif op.channel_mask:
-                cut[name] = mask[self.keep[graph.in_index[name]]]
+                cut[name] = np.compress(self.keep[graph.in_index[name]], mask, axis=-1)
             else:
                 cut[name] = self._cut(layer, op, op.kernel, mask)
             if name in self.lowered:

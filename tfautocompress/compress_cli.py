@@ -32,7 +32,15 @@ def _define():
     flags.DEFINE_string("model", "digits_vgg", "A saved .keras file (tf_keras or Keras 3) or "
                         "a zoo model name; a zoo model is loaded from --baseline_dir or "
                         "trained there first.")
-    flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load).")
+    flags.DEFINE_string("dataset", "digits", "Data set (see tfautocompress.data.load): "
+                        "'digits', 'fashion_mnist', a tensorflow-datasets name, an .npz "
+                        "file or a folder with one sub-folder of images per class (any "
+                        "size: resized to the model's input).")
+    flags.DEFINE_integer("pixel_max", None, "Images are fed to the model in "
+                         "[0, pixel_max]; default: for a .keras file 255 when the model "
+                         "rescales its own input (a Rescaling layer first, as "
+                         "keras.applications' MobileNetV3 and EfficientNet begin), else 1; "
+                         "1 for a zoo model (trained on [0, 1]).")
     flags.DEFINE_string("data_dir", None, "Folder of the data set's files (a "
                         "tensorflow-datasets data_dir, or MNIST/Fashion-MNIST IDX files).")
     define_train_size_flag()
@@ -80,6 +88,8 @@ def _define():
                        "time.", lower_bound=0.0)
     flags.register_validator("target_ratio", lambda v: v is None or v > 1.0,
                              "--target_ratio must be > 1 (dense / kept).")
+    flags.register_validator("pixel_max", lambda v: v in (None, 1, 255),
+                             "--pixel_max must be 1 or 255.")
     flags.register_validator("round_ratio", lambda v: v > 1.0, "--round_ratio must be > 1.")
 
 
@@ -147,10 +157,14 @@ def run(argv):
     model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
                        f.batch_size, f.lr, f.seed, f.distribution, f.train_size,
                        f.validation_freq)
-    shape = model.input_shape
-    splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
-                       image_size=tuple(shape[1:3]), channels=shape[-1],
-                       train_size=f.train_size, num_classes=model_classes(model))
+    # A zoo baseline was trained here on images in [0, 1]; a model file, as the model says.
+    pixel_max = f.pixel_max or (None if f.model.endswith(".keras") else 1)
+    try:
+        splits = data.load_for_model(f.dataset, model, batch_size=f.batch_size, seed=f.seed,
+                                     data_dir=f.data_dir, train_size=f.train_size,
+                                     pixel_max=pixel_max, num_classes=model_classes(model))
+    except ValueError as err:
+        raise ValueError(f"--dataset: {err}") from err
     if f.steps_per_epoch:
         splits = splits.take(f.steps_per_epoch)
     config = Config(objective=f.objective, target_compression_ratio=f.target_ratio,

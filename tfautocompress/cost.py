@@ -7,7 +7,8 @@ compacted model, so that a masked model and its compact model count the same:
   BatchNormalization's moving mean and variance are statistics, not
   parameters (they fold into the CONV before them at inference);
 * without masks every parameter counts (the model as stored: dense or compact);
-* with masks, a kernel counts the entries its closed mask keeps, and a bias or
+* with masks, a kernel counts the entries its closed mask keeps (a separable
+  layer's depthwise part, those of the input channels compaction keeps), and a bias or
   a per-channel vector of BatchNormalization (gamma, beta, moving mean and
   variance) counts only the entries of live channels;
 * MACs of a CONV/Dense layer = counted kernel entries x output positions;
@@ -19,8 +20,9 @@ whole channel) counts the same as its masked model when given its own masks
 (``compact.compact(model, masks, return_masks=True)`` returns them).
 
 "CONV" means Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose
-layers, the layers the AutoCompress tables report, and the lowered
-``lowering.ColumnSparseConv2D`` (its kernel holds only the kept rows).
+layers, the layers the AutoCompress tables report, the lowered
+``lowering.ColumnSparseConv2D`` (its kernel holds only the kept rows), and Dense
+layers applied to feature maps (pointwise convs, as in ConvNeXt).
 
 Counted vs executed: ``count(compact_model, compact_masks)`` counts the MACs the
 pruning keeps; ``count(compact_model)`` (no masks) counts what TFLite executes,
@@ -139,10 +141,18 @@ def count(model, masks=None):
     as its tf_keras conversion (the same layers and weights).
     """
     model = as_tf_keras(model)
-    masks = graph_lib.close_masks(model, masks) if masks else {}
+    inputs = {}  # share of the input channels a separable layer's depthwise part keeps
+    masks = masks or {}
+    if masks:
+        channel_graph = graph_lib.analyze(model)
+        masks, alive = channel_graph.close(masks)
+        keep = channel_graph.keep(alive)
+        inputs = {name: float(keep[index].mean()) for name, index in channel_graph.in_index.items()
+                  if isinstance(channel_graph.layers[name], keras.layers.SeparableConv2D)}
     calls = {}
     _count_calls(model, calls)
-    return CostReport(tuple(_layer_cost(layer, masks.get(layer.name), calls.get(layer.name, 1))
+    return CostReport(tuple(_layer_cost(layer, masks.get(layer.name), calls.get(layer.name, 1),
+                                        inputs.get(layer.name, 1.0))
                             for layer in graph_lib.leaf_layers(model)))
 
 
@@ -159,7 +169,7 @@ def _count_calls(model, calls):
                 calls[node.layer.name] = calls.get(node.layer.name, 0) + 1
 
 
-def _layer_cost(layer, mask, calls=1):
+def _layer_cost(layer, mask, calls=1, kept_inputs=1.0):
     out_shape = _output_shape(layer)
     attr = ("kernel" if isinstance(layer, lowering.ColumnSparseConv2D)
             else schemes.kernel_attr(layer))
@@ -178,12 +188,20 @@ def _layer_cost(layer, mask, calls=1):
             n = int(np.count_nonzero(kept))
             macs += n * positions
         elif isinstance(layer, keras.layers.SeparableConv2D) and "depthwise" in weight.name:
+            n = int(round(n * kept_inputs))  # the compact layer's input channels
             macs += n * positions
         elif weight.shape.rank == 1 and weight.shape[0] == live.size:  # bias
             n = int(live.sum())
         params += n
     return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape,
-                     isinstance(layer, _CONV_TYPES), calls)
+                     _is_conv(layer, out_shape), calls)
+
+
+def _is_conv(layer, out_shape):
+    """A CONV layer of the tables, or a Dense applied to feature maps (a 1×1 conv:
+    ConvNeXt's pointwise layers)."""
+    return isinstance(layer, _CONV_TYPES) or (isinstance(layer, keras.layers.Dense)
+                                              and len(out_shape) > 1)
 
 
 def _live_filters(layer, kept):

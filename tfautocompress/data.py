@@ -15,9 +15,13 @@
   ``fashion_mnist``, ``imagenette``, ``imagenet2012``, ...), read from ``data_dir``;
 * a path to an ``.npz`` file holding ``x_train, y_train, x_test, y_test``
   (optionally ``x_val, y_val``);
-* a path to an image folder with one sub-folder per class.
+* a path to an image folder with one sub-folder per class (classes in sorted order,
+  as ``keras.utils.image_dataset_from_directory`` numbers them); images of any
+  sizes, each resized to ``image_size`` as that function does.
 
-Images come out as float32 in [0, 1]; labels as int32 class indices. The
+Images come out as float32 in [0, 1] (in [0, ``pixel_max``] when given: 255 for a
+model that rescales its own input; ``load_for_model`` picks it and the size from
+the model); labels as int32 class indices. The
 validation split is always disjoint from the test split; searches and
 accuracy bounds use validation, reports use test.
 
@@ -39,7 +43,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress._keras import keras
+from tfautocompress._keras import as_tf_keras, keras
 
 TFDS_NAMES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagenette",
               "imagenet2012")
@@ -111,7 +115,7 @@ class _TrainOrder:
 
 def load(source="digits", *, batch_size=32, image_size=None, channels=None,
          val_fraction=0.15, test_fraction=0.2, augment=None, seed=0,
-         data_dir=None, train_size=None, num_classes=None):
+         data_dir=None, train_size=None, pixel_max=1.0, num_classes=None):
     """Load ``source`` (see the module docstring) as :class:`Splits`.
 
     ``image_size`` (an int or (h, w)) resizes; ``channels`` (1 or 3) converts;
@@ -121,9 +125,13 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     None (default): the data set's own rule (``augments_by_default``).
     ``train_size`` keeps that many training images, a stratified subset drawn with
     ``seed`` (validation and test stay whole); in-memory sources only (digits, the
-    IDX files, .npz files, image folders). ``num_classes`` (e.g. the model's number
-    of outputs): the labels must lie below it; default: the data set's own.
+    IDX files, .npz files, image folders). ``pixel_max``: images come out in
+    [0, ``pixel_max``] (1 or 255). ``num_classes`` (e.g. the model's number of
+    outputs): the labels must lie below it; default: the data set's own.
     """
+    if pixel_max not in (1, 255):
+        raise ValueError(f"pixel_max={pixel_max!r}; accepted: 1 (images in [0, 1]) or 255 "
+                         "(in [0, 255], for a model that rescales its own input).")
     if num_classes is not None and int(num_classes) < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2.")
     if augment is None:
@@ -140,19 +148,22 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     elif str(source).endswith(".npz"):
         arrays = _npz(source, num_classes=num_classes, **common)
     elif os.path.isdir(str(source)):
-        arrays = _image_folder(source, **common)
+        arrays = _image_folder(source, image_size=image_size, **common)
+    elif os.sep in str(source) or (os.altsep and os.altsep in str(source)):
+        raise ValueError(f"image folder {source!r} does not exist; give a folder with one "
+                         "sub-folder of images per class.")
     elif source in _IDX_NAMES:
         arrays = _idx_or_tfds(source, data_dir, val_fraction, seed)
         if not isinstance(arrays, dict):  # found as a tensorflow-datasets data set
             _no_subset(source, train_size)
             return _tfds(source, batch_size=batch_size, image_size=image_size,
                          channels=channels, augment=augment, data_dir=arrays.data_dir,
-                         num_classes=num_classes, **common)
+                         pixel_max=pixel_max, num_classes=num_classes, **common)
     elif source in TFDS_NAMES or _is_tfds_name(source):
         _no_subset(source, train_size)
         return _tfds(source, batch_size=batch_size, image_size=image_size,
                      channels=channels, augment=augment, data_dir=data_dir,
-                     num_classes=num_classes, **common)
+                     pixel_max=pixel_max, num_classes=num_classes, **common)
     else:
         raise ValueError(
             f"unknown data set {source!r}. Accepted: 'digits' (offline), a "
@@ -171,7 +182,35 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     datasets = {split: tf.data.Dataset.from_tensor_slices(xy)
                 for split, xy in arrays.items()}
     return _finish(datasets, {k: len(v[1]) for k, v in arrays.items()}, num_classes,
-                   str(source), batch_size, image_size, channels, augment, seed)
+                   str(source), batch_size, image_size, channels, augment, seed, pixel_max)
+
+
+def load_for_model(source, model, *, pixel_max=None, **kwargs):
+    """``load(source, ...)`` shaped for ``model``: images resized to its input size,
+    converted to its channels, in [0, ``pixel_max``]; ``pixel_max=None`` picks
+    ``pixel_max_of(model)``. ``kwargs`` go to ``load``."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4:
+        raise ValueError(f"model {model.name!r} takes inputs of shape {shape}; accepted: "
+                         "one image input (batch, height, width, channels).")
+    size = tuple(shape[1:3])
+    return load(source, image_size=None if None in size else size, channels=shape[-1],
+                pixel_max=pixel_max_of(model) if pixel_max is None else pixel_max, **kwargs)
+
+
+def pixel_max_of(model):
+    """255 when ``model`` rescales raw pixels itself: the first layer on its input is a
+    ``Rescaling`` that maps 255 to at most 2 (``1/255``, ``1/127.5`` with offset -1:
+    how ``keras.applications``' MobileNetV3, EfficientNet(V2), RegNet, ConvNeXt and
+    ResNetRS begin, and how a model trained on ``image_dataset_from_directory``'s
+    [0, 255] images usually does); else 1."""
+    model = as_tf_keras(model)
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Rescaling) or len(layer.inbound_nodes) != 1:
+            continue
+        if any(fed is t for fed in tf.nest.flatten(layer.input) for t in model.inputs):
+            return 255 if 0 < float(np.max(np.abs(layer.scale))) * 255 <= 2 else 1
+    return 1
 
 
 def augments_by_default(source):
@@ -375,7 +414,7 @@ def _as_images(x):
     return x.astype(np.float32)
 
 
-def _image_folder(path, val_fraction, test_fraction, seed):
+def _image_folder(path, val_fraction, test_fraction, seed, image_size=None):
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     files, labels = [], []
     for label, cls in enumerate(classes):
@@ -392,18 +431,24 @@ def _image_folder(path, val_fraction, test_fraction, seed):
     if empty:
         raise ValueError(f"image folder {path!r}: class folder {empty[0]!r} holds no "
                          f"{'/'.join(_IMAGE_SUFFIXES)} images; add some or remove it.")
+    size = None if image_size is None else (
+        (image_size, image_size) if isinstance(image_size, int) else tuple(image_size))
     images = []
     for i, f in enumerate(files):
         try:
-            images.append(keras.utils.img_to_array(keras.utils.load_img(f)))
+            image = keras.utils.img_to_array(keras.utils.load_img(f))
         except (OSError, ValueError) as err:
             raise ValueError(f"image folder {path!r}: image {i} ({f!r}) cannot be read "
                              f"({err}); replace or remove it.") from err
-        if images[-1].shape != images[0].shape:
+        if size is not None:  # bilinear, as image_dataset_from_directory resizes
+            image = tf.image.resize(image, size).numpy()
+        images.append(image)
+        if image.shape != images[0].shape:
             raise ValueError(f"image folder {path!r}: image {i} ({f!r}) is "
-                             f"{'x'.join(map(str, images[-1].shape))}, image 0 ({files[0]!r}) "
-                             f"{'x'.join(map(str, images[0].shape))}; resize the images to "
-                             "one size first.")
+                             f"{'x'.join(map(str, image.shape))}, image 0 ({files[0]!r}) "
+                             f"{'x'.join(map(str, images[0].shape))}; give image_size (the "
+                             "command-line scripts take the model's input size) or resize "
+                             "the images to one size first.")
     x = (np.stack(images) / 255.0).astype(np.float32)
     return _split(x, np.asarray(labels, np.int32), val_fraction, test_fraction, seed,
                   where=f"image folder {path!r}")
@@ -543,7 +588,7 @@ def _is_tfds_name(name):
 
 
 def _tfds(name, batch_size, image_size, channels, augment, data_dir, val_fraction,
-          test_fraction, seed, num_classes=None):
+          test_fraction, seed, pixel_max=1.0, num_classes=None):
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
@@ -588,7 +633,7 @@ def _tfds(name, batch_size, image_size, channels, augment, data_dir, val_fractio
         raise ValueError(f"tensorflow-datasets {name!r}, split {empty[0]} "
                          f"({splits[empty[0]]}): no examples; prepare the data set again.")
     return _finish(datasets, sizes, int(num_classes or declared), name,
-                   batch_size, image_size, channels, augment, seed)
+                   batch_size, image_size, channels, augment, seed, pixel_max)
 
 
 def _num_examples(info, split, dataset):
@@ -599,8 +644,9 @@ def _num_examples(info, split, dataset):
 
 
 def _finish(datasets, sizes, num_classes, name, batch_size, image_size, channels,
-            augment, seed):
-    """Resize/convert channels, shuffle + augment train, batch and prefetch."""
+            augment, seed, pixel_max=1.0):
+    """Resize/convert channels/scale to [0, pixel_max], shuffle + augment train, batch
+    and prefetch."""
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
 
@@ -613,6 +659,8 @@ def _finish(datasets, sizes, num_classes, name, batch_size, image_size, channels
             x = tf.image.rgb_to_grayscale(x)
         elif channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1, 3 or None, got {channels}.")
+        if pixel_max != 1:
+            x = x * float(pixel_max)
         return x, y
 
     cached = {split: ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()

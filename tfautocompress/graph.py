@@ -7,10 +7,16 @@ tf_keras model and returns a ``ChannelGraph``:
 
 - a *group* is a set of channels that live and die together: the output channels
   of one kernel layer (its *producer*), or of several producers summed by a
-  residual ``Add``/``Subtract``/``Multiply``/``Maximum``/``Minimum``/``Average``.
-  ``BatchNormalization`` after it is masked with it, depthwise convolutions pass
-  it on, and the *consumers* (kernel layers) read it at offsets set by
-  ``Concatenate`` or, after ``Flatten``, at its ``H·W`` flattened positions;
+  residual ``Add``/``Subtract``/``Maximum``/``Minimum``/``Average`` (or a TF op
+  ``a + b``) or multiplied (``Multiply``, ``x * gate``).
+  ``BatchNormalization`` and ``LayerNormalization`` after it are masked with it,
+  depthwise and grouped convolutions pass it on (a grouped conv makes its channels
+  die in whole groups: the group's *block*), and the *consumers* (kernel layers)
+  read it at offsets set by ``Concatenate`` or, after ``Flatten``, at its ``H·W``
+  flattened positions;
+- a *shifted* layout is one whose dead channels are a non-zero constant (after a
+  sigmoid gate, ``x + 3`` of a hard-swish): a product with unshifted features
+  settles it (squeeze-and-excitation), any other reader keeps its channels whole;
 - a *barrier* is a layer the analysis does not understand (or a configuration it
   does not support): the groups it reads are kept whole, so pruning goes around it
   (or ``strict=True`` raises). Groups that reach the model's outputs are kept whole.
@@ -26,11 +32,13 @@ to count a masked model as its compact version.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
 
-from tfautocompress._keras import as_tf_keras, keras
+from tfautocompress._keras import as_tf_keras, internal_layers as keras_apps, keras
+from tfautocompress.masked_layer_norm import MaskedLayerNormalization
 
 __all__ = ["analyze", "close_masks", "register", "ChannelGraph", "PrunableGroup",
            "KeptChannels", "LayerOp"]
@@ -40,12 +48,14 @@ layers = keras.layers
 
 # ----------------------------------------------------------------- groups ---
 class _Group:
-    """A union-find node: ``size`` channels; the root of a set holds ``fixed``."""
+    """A union-find node: ``size`` channels; the root of a set holds ``fixed`` and
+    ``block`` (channels live and die in aligned blocks of that many: a grouped conv's
+    groups)."""
 
-    __slots__ = ("size", "parent", "fixed")
+    __slots__ = ("size", "parent", "fixed", "block")
 
     def __init__(self, size, fixed):
-        self.size, self.parent, self.fixed = size, self, fixed
+        self.size, self.parent, self.fixed, self.block = size, self, fixed, 1
 
     def root(self):
         node = self
@@ -59,6 +69,17 @@ class _Group:
 # groups, each contributing all of its channels in order.
 
 
+class _Shifted(tuple):
+    """A layout whose dead channels hold a constant that is not zero: a gate
+    (``sigmoid(0) = 0.5``), ``x + 3`` of a hard-swish. Only a product with a layout
+    whose dead channels are zero makes them zero again (squeeze-and-excitation
+    ``x * gate``); any other reader keeps its channels whole."""
+
+
+def _shifted(layout, shift=True):
+    return _Shifted(layout) if shift else tuple(layout)
+
+
 # --------------------------------------------------------------- layer ops ---
 class LayerOp:
     """How one layer type carries channels (analysis) and loses them (compaction).
@@ -66,18 +87,23 @@ class LayerOp:
     ``propagate(layer, node, inputs, builder)`` gets the input layouts of one call
     and returns the output layouts (one per flattened output), recording what the
     layer reads (``builder.read``) or produces (``builder.produce``).
-    ``kernel`` names the weight a mask applies to; ``in_weights`` are
+    ``kernel`` names the weight a pruning mask applies to; ``in_weights`` are
     ``(attribute, axis, repeated)`` sliced by the kept input channels (``repeated``:
     each channel spans ``depth_multiplier`` entries); ``out_weights`` are
     ``(attribute, axis)`` sliced by the kept output channels; ``config_key`` is the
-    config entry that holds the number of output channels.
+    config entry that holds the number of channels. ``channel_mask``: the layer gets
+    a mask over its channels in ``close_masks`` (``mask_of``), so that a dead channel
+    is zero after it (BatchNormalization's γ/β) or is counted as removed (a grouped
+    conv's filters). ``shifted_inputs``: the op reads ``_Shifted`` layouts as they
+    are; for any other op the builder keeps their channels whole first.
     """
 
     kernel = None
     in_weights = ()
     out_weights = ()
     config_key = None
-    channel_mask = False  # gets a 1-D mask of its channels in close_masks
+    channel_mask = False
+    shifted_inputs = False
 
     def propagate(self, layer, node, inputs, builder):
         raise NotImplementedError
@@ -93,27 +119,41 @@ class LayerOp:
             config[self.config_key] = int(kept_out)
         return config
 
+    def mask_of(self, layer, alive):
+        """The closed mask of a ``channel_mask`` layer whose channels are ``alive``."""
+        return alive.astype(np.float32)
+
 
 class Passthrough(LayerOp):
     """Elementwise or spatial layers: output channel ``c`` is input channel ``c``.
 
-    With ``zero_check`` the layer must map 0 to 0 (a dead channel stays zero),
-    e.g. ReLU but not a sigmoid; otherwise it is a barrier.
+    With ``zero_check`` the layer is run on zeros: one that does not map 0 to 0 (a
+    sigmoid, ``Rescaling`` with an offset) turns its dead channels into a constant
+    (a ``_Shifted`` layout). ``constants``: attributes that must be scalars (a
+    per-channel constant could not lose channels); otherwise the layer is a barrier.
     """
 
-    def __init__(self, zero_check=False):
-        self.zero_check = zero_check
+    shifted_inputs = True
+
+    def __init__(self, zero_check=False, constants=()):
+        self.zero_check, self.constants = zero_check, tuple(constants)
 
     def propagate(self, layer, node, inputs, builder):
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             return builder.unsupported(layer, node, inputs, "data_format='channels_first'")
-        if self.zero_check and not _keeps_zero(layer.call):
-            return builder.barrier(layer, node, inputs, counted=False)
-        return [inputs[0]]
+        for name in self.constants:
+            if np.ndim(getattr(layer, name, 0)) != 0:
+                return builder.unsupported(layer, node, inputs, f"a per-channel {name}")
+        shift = isinstance(inputs[0], _Shifted) or (self.zero_check
+                                                    and not _maps_zero_to_zero(layer, node))
+        return [_shifted(inputs[0], shift)]
 
 
 class Producer(LayerOp):
-    """A kernel layer (Conv, Dense): reads its input channels, makes a new group."""
+    """A kernel layer (Conv, Dense): reads its input channels, makes a new group.
+
+    Its activation decides whether a dead channel is zero (ReLU) or a constant (a
+    sigmoid gate: ``_Shifted``). A Conv2D with ``groups > 1`` is a ``GroupedConv``."""
 
     def __init__(self, config_key, kernel="kernel", in_weights=(("kernel", -2, False),),
                  out_weights=(("kernel", -1), ("bias", 0))):
@@ -124,19 +164,19 @@ class Producer(LayerOp):
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             return builder.unsupported(layer, node, inputs, "data_format='channels_first'")
         if getattr(layer, "groups", 1) != 1:
-            return builder.unsupported(layer, node, inputs, f"groups={layer.groups}")
+            return _GROUPED.propagate(layer, node, inputs, builder)
         builder.read(layer, self, inputs[0])
         group = builder.produce(layer, getattr(layer, self.kernel).shape[-1])
-        if not _keeps_zero(layer.activation):
-            builder.fix((group,))
-        return [(group,)]
+        return [_shifted((group,), not _keeps_zero(layer.activation))]
 
 
 class Channelwise(LayerOp):
-    """Per-channel weights (BatchNorm, depthwise conv, PReLU): the group passes through."""
+    """Per-channel weights (BatchNorm, LayerNorm, depthwise conv, PReLU, LayerScale):
+    the group passes through."""
 
-    def __init__(self, in_weights, kernel=None, channel_mask=False):
+    def __init__(self, in_weights, kernel=None, channel_mask=False, config_key=None):
         self.in_weights, self.kernel, self.channel_mask = in_weights, kernel, channel_mask
+        self.config_key = config_key
 
     def propagate(self, layer, node, inputs, builder):
         reason = self._unsupported(layer, node)
@@ -149,9 +189,10 @@ class Channelwise(LayerOp):
 
     @staticmethod
     def _unsupported(layer, node):
-        if isinstance(layer, layers.BatchNormalization):
+        if isinstance(layer, (layers.BatchNormalization, layers.LayerNormalization)):
             rank = node.keras_inputs[0].shape.rank
-            if list(layer.axis) not in ([rank - 1], [-1]):
+            axis = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+            if axis not in ([rank - 1], [-1]):
                 return f"axis={layer.axis} (only the last axis is supported)"
         if getattr(layer, "depth_multiplier", 1) != 1:
             return f"depth_multiplier={layer.depth_multiplier} (only 1 is supported)"
@@ -160,13 +201,87 @@ class Channelwise(LayerOp):
         return None
 
 
+class GroupedConv(Channelwise):
+    """A Conv2D with ``groups > 1`` and as many filters as input channels (RegNet's
+    3×3, ConvNeXt's depthwise conv): filter ``c`` reads only its group's inputs and
+    takes input channel ``c``'s place, so the channels pass through. A group's
+    channels live and die together (a block of ``channels / groups``), so the
+    compact layer is again a grouped conv, with whole groups removed."""
+
+    def __init__(self):
+        super().__init__((("kernel", -1, False), ("bias", 0, False)), channel_mask=True)
+
+    def propagate(self, layer, node, inputs, builder):
+        channels = node.keras_inputs[0].shape[-1]
+        if layer.filters != channels or layer.data_format != "channels_last":
+            return builder.unsupported(
+                layer, node, inputs, f"groups={layer.groups} with {layer.filters} filters "
+                f"for {channels} input channels (as many filters as input channels, "
+                "channels_last, are supported)")
+        builder.block(inputs[0], channels // layer.groups)
+        builder.read(layer, self, inputs[0])
+        return [_shifted(inputs[0], not _keeps_zero(layer.activation))]
+
+    def prune_config(self, config, kept_out):
+        block = config["filters"] // config["groups"]
+        config.update(filters=int(kept_out), groups=int(kept_out) // block)
+        return config
+
+    def mask_of(self, layer, alive):
+        return np.broadcast_to(alive.astype(np.float32), tuple(layer.kernel.shape)).copy()
+
+
 class Merge(LayerOp):
-    """Elementwise merges (Add, Multiply, ...): the inputs' channels are coupled."""
+    """Elementwise merges (Add, Subtract, ...): the inputs' channels are coupled."""
 
     def propagate(self, layer, node, inputs, builder):
         for other in inputs[1:]:
             builder.unify(inputs[0], other)
-        return [inputs[0]]
+        return [tuple(inputs[0])]
+
+
+class Product(Merge):
+    """Multiply: coupled like a merge. Where a factor's dead channels are zero, the
+    product's are too, so features times a gate (squeeze-and-excitation) settle the
+    gate's ``_Shifted`` channels: the gate's filters go with the features'."""
+
+    shifted_inputs = True
+
+    def propagate(self, layer, node, inputs, builder):
+        super().propagate(layer, node, inputs, builder)
+        return [_shifted(inputs[0], all(isinstance(i, _Shifted) for i in inputs))]
+
+
+class OpLambda(LayerOp):
+    """A TensorFlow op in a functional model (``TFOpLambda``): ``x + 3.0`` and
+    ``x * (1 / 6)`` (hard-swish), ``x * gate``, ``a + b``. An elementwise op of one
+    tensor and scalars passes channels through (run on zeros, as ``Passthrough``);
+    of two tensors it merges (``multiply`` as a ``Product``); any other op is a
+    barrier."""
+
+    shifted_inputs = True
+    UNARY = frozenset({
+        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv",
+        "math.divide", "math.negative", "math.maximum", "math.minimum", "math.square",
+        "math.abs", "math.sigmoid", "math.tanh", "nn.relu", "nn.relu6", "nn.silu",
+        "nn.swish", "nn.gelu", "nn.elu", "nn.selu", "nn.leaky_relu", "nn.softplus",
+        "clip_by_value"})
+    MERGES = frozenset({"__operators__.add", "math.add", "math.subtract", "math.maximum",
+                        "math.minimum"})
+
+    def propagate(self, layer, node, inputs, builder):
+        symbol = getattr(layer, "symbol", None)
+        tensors = {id(t) for t in node.keras_inputs}
+        constants = [v for v in tf.nest.flatten((node.call_args, node.call_kwargs))
+                     if id(v) not in tensors and not isinstance(v, str)]
+        scalars = all(np.ndim(v) == 0 for v in constants)
+        if len(inputs) == 1 and symbol in self.UNARY and scalars:
+            return _CHECKED.propagate(layer, node, inputs, builder)
+        if len(inputs) == 2 and symbol == "math.multiply" and scalars:
+            return _PRODUCT.propagate(layer, node, inputs, builder)
+        if len(inputs) == 2 and symbol in self.MERGES and scalars:
+            return _MERGE.propagate(layer, node, [builder.settle(i) for i in inputs], builder)
+        return builder.barrier(layer, node, inputs)
 
 
 class Concat(LayerOp):
@@ -176,7 +291,7 @@ class Concat(LayerOp):
         rank = node.keras_inputs[0].shape.rank
         if layer.axis in (-1, rank - 1):
             return [tuple(group for layout in inputs for group in layout)]
-        return Merge().propagate(layer, node, inputs, builder)
+        return _MERGE.propagate(layer, node, inputs, builder)
 
 
 class Flatten(LayerOp):
@@ -189,11 +304,13 @@ class Flatten(LayerOp):
         if any(dim is None for dim in shape[1:-1]):
             return builder.unsupported(layer, node, inputs, f"input shape {shape}")
         positions = int(np.prod(shape[1:-1], dtype=np.int64))
-        return [inputs[0] * positions]
+        return [tuple(inputs[0]) * positions]
 
 
 class Reshape(LayerOp):
     """Reshape keeping the last axis: channel ``c`` stays channel ``c``; else a barrier."""
+
+    shifted_inputs = True
 
     def propagate(self, layer, node, inputs, builder):
         before, after = node.keras_inputs[0].shape[-1], node.outputs.shape[-1]
@@ -201,11 +318,6 @@ class Reshape(LayerOp):
             return builder.barrier(layer, node, inputs, counted=False)
         builder.read(layer, self, inputs[0])
         return [inputs[0]]
-
-    def repeat(self, layer, attribute):
-        """How many entries of ``attribute``'s input axis one input channel spans."""
-        repeated = any(a == attribute and r for a, _, r in self.in_weights)
-        return getattr(layer, "depth_multiplier", 1) if repeated else 1
 
     def prune_config(self, config, kept_out):
         config["target_shape"] = tuple(config["target_shape"][:-1]) + (int(kept_out),)
@@ -220,14 +332,36 @@ def _keeps_zero(function):
         return False
 
 
+def _maps_zero_to_zero(layer, node):
+    """True if ``layer``, called as in ``node`` with zeros for its input tensors,
+    returns zeros (so that a dead channel stays dead)."""
+    tensors = {id(t) for t in node.keras_inputs}
+
+    def zeros(value):
+        if id(value) not in tensors:
+            return value
+        return tf.zeros([dim or 1 for dim in value.shape], value.dtype)
+
+    try:
+        args, kwargs = tf.nest.map_structure(zeros, (node.call_args, node.call_kwargs))
+        kwargs = {k: v for k, v in kwargs.items() if k != "name"}
+        outputs = tf.nest.flatten(layer.call(*args, **kwargs))
+        return all(float(tf.reduce_max(tf.abs(o))) == 0.0 for o in outputs)
+    except Exception:  # noqa: BLE001 - a layer we cannot evaluate is not trusted
+        return False
+
+
 _BN_WEIGHTS = tuple((name, 0, False) for name in ("gamma", "beta", "moving_mean",
                                                    "moving_variance"))
+_LN_WEIGHTS = (("gamma", 0, False), ("beta", 0, False))
 _DEPTHWISE = Channelwise((("depthwise_kernel", -2, False), ("bias", 0, False)),
                          kernel="depthwise_kernel")
 _SEPARABLE = Producer("filters", kernel="pointwise_kernel",
                       in_weights=(("depthwise_kernel", -2, False),
                                   ("pointwise_kernel", -2, True)),
                       out_weights=(("pointwise_kernel", -1), ("bias", 0)))
+_GROUPED = GroupedConv()
+_MERGE, _PRODUCT, _CHECKED = Merge(), Product(), Passthrough(zero_check=True)
 
 _CACHE = "_tfautocompress_channel_graph"
 _REGISTRY_VERSION = [0]
@@ -241,16 +375,23 @@ _REGISTRY = {
     layers.DepthwiseConv1D: _DEPTHWISE,
     layers.DepthwiseConv2D: _DEPTHWISE,
     layers.BatchNormalization: Channelwise(_BN_WEIGHTS, channel_mask=True),
+    layers.LayerNormalization: Channelwise(_LN_WEIGHTS, channel_mask=True),
+    MaskedLayerNormalization: Channelwise(_LN_WEIGHTS + (("channel_mask", 0, False),),
+                                          channel_mask=True),
     layers.PReLU: Channelwise((("alpha", -1, False),)),
-    layers.Add: Merge(), layers.Subtract: Merge(), layers.Multiply: Merge(),
-    layers.Maximum: Merge(), layers.Minimum: Merge(), layers.Average: Merge(),
+    keras_apps.LayerScale: Channelwise((("gamma", 0, False),), config_key="projection_dim"),
+    layers.Add: _MERGE, layers.Subtract: _MERGE, layers.Multiply: _PRODUCT,
+    layers.Maximum: _MERGE, layers.Minimum: _MERGE, layers.Average: _MERGE,
+    keras_apps.CustomScaleLayer: _MERGE,
     layers.Concatenate: Concat(),
     layers.Flatten: Flatten(),
     layers.Reshape: Reshape(),
+    keras_apps.TFOpLambda: OpLambda(),
+    layers.Rescaling: Passthrough(zero_check=True, constants=("scale", "offset")),
 }
 for _cls in (layers.ReLU, layers.LeakyReLU, layers.ELU, layers.ThresholdedReLU,
              layers.Activation):
-    _REGISTRY[_cls] = Passthrough(zero_check=True)
+    _REGISTRY[_cls] = _CHECKED
 for _cls in (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D,
              layers.SpatialDropout3D, layers.GaussianDropout, layers.GaussianNoise,
              layers.AlphaDropout, layers.ActivityRegularization,
@@ -261,7 +402,8 @@ for _cls in (layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D,
              layers.GlobalMaxPooling2D, layers.GlobalMaxPooling3D,
              layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D,
              layers.Cropping1D, layers.Cropping2D, layers.Cropping3D,
-             layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D):
+             layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D,
+             keras_apps.StochasticDepth):
     _REGISTRY[_cls] = Passthrough()
 
 
@@ -358,6 +500,8 @@ class _Builder:
                     "functional models; add a type with tfautocompress.graph.register, "
                     "or use strict=False to keep the channels it reads (a barrier).")
             return self.barrier(layer, node, inputs)
+        if not op.shifted_inputs:
+            inputs = [self.settle(layout) for layout in inputs]
         return op.propagate(layer, node, inputs, self)
 
     def _register(self, layer):
@@ -395,17 +539,39 @@ class _Builder:
                 if x is not y:
                     y.parent = x
                     x.fixed = x.fixed or y.fixed
+                    self._set_block(x, y.block)
         else:
             self.fix(a)
             self.fix(b)
+
+    def block(self, layout, block):
+        """Channels of ``layout`` live and die in aligned blocks of ``block``."""
+        if all(group.size % block == 0 for group in layout):
+            for group in layout:
+                self._set_block(group.root(), block)
+        else:
+            self.fix(layout)
+
+    @staticmethod
+    def _set_block(root, block):
+        root.block = math.lcm(root.block, block)
+        if root.size % root.block:
+            root.fixed = True
 
     def fix(self, layout):
         for group in layout:
             group.root().fixed = True
 
+    def settle(self, layout):
+        """A plain layout for a reader of a ``_Shifted`` one: its channels are kept."""
+        if isinstance(layout, _Shifted):
+            self.fix(layout)
+        return tuple(layout)
+
     def barrier(self, layer, node, inputs, counted=True):
-        """Keep every input channel; the outputs are new channels that are kept whole."""
-        if counted:
+        """Keep every input channel; the outputs are new channels that are kept whole.
+        ``barriers`` lists the layers that keep channels that were prunable."""
+        if counted and any(not g.root().fixed for layout in inputs for g in layout):
             self.barriers.append(layer.name)
         for layout in inputs:
             self.fix(layout)
@@ -432,17 +598,21 @@ class PrunableGroup:
     """Channels that are pruned together.
 
     ``producers``: kernel layers whose output channels these are (coupled by
-    residual merges); ``channels``: how many; ``bns``: BatchNormalization layers
-    masked with them; ``consumers``: ``(layer name, rows)`` for each kernel layer
-    reading them, where channel ``c`` is the layer's input channels ``rows[:, c]``
-    (several rows after Flatten; offsets after Concatenate). Depthwise layers are
-    consumers whose output channels stay in the group.
+    residual merges and gates); ``channels``: how many; ``channelwise``: layers
+    without a prunable kernel sliced with them (BatchNormalization and
+    LayerNormalization, masked with them; grouped convs; LayerScale);
+    ``consumers``: ``(layer name, rows)`` for each kernel layer reading them, where
+    channel ``c`` is the layer's input channels ``rows[:, c]`` (several rows after
+    Flatten; offsets after Concatenate). Depthwise layers are consumers whose output
+    channels stay in the group. ``block``: channels live and die in aligned blocks
+    of this many (a grouped conv's groups), so producers drop whole blocks.
     """
 
     producers: tuple
     channels: int
-    bns: tuple
+    channelwise: tuple
     consumers: tuple
+    block: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -483,6 +653,8 @@ class ChannelGraph:
         nonempty = sizes > 0
         self._starts = offsets[:-1][nonempty]
         self._prunable = ~np.array([r.fixed for r in roots], dtype=bool)[nonempty]
+        self._blocks = [(start[id(r)], r.size, r.block) for r in roots
+                        if r.block > 1 and not r.fixed]
         self.groups = self._make_groups(roots, start)
         self.prunable_layers = tuple(p for g in self.groups for p in g.producers)
 
@@ -495,16 +667,17 @@ class ChannelGraph:
             producers = tuple(n for n, idx in self.out_index.items() if idx[0] == lo)
             if not producers:
                 continue
-            bns, consumers = [], []
+            channelwise, consumers = [], []
             for name, idx in self.in_index.items():
                 rows = np.flatnonzero((idx >= lo) & (idx < lo + root.size))
                 if not rows.size:
                     continue
-                if self.ops[name].channel_mask:
-                    bns.append(name)
                 if self.ops[name].kernel is not None:
                     consumers.append((name, rows.reshape(-1, root.size)))
-            groups.append(PrunableGroup(producers, root.size, tuple(bns), tuple(consumers)))
+                elif self.ops[name].in_weights:
+                    channelwise.append(name)
+            groups.append(PrunableGroup(producers, root.size, tuple(channelwise),
+                                        tuple(consumers), root.block))
         return groups
 
     # --- masks
@@ -515,17 +688,23 @@ class ChannelGraph:
     def _check(self, masks):
         for name, mask in masks.items():
             layer = self.layers.get(name)
-            op = op_for(layer) if layer is not None else None
+            op = (self.ops.get(name) or op_for(layer)) if layer is not None else None
             if op is None or (op.kernel is None and not op.channel_mask):
                 raise ValueError(
                     f"mask for {name!r}: the model has no kernel layer of that name; "
                     "masks are accepted for Conv, Dense, DepthwiseConv and "
-                    "SeparableConv layers (and BatchNormalization, recomputed).")
-            expected = (self._kernel_shape(name) if op.kernel is not None
-                        else tuple(getattr(layer, "moving_mean").shape))
+                    "SeparableConv layers (and BatchNormalization, LayerNormalization "
+                    "and grouped convs, recomputed).")
+            expected = (self._kernel_shape(name) if op.kernel is not None else
+                        op.mask_of(layer, np.ones(self._channels_read(layer), bool)).shape)
             if tuple(np.shape(mask)) != expected:
                 raise ValueError(f"mask for {name!r} has shape {np.shape(mask)}, "
                                  f"expected the kernel shape {expected}.")
+
+    def _channels_read(self, layer):
+        if layer.name in self.in_index:
+            return self.in_index[layer.name].size
+        return int(layer.get_input_shape_at(0)[-1])
 
     def _rows_alive(self, name, alive):
         """Which rows (axis -2) of ``name``'s kernel read a live channel."""
@@ -540,7 +719,15 @@ class ChannelGraph:
                 alive[idx] = True
             else:
                 alive[idx] |= np.any(mask.reshape(-1, mask.shape[-1]) != 0, axis=0)
-        return alive
+        return self._whole_blocks(alive)
+
+    def _whole_blocks(self, channels):
+        """``channels`` (bool per global channel) with every block that has one set
+        set whole: a grouped conv cannot lose part of a group."""
+        for start, size, block in self._blocks:
+            part = channels[start:start + size].reshape(-1, block)
+            channels[start:start + size] = part.any(axis=1).repeat(block)
+        return channels
 
     def close(self, masks):
         """Closed masks (see ``close_masks``) and the global alive-channel vector."""
@@ -563,8 +750,9 @@ class ChannelGraph:
                 break
             alive = new_alive
         for name, idx in self.in_index.items():
-            if self.ops[name].channel_mask and not self._fixed[idx].all():
-                closed[name] = alive[idx].astype(np.float32)
+            op = self.ops[name]
+            if op.channel_mask and not self._fixed[idx].all():
+                closed[name] = op.mask_of(self.layers[name], alive[idx])
         return closed, alive
 
     def keep(self, alive):
@@ -574,7 +762,7 @@ class ChannelGraph:
         if self._starts.size:
             empty = self._prunable & ~np.logical_or.reduceat(alive, self._starts)
             keep[self._starts[empty]] = True
-        return keep
+        return self._whole_blocks(keep)
 
     def kept_channels(self, masks):
         """``{layer name: KeptChannels}`` for every layer with channel-indexed

@@ -56,8 +56,9 @@ def load(path):
 def uniform_schemes(model, scheme):
     """``{layer: scheme}`` for every CONV layer of ``model`` whose filters may be
     pruned (``graph.analyze(model).prunable_layers``): a uniform policy."""
-    result = {name: scheme for name in graph_lib.analyze(model).prunable_layers
-              if schemes_lib.kernel_kind(model.get_layer(name)) == "conv"}
+    graph = graph_lib.analyze(model)
+    result = {name: scheme for name in graph.prunable_layers
+              if schemes_lib.kernel_kind(graph.layers[name]) == "conv"}
     if not result:
         raise ValueError(f"model {model.name!r} has no prunable CONV layer for a "
                          "uniform policy.")
@@ -107,10 +108,11 @@ def _column_fraction(scheme):
 
 
 def _coupled_filters(graph, schemes, kinds, arrays):
-    """``{producer: 0/1 keep per filter}`` of the producers coupled by a merge."""
+    """``{producer: 0/1 keep per filter}`` of the producers coupled by a merge or a
+    gate, and of those whose channels die in blocks (a grouped conv's groups)."""
     filters = {}
     for group in graph.groups:
-        if len(group.producers) < 2:
+        if len(group.producers) < 2 and group.block == 1:
             continue
         fractions = [_filter_fraction(schemes[p]) if p in schemes else None
                      for p in group.producers]
@@ -120,11 +122,12 @@ def _coupled_filters(graph, schemes, kinds, arrays):
             continue
         energy = [np.square(schemes_lib.gemm_view(arrays[p], kinds[p]).astype(np.float64))
                   for p in group.producers]
-        norms = sum(np.sqrt(e.sum(axis=0)) for e in energy)
+        norms = sum(np.sqrt(e.sum(axis=0)) for e in energy).reshape(-1, group.block).sum(axis=1)
         zero = np.any([e.sum(axis=0) == 0 for e in energy], axis=0)
+        zero = zero.reshape(-1, group.block).all(axis=1)
         keep = _keep_largest(np.where(zero, -1.0, norms),
                              schemes_lib.prune_count(max(fractions), norms.size))
-        filters.update(dict.fromkeys(group.producers, keep))
+        filters.update(dict.fromkeys(group.producers, keep.repeat(group.block)))
     return filters
 
 

@@ -43,7 +43,7 @@ from tfautocompress import lowering, purification, report as report_lib, space a
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
-from tfautocompress.compact import COLUMNS, apply_masks, compact, compact_lowered
+from tfautocompress.compact import COLUMNS, apply_masks, compact, compact_lowered, flatten
 from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Scheme
 from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib
@@ -161,7 +161,8 @@ class AutoCompress:
         self.config = config or Config()
         self.keras3 = is_keras3(model) if keras3 is None else bool(keras3)
         self._strategy = distribute.strategy(self.config.distribution)
-        self.model = distribute.with_batch_norm(as_tf_keras(model), self.config.bn_momentum,
+        self.model = distribute.with_batch_norm(flatten(as_tf_keras(model)),
+                                                self.config.bn_momentum,
                                                 synchronized=self._strategy is not None)
         self.splits, self.output_dir = splits, os.fspath(output_dir)
         self.verbose = verbose

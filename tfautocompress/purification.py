@@ -52,7 +52,7 @@ def threshold_masks(model, scales, masks=None):
         if min(filter_scale, column_scale) < 0 or not math.isfinite(filter_scale + column_scale):
             raise ValueError(f"layer {name!r}: threshold scales {pair!r} must be finite "
                              "and >= 0 (0 removes nothing).")
-        layer = model.get_layer(name)
+        layer = graph_lib.analyze(model).layers[name]
         kind = schemes_lib.kernel_kind(layer)
         kernel = schemes_lib.kernel_of(layer).numpy()
         prior = result.get(name, np.ones(kernel.shape, np.float32))

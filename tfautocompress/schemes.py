@@ -23,7 +23,6 @@ keeps at least one group. Ties between equal norms are broken by index: the
 lower index is pruned first.
 """
 import dataclasses
-import math
 import numbers
 
 import numpy as np

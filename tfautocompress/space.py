@@ -64,7 +64,8 @@ class LayerSpec:
     channel group passes through (counted on the group's first producer).
     ``live_columns``:
     the projection chooses this layer's columns among its live rows (False for
-    depthwise and separable layers, which rank all of them).
+    depthwise and separable layers, which rank all of them). ``block``: filters are
+    dropped in aligned blocks of this many (its channels feed a grouped conv).
     """
 
     name: str
@@ -78,6 +79,7 @@ class LayerSpec:
     bias: int = 0
     live_columns: bool = True
     channelwise: tuple = (0.0, 0.0)
+    block: int = 1
 
     def __post_init__(self):
         reads = tuple((tuple(p), int(c), int(r)) for p, c, r in self.reads)
@@ -113,8 +115,8 @@ class LayerSpec:
         return kept_filters * (live - schemes_lib.prune_count(second, live)) if live else 0
 
     def kept_filters(self, first):
-        """Filters left when the filter fraction ``first`` is removed."""
-        return self.filters - schemes_lib.prune_count(first, self.filters)
+        """Filters left when the filter fraction ``first`` is removed (in blocks)."""
+        return self.filters - self.block * schemes_lib.prune_count(first, self.filters // self.block)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +145,7 @@ class PolicySpace:
         object.__setattr__(self, "floors", self._check_floors(self.floors))
         object.__setattr__(self, "_floor_map", {n: (a, b) for n, a, b in self.floors})
         object.__setattr__(self, "_name_set", frozenset(self.names))
+        object.__setattr__(self, "_blocks", {spec.name: spec.block for spec in layers})
 
     def _check_floors(self, floors):
         """``floors`` as ``((name, filter_fraction, column_fraction), ...)`` in layer
@@ -196,17 +199,17 @@ class PolicySpace:
         report = {row.name: row for row in cost.count(model).layers}
         channel_graph = graph_lib.analyze(model)
         layers = channel_graph.layers
-        names = [n for n in channel_graph.prunable_layers
-                 if include_dense or schemes_lib.kernel_kind(layers[n]) != "dense"]
+        names = [n for n in channel_graph.prunable_layers if include_dense or report[n].conv
+                 or schemes_lib.kernel_kind(layers[n]) != "dense"]
         if not names:
             raise ValueError(
                 f"model {model.name!r} has nothing to prune: no CONV layer"
                 f"{' or Dense layer' if include_dense else ''} whose output channels can be "
                 "removed (a layer feeding the model's output keeps its channels); give a "
                 "model with at least one such layer.")
-        reads, coupled, channelwise = _group_links(channel_graph, names, report)
+        reads, coupled, channelwise, blocks = _group_links(channel_graph, names, report)
         specs = [_layer_spec(layers[n], report[n], reads[n], coupled.get(n, ()),
-                             channelwise.get(n, (0.0, 0.0))) for n in names]
+                             channelwise.get(n, (0.0, 0.0)), blocks.get(n, 1)) for n in names]
         scope = [row for row in report.values() if row.conv or row.name in reads]
         fixed_params = sum(r.params for r in scope) - sum(s.dense("params") for s in specs)
         fixed_macs = sum(r.macs for r in scope) - sum(s.dense("macs") for s in specs)
@@ -330,7 +333,8 @@ class PolicySpace:
 
     def _kept_channels(self, producers, channels, actions):
         fraction = self._group_fraction(producers, actions)
-        return channels - schemes_lib.prune_count(fraction, channels)
+        block = self._blocks[producers[0]]
+        return channels - block * schemes_lib.prune_count(fraction, channels // block)
 
     def compression_ratio(self, actions, objective="params"):
         """Analytic dense / remaining (N x) of ``{name: LayerAction}``."""
@@ -356,29 +360,59 @@ class PolicySpace:
 
 def _group_links(channel_graph, names, report):
     """Per layer of the space: the groups it reads ``(producers, channels, rows)``,
-    its coupled producers, and (on a group's first producer) the params and MACs
-    per channel of the depthwise layers the group passes through."""
+    its coupled producers and block, and (on a group's first producer) the CONV
+    params and MACs per channel outside the space's kernels that die with a channel:
+    depthwise and grouped convs it passes through, a separable conv's depthwise
+    part, and the input rows of CONV layers outside the space that read it."""
     reads = {name: [] for name in names}
-    coupled, channelwise = {}, {}
+    coupled, channelwise, blocks = {}, {}, {}
     for group in channel_graph.groups:
         if not set(group.producers) <= set(names):
             continue  # a producer outside the space keeps these channels alive
         if len(group.producers) > 1:
             coupled.update({p: group.producers for p in group.producers})
+        blocks.update(dict.fromkeys(group.producers, group.block))
+        per_channel = [0.0, 0.0]
         for consumer, rows in group.consumers:
             if consumer in reads:
                 reads[consumer].append((group.producers, group.channels, rows.shape[0]))
-            layer = channel_graph.layers[consumer]
-            if consumer not in names and schemes_lib.kernel_attr(layer) == "depthwise_kernel":
-                per_row = 1.0 / schemes_lib.kernel_of(layer).shape[-2]
-                params, macs = channelwise.get(group.producers[0], (0.0, 0.0))
-                row = report[consumer]
-                channelwise[group.producers[0]] = (params + row.params * per_row * rows.shape[0],
-                                                   macs + row.macs * per_row * rows.shape[0])
-    return reads, coupled, channelwise
+            for k, value in enumerate(_dies_with_rows(channel_graph, consumer, names,
+                                                      report[consumer])):
+                per_channel[k] += value * rows.shape[0]
+        for name in group.channelwise:
+            row = report[name]
+            if row.conv:  # a grouped conv: its filters are the group's channels
+                per_channel[0] += row.params / group.channels
+                per_channel[1] += row.macs / group.channels
+        channelwise[group.producers[0]] = tuple(per_channel)
+    return reads, coupled, channelwise, blocks
 
 
-def _layer_spec(layer, row, reads, coupled, channelwise):
+def _dies_with_rows(channel_graph, name, names, row):
+    """CONV params and MACs of layer ``name`` per input channel that the space does
+    not count in a kernel of its own: all of a depthwise layer (its bias too), the
+    depthwise part of a separable layer in the space, the kernels of a CONV layer
+    outside the space."""
+    if not row.conv:
+        return 0.0, 0.0
+    layer = channel_graph.layers[name]
+    attr = schemes_lib.kernel_attr(layer)
+    if attr == "depthwise_kernel":
+        channels = layer.depthwise_kernel.shape[-2]
+        return row.params / channels, row.macs / channels
+    if attr == "pointwise_kernel" and name in names:
+        depthwise = int(np.prod(layer.depthwise_kernel.shape))
+        pointwise = int(np.prod(layer.pointwise_kernel.shape))
+        channels = layer.depthwise_kernel.shape[-2]
+        return depthwise / channels, row.macs * depthwise / (depthwise + pointwise) / channels
+    if name in names:
+        return 0.0, 0.0
+    channels = getattr(layer, "depthwise_kernel", schemes_lib.kernel_of(layer)).shape[-2]
+    bias = 0 if getattr(layer, "bias", None) is None else int(layer.bias.shape[0])
+    return (row.params - bias) / channels, row.macs / channels
+
+
+def _layer_spec(layer, row, reads, coupled, channelwise, block):
     shape = tuple(schemes_lib.kernel_of(layer).shape)
     kind = schemes_lib.kernel_kind(layer)
     columns, filters = schemes_lib.gemm_view(np.zeros(shape, np.int8), kind).shape
@@ -387,4 +421,4 @@ def _layer_spec(layer, row, reads, coupled, channelwise):
     return LayerSpec(row.name, kind, int(filters), int(columns), positions, int(shape[-2]),
                      tuple(reads), coupled, int(bias is not None and bias.shape[0] == filters),
                      kind != "depthwise" and schemes_lib.kernel_attr(layer) == "kernel",
-                     tuple(float(c) for c in channelwise))
+                     tuple(float(c) for c in channelwise), int(block))

@@ -23,7 +23,7 @@ from tensorflow_model_optimization.python.core.keras import utils as tfmot_utils
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from tfautocompress import schemes
+from tfautocompress import masked_layer_norm, schemes
 from tfautocompress._keras import as_tf_keras, keras
 
 __all__ = [
@@ -88,6 +88,12 @@ def _layout(layer):
     return schemes.kernel_attr(layer), ("bias",) if layer.use_bias else ()
 
 
+def _is_layer_norm(layer):
+    """A LayerNormalization: its mask (channels) makes it a ``MaskedLayerNormalization``
+    that normalises over the live channels (no wrapper)."""
+    return isinstance(layer, keras.layers.LayerNormalization)
+
+
 def _is_prunable(layer):
     try:
         _layout(layer)
@@ -98,6 +104,8 @@ def _is_prunable(layer):
 
 def _mask_shape(layer):
     """Shape a mask of ``layer`` must have (the layer must be built)."""
+    if _is_layer_norm(layer):
+        return (int(layer.get_input_shape_at(0)[-1]),)
     kernel_attr, channel_attrs = _layout(layer)
     return tuple(getattr(layer, kernel_attr or channel_attrs[0]).shape)
 
@@ -287,11 +295,13 @@ class StructuredPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
 
 def custom_objects():
     """Custom objects for ``keras.models.load_model``/``custom_object_scope``: the
-    wrapper and the lowered column-sparse convolution of compact models."""
+    wrapper, the lowered column-sparse convolution of compact models and the
+    LayerNormalization over live channels of masked ones."""
     from tfautocompress.lowering import ColumnSparseConv2D
 
     return {"StructuredPruneLowMagnitude": StructuredPruneLowMagnitude,
-            "ColumnSparseConv2D": ColumnSparseConv2D}
+            "ColumnSparseConv2D": ColumnSparseConv2D,
+            "MaskedLayerNormalization": masked_layer_norm.MaskedLayerNormalization}
 
 
 def prune_structured(model, masks_or_policy, pruning_schedule=None):
@@ -316,7 +326,8 @@ def prune_structured(model, masks_or_policy, pruning_schedule=None):
             f"({_SUPPORTED}) are {prunable}."
         )
     for name, entry in entries.items():
-        _layout(layers[name])  # unsupported type: TypeError naming it
+        if isinstance(entry, schemes.Scheme) or not _is_layer_norm(layers[name]):
+            _layout(layers[name])  # unsupported type: TypeError naming it
         if not isinstance(entry, schemes.Scheme):
             got, want = np.shape(entry), _mask_shape(layers[name])
             if got != want:
@@ -326,10 +337,12 @@ def prune_structured(model, masks_or_policy, pruning_schedule=None):
                 )
 
     def clone(layer):
-        new = layer.__class__.from_config(layer.get_config())
         if layer.name not in entries:
-            return new
+            return layer.__class__.from_config(layer.get_config())
         entry = entries[layer.name]
+        if _is_layer_norm(layer):
+            return masked_layer_norm.masked_copy(layer)
+        new = layer.__class__.from_config(layer.get_config())
         if isinstance(entry, schemes.Scheme):
             return StructuredPruneLowMagnitude(new, scheme=entry, pruning_schedule=pruning_schedule)
         return StructuredPruneLowMagnitude(new, mask=entry)
@@ -338,7 +351,11 @@ def prune_structured(model, masks_or_policy, pruning_schedule=None):
     for layer in pruned.layers:
         wrapped = isinstance(layer, StructuredPruneLowMagnitude)
         inner = layer.layer if wrapped else layer
-        inner.set_weights(layers[inner.name].get_weights())
+        weights = layers[inner.name].get_weights()
+        if _is_layer_norm(inner) and inner.name in entries:
+            weights = masked_layer_norm.masked_weights(layers[inner.name], weights,
+                                                       entries[inner.name])
+        inner.set_weights(weights)
         if wrapped:
             layer.weight_mask_op()
     return pruned

@@ -182,7 +182,12 @@ def lenet5(input_shape=(32, 32, 1), num_classes=10):
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name="lenet5")
 
-def _application(constructor, default_shape):
+def _application(constructor, default_shape, bn_momentum=None, **options):
+    """A builder of ``constructor`` (``options``: its fixed arguments, e.g. no input
+    rescaling, since the zoo's data come in [0, 1]). ``bn_momentum``: the
+    BatchNormalization momentum to train with (0.999, the phone nets' ImageNet
+    setting, leaves the moving statistics near their start after a few thousand
+    steps on a small data set, and the model scores at chance in inference)."""
     def build_application(input_shape=default_shape, num_classes=1000, weights=None):
         if weights is not None and num_classes != 1000:
             raise ValueError(
@@ -190,8 +195,12 @@ def _application(constructor, default_shape):
                 f"num_classes=1000, got {num_classes}; pass weights=None to train "
                 "from scratch with another number of classes."
             )
-        return constructor(weights=weights, input_shape=tuple(input_shape),
-                           classes=num_classes)
+        model = constructor(weights=weights, input_shape=tuple(input_shape),
+                            classes=num_classes, **options)
+        for layer in model.layers:
+            if bn_momentum is not None and isinstance(layer, layers.BatchNormalization):
+                layer.momentum = bn_momentum
+        return model
     build_application.__name__ = constructor.__name__.lower()
     build_application.__doc__ = (
         f"`tf_keras.applications.{constructor.__name__}` (weights optional, default None)."
@@ -210,6 +219,10 @@ MODELS = {
     "vgg16": _application(keras.applications.VGG16, (224, 224, 3)),
     "resnet50": _application(keras.applications.ResNet50, (224, 224, 3)),
     "mobilenetv2": _application(keras.applications.MobileNetV2, (224, 224, 3)),
+    "mobilenetv3small": _application(keras.applications.MobileNetV3Small, (224, 224, 3),
+                                     bn_momentum=0.9, include_preprocessing=False),
+    "efficientnetb0": _application(keras.applications.EfficientNetB0, (224, 224, 3),
+                                   bn_momentum=0.9),
 }
 
 def build(name, input_shape=None, num_classes=None, **kwargs):
