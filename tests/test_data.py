@@ -420,7 +420,8 @@ def test_image_folder_problems_name_the_file(tmp_path):
         data.load(str(tmp_path))
     (tmp_path / "owl").rmdir()
     with pytest.raises(ValueError, match=r"image 5 \('.*dog/2.png'\) is 7x7x3, image 0 "
-                                         r"\('.*cat/0.png'\) 6x6x3; resize"):
+                                         r"\('.*cat/0.png'\) 6x6x3: different shapes; give "
+                                         r"image_size"):
         data.load(str(tmp_path))
     (tmp_path / "dog" / "2.png").unlink()
     (tmp_path / "dog" / "1.png").unlink()

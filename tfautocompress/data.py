@@ -446,9 +446,9 @@ def _image_folder(path, val_fraction, test_fraction, seed, image_size=None):
         if image.shape != images[0].shape:
             raise ValueError(f"image folder {path!r}: image {i} ({f!r}) is "
                              f"{'x'.join(map(str, image.shape))}, image 0 ({files[0]!r}) "
-                             f"{'x'.join(map(str, images[0].shape))}; give image_size (the "
-                             "command-line scripts take the model's input size) or resize "
-                             "the images to one size first.")
+                             f"{'x'.join(map(str, images[0].shape))}: different shapes; give "
+                             "image_size (the command-line scripts take the model's input "
+                             "size) or resize the images to one size first.")
     x = (np.stack(images) / 255.0).astype(np.float32)
     return _split(x, np.asarray(labels, np.int32), val_fraction, test_fraction, seed,
                   where=f"image folder {path!r}")
