@@ -83,6 +83,9 @@ flags.DEFINE_list("methods", ["uniform", "deeper", "uniform_combined", "amc", "a
                               "autocompress", "tfmot_magnitude", "scratch", "scratch_combined"],
                   "methods to run (scratch needs autocompress_filter before it, "
                   "scratch_combined needs autocompress_combined).")
+flags.DEFINE_float("pipeline_max_fraction", 0.95, "the pipeline's max_fraction: the most "
+                   "of a layer's kernel a round may remove (the progressive rounds' floors "
+                   "can make a late round's target infeasible at 0.95).")
 flags.DEFINE_float("pipeline_accuracy_drop", None,
                    "the progressive autocompress's max_accuracy_drop (percentage points of "
                    "validation accuracy a round and purification may lose); default: "
@@ -307,7 +310,8 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds):
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
     config = Config(objective=FLAGS.objective, target_compression_ratio=target,
-                    scheme_set="filter+column", max_fraction=0.95, **bound,
+                    scheme_set="filter+column", max_fraction=FLAGS.pipeline_max_fraction,
+                    **bound,
                     round_ratio=round_ratio, max_rounds=max_rounds,
                     search_trials=budget["trials"], search_subset=FLAGS.search_subset,
                     admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
