@@ -18,6 +18,8 @@ EXPECTED_PARAMS = {
     "vgg16": 138_357_544,
     "resnet50": 25_636_712,
     "mobilenetv2": 3_538_984,
+    "mobilenetv3small": 2_554_968,  # Howard et al. 2019, Table 3: 2.5 M
+    "efficientnetb0": 5_330_571,  # Tan & Le 2019, Table 1: 5.3 M
 }
 SMALL_INPUT = {"lenet5": (32, 32, 1)}
 
