@@ -27,11 +27,11 @@ from absl import app, flags
 
 import _common
 from tfautocompress import data, keras
-from tfautocompress.admm_cli import DEFAULT_MODEL, kernels, structured_sparsity
+from tfautocompress.app.admm_cli import DEFAULT_MODEL, kernels, structured_sparsity
 from tfautocompress.baseline import compile_for_training, train_baseline
 from tfautocompress.callbacks import admm as admm_lib
 from tfautocompress.callbacks import masked_retraining
-from tfautocompress.callbacks.progressive import (BN_RECALIBRATION_BATCHES, FINAL_RHO, Recipe,
+from tfautocompress.app.progressive import (BN_RECALIBRATION_BATCHES, FINAL_RHO, Recipe,
                                                   partial_prune)
 from tfautocompress.evaluate import accuracy
 from tfautocompress.masks import magnitude_masks, uniform_schemes

@@ -34,7 +34,7 @@ from tfautocompress import (  # noqa: E402
 from tfautocompress.compact import compact, compact_lowered  # noqa: E402
 from tfautocompress.masks import magnitude_masks, uniform_schemes  # noqa: E402
 from tfautocompress.schemes import Combined  # noqa: E402
-from tfautocompress.tflite_tools import benchmark, export  # noqa: E402
+from tfautocompress.tflite_tools import benchmark, export, latency  # noqa: E402
 
 flags.DEFINE_list("fractions", ["0.5", "0.75"], "Combined(filter_fraction, column_fraction).")
 flags.DEFINE_string("digits_model", None, "A masked or compact digits .keras model "
@@ -88,7 +88,7 @@ def _digits(scheme):
 def _measure(tag, dense, model, masks):
     """Latency, executed MACs and equivalence of dense / keep / auto; prints the table."""
     keep = compact(model, masks, columns="keep")
-    auto, _, lowered = compact_lowered(model, masks, "auto")
+    auto, _, lowered = compact_lowered(model, masks, "auto", latency.LayerLatency())
     reference = apply_masks(model, masks)
     models = dict(zip(FORMS, (dense, keep, auto)))
     macs = {form: count(m).conv_macs for form, m in models.items()}

@@ -50,7 +50,7 @@ import _common
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tfautocompress import cli  # noqa: E402 (after the log level)
+from tfautocompress.app import cli  # noqa: E402 (after the log level)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar, "
@@ -140,7 +140,7 @@ class Bench:
             FLAGS.seed * 1000 + zlib.crc32(f"{method}/{phase}".encode()) % 1000).train
 
     def recipe(self, method):
-        from tfautocompress.callbacks.progressive import Recipe
+        from tfautocompress.app.progressive import Recipe
         budget = self.budget
         return Recipe(self.splits.train, self.splits.val,
                       self.compile_fn(max(budget["admm_epochs"], budget["retrain_epochs"])),
@@ -185,7 +185,7 @@ class Bench:
 
     def prune(self, method, policy, search_s, note=""):
         from tfautocompress import keras
-        from tfautocompress.callbacks.progressive import partial_prune
+        from tfautocompress.app.progressive import partial_prune
 
         keras.utils.set_random_seed(FLAGS.seed)
         result = partial_prune(self.model, policy, self.recipe(method))
@@ -304,7 +304,7 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds):
     ``target``, with the bench's epochs and trials per round. Returns
     ``(report, wall_s, trials evaluated per round)``."""
     from tfautocompress import keras
-    from tfautocompress.pipeline import AutoCompress, Config
+    from tfautocompress.app.pipeline import AutoCompress, Config
 
     budget = bench.budget
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
@@ -345,7 +345,7 @@ def pipeline_note(report, evaluated, budget, step="purified"):
 def run_pipeline(bench):
     """Full AutoCompress: progressive rounds (filter+column), purification, compaction."""
     from tfautocompress import artifacts, masks as masks_lib
-    from tfautocompress.pipeline import Config
+    from tfautocompress.app.pipeline import Config
 
     folder = os.path.join(FLAGS.workdir, "autocompress_pipeline")
     shutil.rmtree(folder, ignore_errors=True)  # a stale state.json would be resumed
@@ -371,7 +371,7 @@ def _pipeline_rounds(target, round_ratio):
 
 def run_tfmot(bench):
     from tfautocompress import keras
-    from tfautocompress.search import baselines
+    from tfautocompress.app import baselines
     keras.utils.set_random_seed(FLAGS.seed)
     epochs = bench.budget["admm_epochs"] + bench.budget["retrain_epochs"]
     model, masks = baselines.magnitude_prune(bench.model, bench.train_for("tfmot")("prune"),
@@ -383,7 +383,7 @@ def run_tfmot(bench):
 
 def run_scratch(bench, scheme_set="filter"):
     from tfautocompress.compact import compact
-    from tfautocompress.search import baselines
+    from tfautocompress.app import baselines
     source = "autocompress_" + _scheme_name(scheme_set)
     name = "scratch" if scheme_set == "filter" else "scratch_combined"
     if source not in bench.structures:
@@ -446,7 +446,7 @@ RUNNERS = {
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from tfautocompress import report
+    from tfautocompress.app import report
     unknown = [m for m in FLAGS.methods if m not in RUNNERS]
     if unknown:
         raise app.UsageError(f"--methods {unknown} unknown; accepted: {', '.join(RUNNERS)}.")

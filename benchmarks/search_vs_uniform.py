@@ -14,11 +14,12 @@ import os
 from absl import app, flags
 
 import _common
-from tfautocompress import compress_cli, cost, data, keras
+from tfautocompress import cost, data, keras
+from tfautocompress.app import compress_cli
 from tfautocompress.baseline import compile_for_training
-from tfautocompress.callbacks.progressive import Recipe, partial_prune
+from tfautocompress.app.progressive import Recipe, partial_prune
 from tfautocompress.evaluate import accuracy
-from tfautocompress.pipeline import AutoCompress, Config, step_seed
+from tfautocompress.app.pipeline import AutoCompress, Config, step_seed
 from tfautocompress.search.uniform import uniform_policy
 from tfautocompress.space import PolicySpace
 

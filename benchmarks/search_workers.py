@@ -46,7 +46,7 @@ def _run(workers, folder):
         env = dict(os.environ, KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
                    KERASTUNER_ORACLE_PORT=port, TF_CPP_MIN_LOG_LEVEL="3")
         log = open(os.path.join(folder, f"{workers}_{role}.log"), "w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "tfautocompress.compress_cli",
+        procs.append(subprocess.Popen([sys.executable, "-m", "tfautocompress.app.compress_cli",
                                        *flags_], env=env, stdout=log, stderr=subprocess.STDOUT))
     for role, proc in zip(roles, procs):
         if proc.wait(timeout=1800):

@@ -146,7 +146,8 @@ def run_pipeline(bench, cells, targets):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from tfautocompress import artifacts, report
+    from tfautocompress import artifacts
+    from tfautocompress.app import report
 
     targets = sorted(float(t) for t in FLAGS.targets)
     seeds = [int(s) for s in FLAGS.seeds]

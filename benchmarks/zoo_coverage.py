@@ -32,7 +32,7 @@ from absl import app, flags
 import _common
 from tfautocompress import compact as compact_lib, cost, data, graph, keras, masks as masks_lib
 from tfautocompress import space as space_lib
-from tfautocompress.pipeline import AutoCompress, Config
+from tfautocompress.app.pipeline import AutoCompress, Config
 from tfautocompress.policy import LayerAction, PruningPolicy
 from tfautocompress.tflite_tools import benchmark as tflite_benchmark, export as tflite_export
 

@@ -12,7 +12,7 @@ keeps 93.81 % at 54.2x fewer CONV parameters and 12.2x fewer CONV FLOPs (or 93.4
 at 61.2x / 13.3x); ADMM-based enhanced SA with filter pruning only: 93.91 % at
 8.0x / 4.7x.
 """
-from tfautocompress import compress_cli
+from tfautocompress.app import compress_cli
 
 if __name__ == "__main__":
     compress_cli.main(**compress_cli.PAPER_CIFAR10, model="resnet18_cifar",

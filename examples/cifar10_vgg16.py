@@ -11,7 +11,7 @@ Expected (paper, Table 1): the dense VGG-16 reaches 93.7 %; full AutoCompress
 keeps 93.21 % at 52.2x fewer CONV parameters and 8.8x fewer CONV FLOPs
 (ADMM-based enhanced SA with filter pruning only: 93.22 % at 13.7x / 3.1x).
 """
-from tfautocompress import compress_cli
+from tfautocompress.app import compress_cli
 
 if __name__ == "__main__":
     compress_cli.main(**compress_cli.PAPER_CIFAR10, model="vgg16_cifar",

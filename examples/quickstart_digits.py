@@ -10,7 +10,7 @@ import os
 
 from tfautocompress import data, keras
 from tfautocompress.baseline import train_baseline
-from tfautocompress.pipeline import AutoCompress, Config
+from tfautocompress.app.pipeline import AutoCompress, Config
 
 BASELINE = "runs/baseline/digits_vgg.keras"
 

@@ -35,8 +35,8 @@ fp16 for the GPU delegate) with their latency on this machine.
 """
 from absl import flags
 
-from tfautocompress import compress_cli
-from tfautocompress.cli import run_app
+from tfautocompress.app import compress_cli
+from tfautocompress.app.cli import run_app
 
 FLAGS = flags.FLAGS
 REQUIRED = {"model": "your trained model, a .keras file",

@@ -71,7 +71,7 @@ def test_cli_without_adb_exits_with_the_fix(tmp_path):
     model, binary = tmp_path / "m.tflite", tmp_path / "benchmark_model"
     model.write_bytes(b"\x1c\x00\x00\x00TFL3")
     binary.write_bytes(b"x")
-    code = "from tfautocompress.tflite_tools.cli import android_main; android_main()"
+    code = "from tfautocompress.app.export_cli import android_main; android_main()"
     env = dict(os.environ, PATH="", TF_CPP_MIN_LOG_LEVEL="3")
     run = subprocess.run([sys.executable, "-c", code, "--tflite", str(model),
                           "--benchmark_binary", str(binary), "--output",

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfautocompress import keras
-from tfautocompress.search import baselines
+from tfautocompress.app import baselines
 
 
 def _model():

@@ -9,11 +9,11 @@ import pytest
 
 # Every console script (pyproject.toml): its module, function and one flag of its own.
 SCRIPTS = {
-    "tfautocompress-train": ("tfautocompress.cli", "train_main", "--epochs"),
-    "tfautocompress-compress": ("tfautocompress.compress_cli", "main", "--max_accuracy_drop"),
-    "tfautocompress-admm": ("tfautocompress.admm_cli", "main", "--filter_fraction"),
-    "tfautocompress-export": ("tfautocompress.tflite_tools.cli", "export_main", "--modes"),
-    "tfautocompress-android-benchmark": ("tfautocompress.tflite_tools.cli", "android_main",
+    "tfautocompress-train": ("tfautocompress.app.cli", "train_main", "--epochs"),
+    "tfautocompress-compress": ("tfautocompress.app.compress_cli", "main", "--max_accuracy_drop"),
+    "tfautocompress-admm": ("tfautocompress.app.admm_cli", "main", "--filter_fraction"),
+    "tfautocompress-export": ("tfautocompress.app.export_cli", "export_main", "--modes"),
+    "tfautocompress-android-benchmark": ("tfautocompress.app.export_cli", "android_main",
                                          "--benchmark_binary"),
 }
 
@@ -42,7 +42,7 @@ def test_help_lists_the_scripts_flags(script):
 
 
 def test_train_writes_model_and_metrics(tmp_path):
-    result = _run("tfautocompress.cli", "train_main", "--epochs=1", "--batch_size=64",
+    result = _run("tfautocompress.app.cli", "train_main", "--epochs=1", "--batch_size=64",
                   f"--output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "digits_vgg.json").read_text())
@@ -58,7 +58,7 @@ def test_train_writes_model_and_metrics(tmp_path):
 
 
 def test_baseline_folder_per_data_set_subset_and_seed():
-    from tfautocompress.cli import baseline_folder
+    from tfautocompress.app.cli import baseline_folder
 
     assert baseline_folder("b") == "b"
     assert baseline_folder("b", "digits", seed=2) == os.path.join("b", "seed_2")
@@ -68,14 +68,14 @@ def test_baseline_folder_per_data_set_subset_and_seed():
 
 
 def test_train_on_a_subset_writes_where_compress_looks(tmp_path):
-    result = _run("tfautocompress.cli", "train_main", "--epochs=1", "--batch_size=64",
+    result = _run("tfautocompress.app.cli", "train_main", "--epochs=1", "--batch_size=64",
                   "--train_size=200", "--seed=1", "--validation_freq=0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     folder = tmp_path / "runs" / "baseline" / "train_200" / "seed_1"
     metrics = json.loads((folder / "digits_vgg.json").read_text())
     assert metrics["sizes"] == {"train": 200, "val": 216, "test": 360}
     from tfautocompress import artifacts
-    from tfautocompress.compress_cli import load_model
+    from tfautocompress.app.compress_cli import load_model
 
     found = load_model("digits_vgg", "digits", None, str(tmp_path / "runs" / "baseline"), 1,
                        64, 1e-3, 1, train_size=200)  # loaded, not trained again
@@ -85,7 +85,7 @@ def test_train_on_a_subset_writes_where_compress_looks(tmp_path):
 
 
 def test_train_rejects_unknown_model_naming_the_zoo(tmp_path):
-    result = _run("tfautocompress.cli", "train_main", "--model=vgg19",
+    result = _run("tfautocompress.app.cli", "train_main", "--model=vgg19",
                   f"--output_dir={tmp_path}")
     assert result.returncode != 0
     assert "unknown model 'vgg19'" in result.stderr and "digits_vgg" in result.stderr
@@ -100,7 +100,7 @@ def test_admm_prunes_a_saved_model_to_a_policy_file(tmp_path):
     zoo.build("digits_vgg", (32, 32, 3), 10).save(tmp_path / "m.keras")
     wanted = {"block2_1_conv": schemes.Filter(0.5), "block3_1_conv": schemes.Combined(0.25, 0.5)}
     policy.save_schemes(str(tmp_path / "policy.json"), wanted)
-    result = _run("tfautocompress.admm_cli", "main", f"--model={tmp_path}/m.keras",
+    result = _run("tfautocompress.app.admm_cli", "main", f"--model={tmp_path}/m.keras",
                   f"--policy={tmp_path}/policy.json", "--admm_epochs=1", "--retrain_epochs=1",
                   f"--output_dir={tmp_path}/out")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -120,7 +120,7 @@ def test_admm_prunes_a_saved_model_to_a_policy_file(tmp_path):
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_help_answers_before_tensorflow_loads(script):
     """absl parses the flags (and answers --help) with TensorFlow not imported: the
-    flags' choices live in tfautocompress.cli, the package's names load on first use."""
+    flags' choices live in tfautocompress.app.cli, the package's names load on first use."""
     module, function, flag = SCRIPTS[script]
     code = (f"import sys\nfrom {module} import {function}\ntry:\n    {function}()\n"
             "except SystemExit:\n"
@@ -134,7 +134,8 @@ def test_help_answers_before_tensorflow_loads(script):
 
 
 def test_enum_flag_choices_are_the_librarys():
-    from tfautocompress import cli, compact, distribute, space
+    from tfautocompress import compact, distribute, space
+    from tfautocompress.app import cli
 
     assert cli.COLUMNS == compact.COLUMNS
     assert cli.SCHEME_SETS == space.SCHEME_SETS
@@ -180,7 +181,7 @@ def test_console_scripts_print_our_lines_not_tensorflows(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     args = [f"--model={tmp_path}/m.keras", f"--output_dir={tmp_path}/out", "--modes=float32",
             "--runs=1", "--warmup=1"]
-    code = "from tfautocompress.tflite_tools.cli import export_main; export_main()"
+    code = "from tfautocompress.app.export_cli import export_main; export_main()"
     quiet = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                            timeout=300, env=env)
     assert quiet.returncode == 0, quiet.stderr[-2000:]

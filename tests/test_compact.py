@@ -7,6 +7,7 @@ import pytest
 from tfautocompress import cost, graph, lowering, zoo
 from tfautocompress._keras import keras
 from tfautocompress.compact import apply_masks, compact, compact_lowered
+from tfautocompress.tflite_tools import latency
 
 L = keras.layers
 
@@ -225,6 +226,13 @@ def test_bad_column_mode_is_an_error():
         compact(zoo.build("lenet5"), {}, columns="fast")
 
 
+def test_auto_without_a_measure_names_the_one_to_pass():
+    model = zoo.build("lenet5")
+    masks = _random_masks(model, np.random.default_rng(5), filters=0.0, columns=0.5)
+    with pytest.raises(ValueError, match=r"columns='auto' .* measure=tfautocompress.tflite_tools"):
+        compact(model, masks, columns="auto")
+
+
 def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):
     rng = np.random.default_rng(6)
     x = inputs = keras.Input((16, 16, 8))
@@ -232,7 +240,7 @@ def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):
     model = keras.Model(inputs, L.Conv2D(8, 3, padding="same", name="narrow")(x))
     masks = _random_masks(model, rng, filters=0.0, columns=0.7)
     cache = tmp_path / "latency.json"
-    small, _, lowered = compact_lowered(model, masks, "auto", latency_cache=cache)
+    small, _, lowered = compact_lowered(model, masks, "auto", latency.LayerLatency(cache))
     decisions = lowered["decisions"]
     assert set(decisions) == {"wide", "narrow"} and lowered["seconds"] > 0
     for name, decision in decisions.items():
@@ -243,8 +251,8 @@ def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):
         layer = small.get_layer(name)
         assert (decision.form == "keep") == (type(layer) is L.Conv2D)
     assert len(json.loads(cache.read_text())) == 2
-    lowering.LatencyCache._memory.clear()  # a new process: only the file remembers
-    again = compact_lowered(model, masks, "auto", latency_cache=cache)[2]
+    latency.LatencyCache._memory.clear()  # a new process: only the file remembers
+    again = compact_lowered(model, masks, "auto", latency.LayerLatency(cache))[2]
     assert again["decisions"] == decisions and again["seconds"] < lowered["seconds"]
     _assert_same(model, masks, small, rng.normal(size=(2, 16, 16, 8)).astype(np.float32))
 

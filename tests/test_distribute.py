@@ -58,14 +58,14 @@ def test_batch_size_must_split_over_replicas():
 
 
 def test_worker_without_chief_fails_after_its_timeout(monkeypatch):
-    from tfautocompress import distribute
+    from tfautocompress.search import workers
 
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(_free_port()))
     start = time.monotonic()
     with pytest.raises(TimeoutError, match="KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT=127.0.0.1"):
-        distribute.wait_for_chief(1.5)
+        workers.wait_for_chief(1.5)
     assert 1.4 < time.monotonic() - start < 10
 
 
@@ -98,7 +98,7 @@ def test_compress_cli_chief_and_two_workers_equal_one_process(tmp_path):
     compile_for_training(model, 3e-3)
     model.fit(dataclasses.replace(splits).train.take(6), epochs=1, verbose=0)
     artifacts.save_model(model, str(tmp_path / "tiny.keras"))
-    command = [sys.executable, "-m", "tfautocompress.compress_cli",
+    command = [sys.executable, "-m", "tfautocompress.app.compress_cli",
                f"--model={tmp_path / 'tiny.keras'}", *TINY_FLAGS]
     port, procs = str(_free_port()), {}
     try:
@@ -178,7 +178,7 @@ def _mirrored_main():
     from tfautocompress._keras import keras
     from tfautocompress.baseline import compile_for_training
     from tfautocompress.callbacks.admm import ADMM
-    from tfautocompress.pipeline import AutoCompress, Config
+    from tfautocompress.app.pipeline import AutoCompress, Config
     from tfautocompress.schemes import Combined
 
     strategy = distribute.strategy("mirrored")

@@ -367,7 +367,7 @@ def test_compress_command_on_a_keras3_file_matches_the_tf_keras_run(tmp_path):
     tiny = ["--rounds=1", "--search_trials=2", "--admm_epochs=1", "--retrain_epochs=1",
             "--purification_trials=0", "--steps_per_epoch=2", "--export_tflite",
             "--max_accuracy_drop=100", "--columns=keep"]  # no latency race between the runs
-    code = "import sys; from tfautocompress.compress_cli import main; sys.exit(main())"
+    code = "import sys; from tfautocompress.app.compress_cli import main; sys.exit(main())"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                TFAUTOCOMPRESS_CACHE_DIR=str(tmp_path / "cache"))
     runs = {name: subprocess.Popen(
@@ -400,7 +400,7 @@ def test_compress_command_on_a_keras3_file_matches_the_tf_keras_run(tmp_path):
 def test_admm_command_writes_a_keras3_model_for_a_keras3_file(tmp_path):
     with keras3_zoo():
         zoo.digits_vgg().save(tmp_path / "mine.keras")
-    code = "import sys; from tfautocompress.admm_cli import main; sys.exit(main())"
+    code = "import sys; from tfautocompress.app.admm_cli import main; sys.exit(main())"
     done = subprocess.run(
         [sys.executable, "-c", code, f"--model={tmp_path / 'mine.keras'}",
          f"--output_dir={tmp_path / 'out'}", "--admm_epochs=1", "--retrain_epochs=1",

@@ -13,7 +13,7 @@ from tfautocompress import artifacts, data, zoo
 from tfautocompress._keras import keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks
-from tfautocompress.pipeline import AutoCompress, Config
+from tfautocompress.app.pipeline import AutoCompress, Config
 
 TINY = Config(max_rounds=2, admm_epochs=1, retrain_epochs=1, search_trials=2,
               purification_trials=2, max_accuracy_drop=100.0, export_tflite=True, seed=1)
@@ -119,7 +119,7 @@ def test_compress_command_rejects_bad_flags_by_name(flag, message, tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "tfautocompress.compress_cli", flag,
+    done = subprocess.run([sys.executable, "-m", "tfautocompress.app.compress_cli", flag,
                            f"--output_dir={tmp_path}"], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode != 0 and message in done.stderr

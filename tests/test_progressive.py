@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfautocompress._keras import keras
-from tfautocompress.callbacks.progressive import Recipe, partial_prune, progressive_prune
+from tfautocompress.app.progressive import Recipe, partial_prune, progressive_prune
 from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Filter
 

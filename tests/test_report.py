@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from tfautocompress import report
+from tfautocompress.app import report
 from tfautocompress._keras import keras
 
 

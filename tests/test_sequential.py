@@ -9,7 +9,7 @@ import pytest
 from tfautocompress import cost, data, graph, space as space_lib, zoo
 from tfautocompress._keras import keras
 from tfautocompress.baseline import compile_for_training
-from tfautocompress.pipeline import AutoCompress, Config
+from tfautocompress.app.pipeline import AutoCompress, Config
 
 TINY = Config(max_rounds=1, admm_epochs=1, retrain_epochs=1, search_trials=2,
               purification_trials=2, max_accuracy_drop=100.0, export_tflite=False, seed=3)

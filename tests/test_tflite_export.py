@@ -233,7 +233,7 @@ def test_export_cli_with_a_vulkan_icd_exits_zero_and_reports_the_gpu(tmp_path):
 
 
 def _cli(args, env=None):
-    code = "from tfautocompress.tflite_tools.cli import export_main; export_main()"
+    code = "from tfautocompress.app.export_cli import export_main; export_main()"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, timeout=300, env=env)

@@ -1,9 +1,10 @@
 """tfautocompress: AutoCompress structured pruning for tf_keras models.
 
 The public API; everything else is private to its module. Sub-packages:
-``tfautocompress.callbacks`` (ADMM, masked retraining, progressive pruning),
-``tfautocompress.search`` (enhanced SA Oracle, PruningTuner, baselines) and
-``tfautocompress.tflite_tools`` (export, GPU check, benchmarks). Compaction is
+``tfautocompress.callbacks`` (ADMM, masked retraining),
+``tfautocompress.search`` (enhanced SA Oracle, PruningTuner, AMC, LcP),
+``tfautocompress.tflite_tools`` (export, GPU check, benchmarks) and
+``tfautocompress.app`` (the pipeline, report, console scripts). Compaction is
 ``tfautocompress.compact.compact`` (not re-exported here, so that the name
 ``tfautocompress.compact`` stays the module). ``keras`` is the tf_keras module
 every model must be built with (``from tfautocompress import keras``).
@@ -16,6 +17,8 @@ import importlib
 
 # public name -> the module that defines it
 _PUBLIC = {
+    "AutoCompress": "app.pipeline", "Config": "app.pipeline",
+    "ADMM": "callbacks.admm",
     "keras": "_keras", "check_model": "_keras",
     "apply_masks": "compact",
     "count": "cost",
@@ -29,7 +32,7 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "keras", "check_model", "count", "analyze", "close_masks", "apply_masks",
+    "AutoCompress", "Config", "ADMM", "keras", "check_model", "count", "analyze", "close_masks", "apply_masks",
     "Irregular", "Filter", "Channel", "Column", "Combined",
     "LayerAction", "PolicySpace", "PruningPolicy", "magnitude_masks", "StructuredPruneLowMagnitude", "prune_structured",
 ]

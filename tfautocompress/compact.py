@@ -20,9 +20,8 @@ all-zero rows (column pruning that does not empty a whole channel): ``"keep"``
 keeps them as zeros in a ``Conv2D``; ``"lower"`` replaces every such layer by a
 ``lowering.ColumnSparseConv2D`` of the same name that multiplies only the kept
 rows (its default form; ``"rows"`` or ``"slices"`` choose one); ``"auto"``
-lowers a layer only where its measured host TFLite latency is lower
-(``lowering.choose``; cached per layer shape and kept-row pattern, also in
-``latency_cache`` when it is a JSON path). Compacting a model with lowered
+lowers a layer only where ``measure`` (``tflite_tools.latency.LayerLatency``:
+host TFLite latency, cached per layer shape and kept-row pattern) finds it faster. Compacting a model with lowered
 layers again keeps the channels they read (their rows index them) and can still
 remove their filters.
 """
@@ -37,7 +36,7 @@ __all__ = ["COLUMNS", "compact", "compact_lowered", "apply_masks", "flatten", "w
 COLUMNS = ("keep", "lower", "auto") + lowering.FORMS
 
 
-def compact(model, masks, return_masks=False, columns="keep", latency_cache=None):
+def compact(model, masks, return_masks=False, columns="keep", measure=None):
     """A new functional model without the channels that ``masks`` kill (see module doc).
 
     ``masks``: layer name → kernel-shaped 0/1 array (any structure; closed here).
@@ -45,13 +44,13 @@ def compact(model, masks, return_masks=False, columns="keep", latency_cache=None
     With ``return_masks`` returns ``(compact_model, compact_masks)``: the closed
     masks cut to the compact shapes, which still mark the zeros kept inside
     (``cost.count(compact_model, compact_masks)`` counts as ``cost.count(model, masks)``).
-    ``columns``: one of ``COLUMNS`` (module doc).
+    ``columns``: one of ``COLUMNS``; ``"auto"`` needs ``measure`` (module doc).
     """
-    new_model, new_masks, _ = compact_lowered(model, masks, columns, latency_cache)
+    new_model, new_masks, _ = compact_lowered(model, masks, columns, measure)
     return (new_model, new_masks) if return_masks else new_model
 
 
-def compact_lowered(model, masks, columns="auto", latency_cache=None, verbose=0):
+def compact_lowered(model, masks, columns="keep", measure=None, verbose=0):
     """``(compact_model, compact_masks, lowering)`` of ``compact``; ``lowering`` is
     ``{"decisions": {layer: lowering.Decision}, "seconds": float}`` for every
     column-sparse Conv2D (empty with ``columns="keep"``), ``seconds`` the time the
@@ -66,8 +65,7 @@ def compact_lowered(model, masks, columns="auto", latency_cache=None, verbose=0)
         candidates = [(layer, rows) for layer in graph_lib.leaf_layers(new_model)
                       if (rows := lowering.lowerable(layer, new_masks.get(layer.name)))
                       is not None]
-        decisions, seconds = lowering.decide(candidates, columns, latency_cache,
-                                             verbose=verbose)
+        decisions, seconds = lowering.decide(candidates, columns, measure, verbose=verbose)
         lowered = {layer.name: (rows, decisions[layer.name].form)
                    for layer, rows in candidates if decisions[layer.name].form != "keep"}
         if lowered:

@@ -67,7 +67,7 @@ def say_start_up_notice():
     """Start LiteRT's CPU runtime once, on a tiny model: it prints "Created TensorFlow
     Lite XNNPACK delegate for CPU" once per process, when its first interpreter starts
     (no log level turns it off); the console scripts call this while their stderr is
-    set aside (``tfautocompress.cli``), so the line does not cut into their output."""
+    set aside (``tfautocompress.app.cli``), so the line does not cut into their output."""
     interpreter = cpu_interpreter(_TINY_MODEL)
     interpreter.allocate_tensors()
     interpreter.invoke()

@@ -1,15 +1,15 @@
 """absl entry points: ``tfautocompress-export`` and ``tfautocompress-android-benchmark``.
 
 pyproject.toml's ``[project.scripts]``:
-``tfautocompress-export=tfautocompress.tflite_tools.cli:export_main`` and
-``tfautocompress-android-benchmark=tfautocompress.tflite_tools.cli:android_main``.
+``tfautocompress-export=tfautocompress.app.export_cli:export_main`` and
+``tfautocompress-android-benchmark=tfautocompress.app.export_cli:android_main``.
 """
 import json
 import os
 
 from absl import flags
 
-from tfautocompress.cli import check_output_dir, check_output_file, model_classes, run_app
+from tfautocompress.app.cli import check_output_dir, check_output_file, model_classes, run_app
 
 SUMMARY_NAME = "tflite_summary.json"
 

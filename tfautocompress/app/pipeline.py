@@ -39,15 +39,17 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tfautocompress import artifacts, cost, distribute, masks as masks_lib, policy as policy_lib
-from tfautocompress import lowering, purification, report as report_lib, space as space_lib
+from tfautocompress import purification, space as space_lib
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
+from tfautocompress.app import report as report_lib
+from tfautocompress.app.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.baseline import compile_for_training
-from tfautocompress.callbacks.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.compact import COLUMNS, apply_masks, compact, compact_lowered, flatten
 from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Scheme
-from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib
+from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, workers
 from tfautocompress.search.oracle import InfeasibleTargetError
+from tfautocompress.tflite_tools import latency
 
 __all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 
@@ -414,7 +416,7 @@ class AutoCompress:
         # relied on to buy back more than noise).
         bound = max(self._floor(), self._accepted()[-1]["val_accuracy"])
         for r in range(1, cfg.purification_rounds + 1 if cfg.purification_trials else 1):
-            with distribute.local_search():  # search workers serve Phase I only
+            with workers.local_search():  # search workers serve Phase I only
                 found, scales, _ = thresholds.search_thresholds(
                     model, masks, self.splits.val, bound, objective=cfg.objective,
                     max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
@@ -443,7 +445,7 @@ class AutoCompress:
             path = os.path.join(self.output_dir, "final")
             small, small_masks, lowered = compact_lowered(
                 model, masks, self.config.columns,
-                latency_cache=lowering.machine_cache_path(), verbose=self.verbose)
+                latency.LayerLatency(latency.machine_cache_path()), verbose=self.verbose)
             # Keras 3 has no twin of the lowered layer yet: its compact model keeps the
             # zero columns (the TFLite export below runs the lowered one).
             saved = artifacts.save_model(compact(model, masks) if self.keras3 else small,

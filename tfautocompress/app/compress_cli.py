@@ -12,10 +12,11 @@ import os
 
 from absl import flags
 
-from tfautocompress.cli import (COLUMNS, DEFAULT_BASELINE_DIR, SCHEME_SETS, baseline_folder,
+from tfautocompress.app.cli import (COLUMNS, DEFAULT_BASELINE_DIR, SCHEME_SETS, baseline_folder,
                                 check_output_dir, define_distribution_flag,
                                 define_train_size_flag, define_validation_freq_flag,
                                 model_classes, run_app)
+from tfautocompress.search import workers
 
 FLAGS = flags.FLAGS
 
@@ -98,7 +99,6 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
     """A .keras file, or a zoo baseline loaded from / trained into its folder under
     ``baseline_dir`` (``cli.baseline_folder``: per data set, training subset and
     seed; a search worker never trains one: it needs the chief's)."""
-    from tfautocompress import distribute
     from tfautocompress import artifacts, zoo
     from tfautocompress.baseline import train_baseline
 
@@ -111,7 +111,7 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
     path = os.path.join(baseline_dir, f"{spec}.keras")
     if os.path.exists(path):
         return artifacts.load_model(path, what="baseline")
-    if distribute.is_search_worker():
+    if workers.is_search_worker():
         raise ValueError(f"search worker: no baseline {path}; a worker evaluates the chief's "
                          "model: put --baseline_dir on a file system the chief writes (or "
                          "pass the chief's --model FILE.keras).")
@@ -144,16 +144,17 @@ def run(argv):
     """The job on parsed flags (``app.run`` target)."""
     del argv
     from tfautocompress import artifacts, data, distribute
-    from tfautocompress.pipeline import AutoCompress, Config
+    from tfautocompress.app.pipeline import AutoCompress, Config
+    from tfautocompress.app.search_worker import search_worker
 
     f = FLAGS
     check_output_dir("--output_dir", f.output_dir)
     check_output_dir("--tensorboard_dir", f.tensorboard_dir)
     strategy = distribute.strategy(f.distribution)  # first: before other TensorFlow work
     distribute.check_batch_size(f.batch_size, strategy)
-    worker = distribute.is_search_worker()
+    worker = workers.is_search_worker()
     if worker:  # the chief may be training the baseline first
-        distribute.wait_for_chief(f.worker_timeout)
+        workers.wait_for_chief(f.worker_timeout)
     model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
                        f.batch_size, f.lr, f.seed, f.distribution, f.train_size,
                        f.validation_freq)
@@ -182,7 +183,7 @@ def run(argv):
                             config, tensorboard_dir=None if worker else f.tensorboard_dir,
                             keras3=from_keras3)
     if worker:
-        distribute.search_worker(pipeline, f.worker_timeout)
+        search_worker(pipeline, f.worker_timeout)
         return
     report = pipeline.run()
     keys = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio", "wall_s")

@@ -15,7 +15,7 @@ import os
 
 from absl import flags
 
-from tfautocompress.cli import (DEFAULT_BASELINE_DIR, check_output_dir,
+from tfautocompress.app.cli import (DEFAULT_BASELINE_DIR, check_output_dir,
                                 define_distribution_flag, define_validation_freq_flag,
                                 model_classes, run_app)
 
@@ -92,7 +92,7 @@ def _run(argv):
     from tfautocompress._keras import keras
     from tfautocompress.baseline import compile_for_training
     from tfautocompress.evaluate import accuracy
-    from tfautocompress.callbacks.progressive import Recipe, partial_prune
+    from tfautocompress.app.progressive import Recipe, partial_prune
 
     check_output_dir("--output_dir", FLAGS.output_dir)
     strategy = distribute.strategy(FLAGS.distribution)
