@@ -50,7 +50,7 @@ import _common
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tfautocompress.app import cli  # noqa: E402 (after the log level)
+from tfautocompress.app import cli, config as config_lib  # noqa: E402 (after the log level)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar, "
@@ -73,7 +73,7 @@ flags.DEFINE_integer("retrain_epochs", 8, "masked retraining epochs per method."
 flags.DEFINE_integer("trials", 60, "search trials per searched method (per round for the "
                      "progressive autocompress).")
 flags.DEFINE_integer("search_subset", None, "validation examples per trial (all if unset).")
-cli.define_validation_freq_flag()
+config_lib.define_flags(("validation_freq",))
 flags.DEFINE_string("lcp_metric", "l2", "LcP filter metric: l1, l2 or taylor.")
 flags.DEFINE_integer("batch_size", 32, "batch size.")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")

@@ -134,12 +134,13 @@ def test_help_answers_before_tensorflow_loads(script):
 
 
 def test_enum_flag_choices_are_the_librarys():
-    from tfautocompress import compact, distribute, space
-    from tfautocompress.app import cli
+    from tfautocompress import compact, cost, distribute, space
+    from tfautocompress.app import config
 
-    assert cli.COLUMNS == compact.COLUMNS
-    assert cli.SCHEME_SETS == space.SCHEME_SETS
-    assert cli.DISTRIBUTIONS == distribute.DISTRIBUTIONS
+    assert config.COLUMNS == compact.COLUMNS
+    assert config.SCHEME_SETS == space.SCHEME_SETS
+    assert config.DISTRIBUTIONS == distribute.DISTRIBUTIONS
+    assert config.OBJECTIVES == cost.OBJECTIVES
 
 
 def test_importing_the_library_changes_no_global_state():
@@ -155,7 +156,8 @@ state = lambda: (dict(os.environ), absl.logging.get_verbosity(), tf.get_logger()
                  'matplotlib.pyplot' in sys.modules)
 before = state()
 root = pathlib.Path(tfautocompress.__file__).parents[1]
-for folder, package in (('tfautocompress', 'tfautocompress'), ('callbacks', 'tfautocompress.callbacks'),
+for folder, package in (('tfautocompress', 'tfautocompress'), ('tfautocompress/app', 'tfautocompress.app'),
+                        ('callbacks', 'tfautocompress.callbacks'),
                         ('search', 'tfautocompress.search'), ('tflite_tools', 'tfautocompress.tflite_tools')):
     for path in sorted((root / folder).glob('*.py')):
         importlib.import_module(package if path.stem == '__init__' else f'{package}.{path.stem}')

@@ -66,20 +66,22 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
 
 
 def test_lowering_summary_counts_counted_and_executed_macs(tmp_path):
+    from tfautocompress import cost
     from tfautocompress.compact import compact_lowered
 
     model = _model()
     mask = np.ones((3, 3, 4, 6), np.float32)
     mask[0, :, :, :] = 0.0  # a kernel row of c2: 12 of its 36 columns, no whole channel
     small, small_masks, lowered = compact_lowered(model, {"c2": mask}, "slices")
-    summary = report.lowering_summary(small, small_masks, lowered)
+    summary = report.lowering_summary(cost.count(small, small_masks), cost.count(small), lowered)
     positions = 4 * 4  # c2's output
     assert summary["layers"]["c1"] == {"form": "dense", "macs_counted": 3 * 3 * 2 * 4 * 36,
                                        "macs_executed": 3 * 3 * 2 * 4 * 36, "latency_ms": {}}
     assert summary["layers"]["c2"] == {"form": "slices", "macs_counted": 24 * 6 * positions,
                                        "macs_executed": 24 * 6 * positions, "latency_ms": {}}
     kept, kept_masks, none = compact_lowered(model, {"c2": mask}, "keep")
-    assert report.lowering_summary(kept, kept_masks, none)["layers"]["c2"]["macs_executed"] \
+    assert report.lowering_summary(cost.count(kept, kept_masks), cost.count(kept),
+                                   none)["layers"]["c2"]["macs_executed"] \
         == 36 * 6 * positions
     assert summary["conv_macs_counted"] == summary["conv_macs_executed"]
     state = {"config": {}, "baseline": _record(0.98, 1.0, {}), "rounds": [],

@@ -32,6 +32,8 @@ to count a masked model as its compact version.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import math
 
 import numpy as np
@@ -40,7 +42,7 @@ import tensorflow as tf
 from tfautocompress._keras import as_tf_keras, internal_layers as keras_apps, keras
 from tfautocompress.masked_layer_norm import MaskedLayerNormalization
 
-__all__ = ["analyze", "close_masks", "register", "ChannelGraph", "PrunableGroup",
+__all__ = ["analyze", "close_masks", "register", "ChannelGraph", "ClosedMasks", "PrunableGroup",
            "KeptChannels", "LayerOp"]
 
 layers = keras.layers
@@ -729,8 +731,29 @@ class ChannelGraph:
             channels[start:start + size] = part.any(axis=1).repeat(block)
         return channels
 
+    @functools.cached_property
+    def signature(self):
+        """A digest of the structure: layers, their ops and kernel shapes, and how
+        channels flow; two models of the same structure have the same signature."""
+        digest = hashlib.sha256(self._fixed.tobytes())
+        for name in sorted(self.layers):
+            op = self.ops.get(name)
+            kernel = self._kernel_shape(name) if op is not None and op.kernel else ()
+            digest.update(f"{name}/{type(op).__name__}/{kernel}".encode())
+            for table in (self.in_index, self.out_index):
+                digest.update(table[name].tobytes() if name in table else b"-")
+        return digest.hexdigest()
+
     def close(self, masks):
-        """Closed masks (see ``close_masks``) and the global alive-channel vector."""
+        """Closed masks (see ``close_masks``; ``ClosedMasks``) and the global
+        alive-channel vector. Masks this graph's structure closed already are
+        returned as they are: masks are closed once, where they are made."""
+        if isinstance(masks, ClosedMasks) and masks.signature == self.signature:
+            return masks, masks.alive.copy()
+        closed, alive = self._close(masks)
+        return ClosedMasks(closed, alive, self.signature), alive.copy()
+
+    def _close(self, masks):
         self._check(masks)
         closed = {n: np.asarray(m, dtype=np.float32).copy() for n, m in masks.items()
                   if self.ops.get(n) is None or self.ops[n].kernel is not None}
@@ -780,6 +803,26 @@ class ChannelGraph:
                     keep[self.in_index[n]] if n in self.in_index else None,
                     keep[self.out_index[n]] if n in self.out_index else None)
                 for n in names}
+
+
+class ClosedMasks(dict):
+    """Masks ``ChannelGraph.close`` made: consistent over the channel graph of the
+    structure ``signature``, with its alive-channel vector ``alive``. Closing them
+    again on a model of that structure costs nothing. Read-only: change a copy
+    (``dict(masks)``), which is closed anew."""
+
+    def __init__(self, masks, alive, signature):
+        super().__init__(masks)
+        self.alive, self.signature = alive, signature
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("closed masks are read-only: change a copy (dict(masks)); "
+                        "it is closed again where it is used.")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+
+    def __reduce__(self):  # pickled and copied as the plain dict it holds
+        return dict, (dict(self),)
 
 
 def analyze(model, strict=False):

@@ -71,16 +71,16 @@ def _channels_read(layer, mask):
 
 
 def remove_unused(model, masks):
-    """Closed kernel masks with no unused weights (see module doc); inputs unchanged.
+    """Closed masks (``graph.ClosedMasks``) with no unused weights (see module doc);
+    inputs unchanged.
 
     ``model``: a tf_keras model or its ``graph.analyze`` result.
     """
     channel_graph = model if isinstance(model, graph_lib.ChannelGraph) else graph_lib.analyze(model)
-    kernels = {n for n, op in channel_graph.ops.items() if op.kernel is not None}
-    closed = channel_graph.close(masks)[0]
+    result = channel_graph.close(masks)[0]
     total = sum(group.channels for group in channel_graph.groups)
     for _ in range(total + 1):  # every pass kills a channel or stops
-        changed = False
+        closed, changed = dict(result), False
         for group in channel_graph.groups:
             read = np.zeros(group.channels, bool)
             for consumer, rows in group.consumers:
@@ -99,8 +99,8 @@ def remove_unused(model, masks):
                     closed[producer], changed = mask, True
         if not changed:
             break
-        closed = channel_graph.close(closed)[0]
-    return {n: m for n, m in closed.items() if n in kernels}
+        result = channel_graph.close(closed)[0]
+    return result
 
 
 def purify(model, masks, scales, channel_graph=None):

@@ -15,9 +15,8 @@ import os
 
 from absl import flags
 
-from tfautocompress.app.cli import (DEFAULT_BASELINE_DIR, check_output_dir,
-                                define_distribution_flag, define_validation_freq_flag,
-                                model_classes, run_app)
+from tfautocompress.app import config
+from tfautocompress.app.cli import DEFAULT_BASELINE_DIR, check_output_dir, model_classes, run_app
 
 FLAGS = flags.FLAGS
 DEFAULT_MODEL = os.path.join(DEFAULT_BASELINE_DIR, "digits_vgg.keras")
@@ -71,8 +70,7 @@ def main():
     flags.register_validator("update_every", lambda v: v is None or v == "epoch" or
                              (v.isdigit() and int(v) > 0),
                              "--update_every must be a positive number of steps or 'epoch'.")
-    define_validation_freq_flag()
-    define_distribution_flag()
+    config.define_flags(("validation_freq", "distribution"))
     run_app(_run)
 
 

@@ -8,13 +8,9 @@ import tempfile
 
 from absl import app, flags
 
+from tfautocompress.app import config
+
 DEFAULT_BASELINE_DIR = "runs/baseline"
-# The choices of the console scripts' enum flags, here so that the flags are defined
-# (and --help answers) before TensorFlow loads; tests/test_cli.py checks that they
-# are the library's (compact.COLUMNS, space.SCHEME_SETS, distribute.DISTRIBUTIONS).
-COLUMNS = ("keep", "lower", "auto", "rows", "slices")
-SCHEME_SETS = ("filter", "filter+column", "irregular")
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
 def baseline_folder(baseline_dir, dataset="digits", seed=0, train_size=None):
@@ -39,15 +35,6 @@ def define_train_size_flag():
     flags.DEFINE_integer("train_size", None, "Train on this many training images (a "
                          "stratified subset drawn with --seed); all if unset. Validation "
                          "and test stay whole.", lower_bound=1)
-
-
-def define_validation_freq_flag():
-    """``--validation_freq``: per-epoch validation during training (0: none)."""
-    flags.DEFINE_integer("validation_freq", 1, "Evaluate the validation set during training "
-                         "after every this many epochs (val_* in the epoch logs); 0: only "
-                         "once training ends, which is all the results use. On a small "
-                         "--train_size the per-epoch pass can cost as much as training.",
-                         lower_bound=0)
 
 
 # What a user's input can raise: a bad value, a wrong type, a missing or unreadable
@@ -202,15 +189,6 @@ def one_line(err):
     return text or type(err).__name__
 
 
-def define_distribution_flag():
-    """``--distribution`` (see ``tfautocompress.distribute``)."""
-    flags.DEFINE_enum("distribution", "none", list(DISTRIBUTIONS),
-                      "tf.distribute strategy of the training phases: one device, "
-                      "MirroredStrategy over the local GPUs (or CPUs), or "
-                      "MultiWorkerMirroredStrategy from TF_CONFIG. --batch_size is the "
-                      "global batch and --lr its learning rate.")
-
-
 def train_main():
     """``tfautocompress-train``: train and save a dense baseline."""
     flags.DEFINE_string("model", "digits_vgg", "Zoo model name (see tfautocompress.zoo).")
@@ -229,8 +207,7 @@ def train_main():
                         f"baseline ({DEFAULT_BASELINE_DIR}[/<dataset>][/train_<n>]"
                         "[/seed_<k>]).")
     define_train_size_flag()
-    define_validation_freq_flag()
-    define_distribution_flag()
+    config.define_flags(("validation_freq", "distribution"))
     run_app(_train)
 
 

@@ -12,10 +12,9 @@ import os
 
 from absl import flags
 
-from tfautocompress.app.cli import (COLUMNS, DEFAULT_BASELINE_DIR, SCHEME_SETS, baseline_folder,
-                                check_output_dir, define_distribution_flag,
-                                define_train_size_flag, define_validation_freq_flag,
-                                model_classes, run_app)
+from tfautocompress.app import config
+from tfautocompress.app.cli import (DEFAULT_BASELINE_DIR, baseline_folder, check_output_dir,
+                                define_train_size_flag, model_classes, run_app)
 from tfautocompress.search import workers
 
 FLAGS = flags.FLAGS
@@ -45,45 +44,18 @@ def _define():
     flags.DEFINE_string("data_dir", None, "Folder of the data set's files (a "
                         "tensorflow-datasets data_dir, or MNIST/Fashion-MNIST IDX files).")
     define_train_size_flag()
-    define_validation_freq_flag()
     flags.DEFINE_string("baseline_dir", DEFAULT_BASELINE_DIR, "Where zoo baselines live "
                         "(per data set, training subset and seed: <dir>[/<dataset>]"
                         "[/train_<n>][/seed_<k>], as tfautocompress-train writes them).")
     flags.DEFINE_integer("baseline_epochs", 20, "Epochs to train a missing zoo baseline.",
                          lower_bound=1)
     flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
-    flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0.0)
-    flags.DEFINE_enum("objective", "params", ["params", "macs"],
-                      "What the compression ratio counts (CONV layers).")
-    flags.DEFINE_float("target_ratio", None, "Stop Phase I at this compression ratio "
-                       "(dense / kept, N x); default: as far as the accuracy bound allows.")
-    flags.DEFINE_float("max_accuracy_drop", 1.0, "Allowed validation-accuracy loss in "
-                       "percentage points vs. the baseline.", lower_bound=0.0, upper_bound=100.0)
-    flags.DEFINE_integer("rounds", 5, "Maximum Phase I rounds.", lower_bound=1)
-    flags.DEFINE_float("round_ratio", 2.0, "Each round's target / the previous round's.")
-    flags.DEFINE_integer("admm_epochs", 4, "ADMM epochs per round.", lower_bound=1)
-    flags.DEFINE_integer("retrain_epochs", 4, "Masked-retraining epochs per round.",
-                         lower_bound=0)
     flags.DEFINE_integer("steps_per_epoch", None, "Cap on training steps per epoch "
                          "(and on validation/test batches) of the pipeline.", lower_bound=1)
     flags.DEFINE_float("rho", None, "Initial ADMM rho (default: the ADMM callback's).")
-    flags.DEFINE_integer("search_trials", 24, "Fast-evaluation trials per round.",
-                         lower_bound=1)
-    flags.DEFINE_integer("purification_trials", 12, "Trials of the threshold search.",
-                         lower_bound=0)
-    flags.DEFINE_enum("schemes", "filter+column", list(SCHEME_SETS), "Structured pruning schemes.")
     flags.DEFINE_string("output_dir", "runs/compress", "Where rounds, models and reports go.")
-    flags.DEFINE_integer("seed", 0, "Seed of data split, search and training.")
     flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log folder.")
-    flags.DEFINE_enum("columns", "auto", list(COLUMNS),
-                      "Column-sparse convolutions of the compact model: keep the zero "
-                      "columns, lower them all (ColumnSparseConv2D; or in one form), or "
-                      "lower where host TFLite runs them faster.")
-    flags.DEFINE_boolean("export_tflite", True, "Export, benchmark and GPU-check the result.")
-    define_distribution_flag()
-    flags.DEFINE_integer("search_parallel", 1, "SA neighbours evaluated per chain step: the "
-                         "number of keras-tuner search workers (the same value in one "
-                         "process gives the same trials).", lower_bound=1)
+    config.define_flags()
     flags.DEFINE_float("worker_timeout", 3600.0, "A keras-tuner search worker's wait (s) for "
                        "the chief's next round oracle; above one round's ADMM + retraining "
                        "time.", lower_bound=0.0)
@@ -144,7 +116,7 @@ def run(argv):
     """The job on parsed flags (``app.run`` target)."""
     del argv
     from tfautocompress import artifacts, data, distribute
-    from tfautocompress.app.pipeline import AutoCompress, Config
+    from tfautocompress.app.pipeline import AutoCompress
     from tfautocompress.app.search_worker import search_worker
 
     f = FLAGS
@@ -168,19 +140,10 @@ def run(argv):
         raise ValueError(f"--dataset: {err}") from err
     if f.steps_per_epoch:
         splits = splits.take(f.steps_per_epoch)
-    config = Config(objective=f.objective, target_compression_ratio=f.target_ratio,
-                    max_accuracy_drop=f.max_accuracy_drop, max_rounds=f.rounds,
-                    round_ratio=f.round_ratio, scheme_set=f.schemes,
-                    search_trials=f.search_trials, admm_epochs=f.admm_epochs,
-                    retrain_epochs=f.retrain_epochs, lr=f.lr,
-                    admm={} if f.rho is None else {"rho": f.rho},
-                    purification_trials=f.purification_trials,
-                    export_tflite=f.export_tflite, seed=f.seed,
-                    distribution=f.distribution, search_parallel=f.search_parallel,
-                    columns=f.columns, validation_freq=f.validation_freq)
+    settings = config.Config.from_flags(f, admm={} if f.rho is None else {"rho": f.rho})
     from_keras3 = f.model.endswith(".keras") and artifacts.saved_by_keras3(f.model)
     pipeline = AutoCompress(model, splits, distribute.output_dir(f.output_dir, strategy),
-                            config, tensorboard_dir=None if worker else f.tensorboard_dir,
+                            settings, tensorboard_dir=None if worker else f.tensorboard_dir,
                             keras3=from_keras3)
     if worker:
         search_worker(pipeline, f.worker_timeout)

@@ -24,6 +24,7 @@ from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.admm import ADMM
 from tfautocompress.callbacks.checkpoint import resumable_fit
 from tfautocompress.evaluate import accuracy, fit_validation
+from tfautocompress.graph import close_masks
 
 __all__ = ["Recipe", "PartialModel", "partial_prune", "progressive_prune"]
 
@@ -96,7 +97,7 @@ class PartialModel:
     """A partial pruning result: a plain model whose pruned weights are exact zeros."""
 
     model: keras.Model
-    masks: dict  # {layer: kernel-shaped 0/1 mask}, before graph closing
+    masks: dict  # {layer: 0/1 mask}, closed over the channel graph (graph.ClosedMasks)
     schemes: dict  # {layer: Scheme} reached
     score: float  # validation accuracy
     history: dict  # {"admm": fit logs, "retrain": fit logs}
@@ -116,7 +117,7 @@ def partial_prune(model, policy, recipe, start=None):
     then unused). Neither ``model`` nor ``start`` is modified.
     """
     schemes = schemes_lib.as_schemes(policy)
-    prior = dict(start.masks) if start is not None else {}
+    prior = start.masks if start is not None else {}
     base = start.model if start is not None else model
     changed = {name: scheme for name, scheme in schemes.items()
                if start is None or start.schemes.get(name) != scheme}
@@ -134,6 +135,8 @@ def partial_prune(model, policy, recipe, start=None):
         masks.update(admm.hard_prune())
     if prior:
         work = masked_retraining.strip(work)
+    if masks:
+        masks = close_masks(work, masks)  # closed once, here: every later step reads these
     pruned, history["retrain"] = recipe.retrain(
         work, masks, recipe.retrain_epochs, recipe.retrain_compile_fn or recipe.compile_fn)
     return PartialModel(pruned, masks, {**(start.schemes if start else {}), **schemes},

@@ -71,14 +71,14 @@ def scheme_split(layers):
     return {"filter": share, "column": 1.0 - share}
 
 
-def lowering_summary(compact_model, compact_masks, lowered):
+def lowering_summary(counted, executed, lowered):
     """``{"layers": {name: {"form", "macs_counted", "macs_executed", "latency_ms"}},
     "conv_macs_counted", "conv_macs_executed", "decision_wall_s"}`` of a compact model
-    with its compact masks and ``compact.compact_lowered``'s ``lowering``. Counted
-    MACs skip the pruned zeros; executed MACs are what TFLite multiplies (a kept
-    column-sparse Conv2D multiplies its zeros, a lowered one only its kept rows)."""
-    counted = cost.count(compact_model, compact_masks)
-    executed = {r.name: r for r in cost.count(compact_model).layers}
+    from its ``cost.count`` with its compact masks (``counted``: the pruned zeros
+    skipped) and without (``executed``: what TFLite multiplies, a kept column-sparse
+    Conv2D its zeros too, a lowered one only its kept rows), and
+    ``compact.compact_lowered``'s ``lowering``."""
+    executed = {r.name: r for r in executed.layers}
     decisions = lowered["decisions"]
     layers = {}
     for r in counted.layers:

@@ -1,0 +1,173 @@
+"""``Config``: the settings of one AutoCompress run, and the console flags made from them.
+
+Each setting a console script exposes carries its flag (name, help, bounds) in its
+field's metadata; ``define_flags`` defines those flags from the fields, with the
+field's default, and ``Config.from_flags`` builds the ``Config`` back, so a
+default is written once. This module loads no TensorFlow: the flags are defined
+(and ``--help`` answers) before it starts. The choice lists below are the
+library's (``cost.OBJECTIVES``, ``space.SCHEME_SETS``, ``compact.COLUMNS``,
+``distribute.DISTRIBUTIONS``; tests/test_cli.py checks that they agree).
+"""
+import dataclasses
+
+from absl import flags
+
+__all__ = ["Config", "define_flags", "round_seed", "step_seed", "OBJECTIVES", "SCHEME_SETS",
+           "COLUMNS", "DISTRIBUTIONS"]
+
+OBJECTIVES = ("params", "macs")
+SCHEME_SETS = ("filter", "filter+column", "irregular")
+COLUMNS = ("keep", "lower", "auto", "rows", "slices")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+# settings a run may resume under another value of (they do not change its result)
+RUNTIME = ("distribution", "validation_freq")
+
+
+def round_seed(seed, k):
+    """The seed of round ``k``'s search (Config.seed = ``seed``)."""
+    return seed + k
+
+
+def step_seed(seed, step):
+    """The global seed set before step ``step`` trains (round k is step k;
+    purification is step 100)."""
+    return seed * 1000 + step
+
+
+def _setting(default, help_text=None, flag=None, choices=None, **bounds):
+    """A ``Config`` field; with ``help_text`` also a console flag (``flag`` or the
+    field's name; ``choices``: an enum flag; ``bounds``: absl's lower/upper_bound)."""
+    metadata = {} if help_text is None else dict(help=help_text, flag=flag, choices=choices,
+                                                 bounds=bounds)
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings of one AutoCompress run (saved in ``state.json``).
+
+    ``max_accuracy_drop``: percentage points of validation accuracy the result may
+    lose against the baseline (1.0 = one point). ``target_compression_ratio``:
+    dense / kept (N x) on ``objective``; None = as far as the bound allows.
+    ``admm``: keyword arguments of ``callbacks.admm.ADMM`` (rho, rho_factor, ...).
+    ``bn_momentum``: BatchNormalization momentum while pruning (None keeps the
+    model's): after a hard prune the moving statistics must follow the pruned
+    weights within the few epochs of a round (0.99 would lag ~100 steps).
+    ``distribution``: ``"none"``, ``"mirrored"`` or ``"multi_worker"``, the
+    ``tf.distribute`` strategy of the training phases (``distribute``; the
+    batch size of ``splits.train`` is the global batch, ``lr`` its rate). It does
+    not change the result beyond float round-off, so a run may resume under
+    another one. ``search_parallel``: SA neighbours evaluated per chain step; set
+    it to the number of keras-tuner search workers (the same value gives the same
+    trials in one process).
+    ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
+    ``"auto"`` lowers the column-sparse convolutions that run faster in host TFLite).
+    ``validation_freq``: the training phases' per-epoch validation
+    (``evaluate.fit_validation``: every this many epochs, 0: none); the rounds and
+    bounds use the validation accuracy measured after each phase either way.
+    """
+
+    objective: str = _setting("params", "What the compression ratio counts (CONV layers).",
+                              choices=OBJECTIVES)
+    target_compression_ratio: float = _setting(
+        None, "Stop Phase I at this compression ratio (dense / kept, N x); default: as far "
+        "as the accuracy bound allows.", flag="target_ratio")
+    max_accuracy_drop: float = _setting(
+        1.0, "Allowed validation-accuracy loss in percentage points vs. the baseline.",
+        lower_bound=0.0, upper_bound=100.0)
+    max_rounds: int = _setting(5, "Maximum Phase I rounds.", flag="rounds", lower_bound=1)
+    round_ratio: float = _setting(2.0, "Each round's target / the previous round's.")
+    scheme_set: str = _setting("filter+column", "Structured pruning schemes.", flag="schemes",
+                               choices=SCHEME_SETS)
+    max_fraction: float = _setting(0.95)
+    search_trials: int = _setting(24, "Fast-evaluation trials per round.", lower_bound=1)
+    search_subset: int = _setting(None)
+    admm_epochs: int = _setting(4, "ADMM epochs per round.", lower_bound=1)
+    retrain_epochs: int = _setting(4, "Masked-retraining epochs per round.", lower_bound=0)
+    lr: float = _setting(1e-3, "Adam learning rate.", lower_bound=0.0)
+    admm: dict = _setting({})
+    bn_momentum: float = _setting(0.9)
+    purification_trials: int = _setting(12, "Trials of the threshold search.", lower_bound=0)
+    purification_rounds: int = _setting(3)
+    purification_max_scale: float = _setting(1.0)
+    export_tflite: bool = _setting(True, "Export, benchmark and GPU-check the result.")
+    columns: str = _setting(
+        "auto", "Column-sparse convolutions of the compact model: keep the zero columns, "
+        "lower them all (ColumnSparseConv2D; or in one form), or lower where host TFLite "
+        "runs them faster.", choices=COLUMNS)
+    seed: int = _setting(0, "Seed of data split, search and training.")
+    distribution: str = _setting(
+        "none", "tf.distribute strategy of the training phases: one device, "
+        "MirroredStrategy over the local GPUs (or CPUs), or MultiWorkerMirroredStrategy "
+        "from TF_CONFIG. --batch_size is the global batch and --lr its learning rate.",
+        choices=DISTRIBUTIONS)
+    search_parallel: int = _setting(
+        1, "SA neighbours evaluated per chain step: the number of keras-tuner search "
+        "workers (the same value in one process gives the same trials).", lower_bound=1)
+    validation_freq: int = _setting(
+        1, "Evaluate the validation set during training after every this many epochs "
+        "(val_* in the epoch logs); 0: only once training ends, which is all the results "
+        "use. On a small --train_size the per-epoch pass can cost as much as training.",
+        lower_bound=0)
+
+    def __post_init__(self):
+        for name, accepted in (("objective", OBJECTIVES), ("scheme_set", SCHEME_SETS),
+                               ("columns", COLUMNS), ("distribution", DISTRIBUTIONS)):
+            if getattr(self, name) not in accepted:
+                raise ValueError(f"Config.{name}={getattr(self, name)!r}; accepted: "
+                                 f"{', '.join(map(repr, accepted))}.")
+        checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
+                  "search_parallel": self.search_parallel >= 1,
+                  "validation_freq": self.validation_freq >= 0,
+                  "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,
+                  "purification_trials": self.purification_trials >= 0,
+                  "purification_rounds": self.purification_rounds >= 1,
+                  "max_accuracy_drop": 0 <= self.max_accuracy_drop <= 100,
+                  "round_ratio": self.round_ratio > 1, "lr": self.lr > 0,
+                  "bn_momentum": self.bn_momentum is None or 0 <= self.bn_momentum < 1,
+                  "target_compression_ratio": self.target_compression_ratio is None
+                  or self.target_compression_ratio > 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"Config.{name}={getattr(self, name)!r} is out of range: "
+                                 "rounds, trials, search_parallel and ADMM epochs >= 1, "
+                                 "retrain epochs and validation_freq >= 0, "
+                                 "max_accuracy_drop in [0, 100] percentage points, "
+                                 "round_ratio and target_compression_ratio > 1, lr > 0, "
+                                 "bn_momentum in [0, 1) or None.")
+
+    @classmethod
+    def from_flags(cls, values, **settings):
+        """A ``Config`` from parsed flags (``define_flags``); ``settings`` add or
+        override fields without a flag."""
+        return cls(**{f.name: values[_flag_name(f)].value for f in _flagged()}, **settings)
+
+    def resumable_settings(self):
+        """This configuration as saved, without the settings a resume may change."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME}
+
+
+def _flagged():
+    return [f for f in dataclasses.fields(Config) if f.metadata]
+
+
+def _flag_name(field):
+    return field.metadata["flag"] or field.name
+
+
+def define_flags(names=None, flag_values=flags.FLAGS):
+    """Define the console flags of ``Config``'s settings (``names``: only those
+    fields), with the settings' defaults, bounds and choices."""
+    for field in _flagged():
+        if names is not None and field.name not in names:
+            continue
+        meta, name = field.metadata, _flag_name(field)
+        if meta["choices"]:
+            flags.DEFINE_enum(name, field.default, list(meta["choices"]), meta["help"],
+                              flag_values=flag_values)
+            continue
+        define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
+                  float: flags.DEFINE_float}[field.type]
+        define(name, field.default, meta["help"], flag_values=flag_values, **meta["bounds"])
