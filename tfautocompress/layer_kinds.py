@@ -22,7 +22,7 @@ A ``KernelLayout``:
 * ``depthwise_attr``: a separable layer's depthwise half (its input channels).
 
 Lookup follows the class's MRO, so a subclass of a known layer gets its parent's
-layout unless it is registered itself (``register``).
+layout unless the table names it.
 """
 import dataclasses
 
@@ -33,7 +33,7 @@ from tfautocompress import lowering
 from tfautocompress._keras import keras
 
 __all__ = ["KernelLayout", "layout_of", "prunable_layout", "kernel_of", "alive_filters",
-           "accepted", "register"]
+           "accepted"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +96,9 @@ def layout_of(layer):
     return None
 
 
-def accepted():
-    """The layer classes a scheme prunes, as words for error messages."""
-    names = [cls.__name__ for cls, layout in _TABLE.items() if layout.prunable]
+def accepted(*others):
+    """The layer classes a scheme prunes (then ``others``), as words for error messages."""
+    names = [cls.__name__ for cls, layout in _TABLE.items() if layout.prunable] + list(others)
     return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
@@ -133,17 +133,3 @@ def alive_filters(mask, layout):
         return tf.reshape(tf.reduce_max(nonzero, axis=others), [-1])
     return np.any(np.asarray(mask) != 0, axis=others).reshape(-1)
 
-
-def register(layer_class, layout):
-    """Teach the library a kernel layer type (and its subclasses); returns the layout
-    registered before for exactly that class, or None. The channel flow through it
-    is ``graph.register``'s."""
-    if not (isinstance(layer_class, type) and issubclass(layer_class, _L.Layer)):
-        raise TypeError(f"layer_kinds.register: layer_class must be a tf_keras Layer "
-                        f"subclass, got {layer_class!r}.")
-    if not isinstance(layout, KernelLayout):
-        raise TypeError(f"layer_kinds.register: layout for {layer_class.__name__} must be a "
-                        f"KernelLayout, got {layout!r}.")
-    previous = _TABLE.get(layer_class)
-    _TABLE[layer_class] = layout
-    return previous
