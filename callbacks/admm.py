@@ -55,7 +55,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 import tensorflow_model_optimization as tfmot
 
-from tfautocompress import graph as graph_lib, masks as masks_lib, schemes as schemes_lib
+from tfautocompress import graph as graph_lib, layer_kinds, masks as masks_lib
+from tfautocompress import schemes as schemes_lib
 from tfautocompress._keras import check_model, keras
 from tfautocompress.wrappers import StructuredPruneLowMagnitude
 
@@ -193,8 +194,8 @@ class ADMM(keras.callbacks.Callback):
         with model.distribute_strategy.scope():
             for name, scheme in self._schemes.items():
                 layer, mask = _find_layer(model, name)
-                slots.append(_Slot(name, schemes_lib.kernel_kind(layer), scheme,
-                                   schemes_lib.kernel_of(layer), mask, None, None, None,
+                slots.append(_Slot(name, layer_kinds.prunable_layout(layer).kind, scheme,
+                                   layer_kinds.kernel_of(layer), mask, None, None, None,
                                    active=name in self._regularize))
             weights = {s.name: s.weight_numpy() for s in slots}
             projected = self._project(weights)

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import trial as trial_module
 
-from tfautocompress import artifacts, cost, graph as graph_lib, policy as policy_lib
+from tfautocompress import artifacts, cost, graph as graph_lib, layer_kinds, policy as policy_lib
 from tfautocompress._keras import keras
 from tfautocompress.search import encoding
 from tfautocompress.search.oracle import Draws, InfeasibleTargetError, SafeOracle
@@ -93,12 +93,13 @@ def geometry_from_model(model, space):
     for name in space.names:
         layer = graph_lib.analyze(model).layers[name]
         shape = layer.input_shape
-        if isinstance(layer, keras.layers.Dense):
+        kind = layer_kinds.prunable_layout(layer).kind
+        if kind == "dense":
             result.append(LayerGeometry(int(layer.units), int(shape[-1]), 1, 1, 1, 1))
             continue
         c = int(shape[-1])
         n = (c * int(layer.depth_multiplier)
-             if isinstance(layer, keras.layers.DepthwiseConv2D) else int(layer.filters))
+             if kind == "depthwise" else int(layer.filters))
         result.append(LayerGeometry(n, c, int(shape[1]), int(shape[2]),
                                     int(layer.strides[0]), int(layer.kernel_size[0])))
     return tuple(result)

@@ -36,9 +36,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfautocompress import cost, graph as graph_lib, policy as policy_lib
-from tfautocompress import schemes as schemes_lib
+from tfautocompress import layer_kinds, schemes as schemes_lib
 from tfautocompress._keras import keras
-from tfautocompress.schemes import kernel_of
+from tfautocompress.layer_kinds import kernel_of
 from tfautocompress.search.oracle import InfeasibleTargetError
 
 __all__ = ["METRICS", "filter_metrics", "RankingUnit", "GlobalRanking", "EvolutionResult",
@@ -62,7 +62,7 @@ def filter_metrics(model, space, metric="l2", data=None, batches=4):
         result = {}
         for name, layer in layers.items():
             gemm = np.abs(schemes_lib.gemm_view(kernel_of(layer).numpy(),
-                                                schemes_lib.kernel_kind(layer)))
+                                                layer_kinds.prunable_layout(layer).kind))
             result[name] = gemm.sum(axis=0) if metric == "l1" else np.sqrt(
                 np.square(gemm).sum(axis=0))
         return result
@@ -76,7 +76,7 @@ def filter_metrics(model, space, metric="l2", data=None, batches=4):
             loss = tf.reduce_mean(loss_fn(y, model(x, training=False)))
         for total, kernel, grad in zip(totals, kernels, tape.gradient(loss, kernels)):
             total += np.abs(kernel.numpy() * grad.numpy())
-    return {name: schemes_lib.gemm_view(total, schemes_lib.kernel_kind(layer)).sum(axis=0)
+    return {name: schemes_lib.gemm_view(total, layer_kinds.prunable_layout(layer).kind).sum(axis=0)
             for (name, layer), total in zip(layers.items(), totals)}
 
 

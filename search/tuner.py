@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras_tuner.engine import base_tuner
 
 from tfautocompress import evaluate as evaluate_lib, graph as graph_lib, masks as masks_lib
-from tfautocompress import compact, cost, schemes as schemes_lib, space as space_lib
+from tfautocompress import compact, cost, layer_kinds, space as space_lib
 from tfautocompress._keras import check_model
 from tfautocompress.search import encoding
 
@@ -72,8 +72,7 @@ class PruningTuner(base_tuner.BaseTuner):
         self._batch_size = int(batch_size)
         self._dense = {}
         for name, layer in self.graph.layers.items():
-            for attr in {schemes_lib.kernel_attr(layer), "bias", "gamma", "beta",
-                         "channel_mask"} - {None}:
+            for attr in {_kernel_attr(layer), "bias", "gamma", "beta", "channel_mask"} - {None}:
                 variable = getattr(layer, attr, None)
                 if isinstance(variable, tf.Variable):
                     self._dense[(name, attr)] = (variable, variable.numpy())
@@ -89,7 +88,7 @@ class PruningTuner(base_tuner.BaseTuner):
     # --------------------------------------------------------- evaluation ---
     def evaluate(self, policy):
         """Validation-subset accuracy (a Python float) of ``policy``'s magnitude masks."""
-        kernels = {name: self._dense[(name, schemes_lib.kernel_attr(self.graph.layers[name]))][1]
+        kernels = {name: self._dense[(name, _kernel_attr(self.graph.layers[name]))][1]
                    for name in policy.schemes()}
         masks = masks_lib.magnitude_masks(self.model, policy, graph=self.graph,
                                           kernels=kernels)
@@ -111,14 +110,13 @@ class PruningTuner(base_tuner.BaseTuner):
         return evaluate_lib.accuracy(self.model, (self._x, self._y), self._batch_size)
 
     def _apply(self, name, mask):
-        layer = self.graph.layers[name]
-        if schemes_lib.kernel_attr(layer) is None:  # a normalization's channel mask
+        layout = layer_kinds.layout_of(self.graph.layers[name])
+        if layout is None:  # a normalization's channel mask
             attrs = [(a, mask) for a in ("gamma", "beta", "channel_mask")
                      if (name, a) in self._dense]
         else:
-            kernel_attr = schemes_lib.kernel_attr(layer)
-            alive = _alive_filters(mask, kernel_attr)
-            attrs = [(kernel_attr, mask)]
+            alive = layer_kinds.alive_filters(mask, layout).astype(np.float32)
+            attrs = [(layout.kernel_attr, mask)]
             if (name, "bias") in self._dense and alive.size == self._dense[(name, "bias")][1].size:
                 attrs.append(("bias", alive))
         touched = []
@@ -168,10 +166,9 @@ class PruningTuner(base_tuner.BaseTuner):
         return encoding.from_values(self.space, best.hyperparameters.values)
 
 
-def _alive_filters(mask, kernel_attr):
-    """1/0 per output channel: does the filter keep any weight?"""
-    axes = (0, 1) if kernel_attr == "depthwise_kernel" else tuple(range(mask.ndim - 1))
-    return np.any(mask != 0, axis=axes).reshape(-1).astype(np.float32)
+def _kernel_attr(layer):
+    layout = layer_kinds.layout_of(layer)
+    return None if layout is None else layout.kernel_attr
 
 
 def _subset(data, size):

@@ -77,3 +77,35 @@ def test_a_shared_layer_costs_its_params_once_and_its_macs_per_call():
     assert row.calls == 2
     assert row.params == 3 * 3 * 3 * 4 + 4
     assert row.macs == 2 * (3 * 3 * 3 * 4) * 8 * 8
+
+
+@pytest.mark.parametrize("middle", [
+    lambda: keras.layers.DepthwiseConv1D(3, padding="same", name="mid"),
+    lambda: keras.layers.SeparableConv1D(5, 3, padding="same", depth_multiplier=2, name="mid"),
+], ids=["DepthwiseConv1D", "SeparableConv1D"])
+def test_1d_depthwise_and_separable_layers_count_as_their_compact_model(middle):
+    """Their alive filters and depthwise half follow ``layer_kinds`` as the 2-D ones do."""
+    from tfautocompress import compact
+
+    inputs = keras.Input((16, 6))
+    x = keras.layers.Conv1D(8, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.Conv1D(4, 1, name="c2")(middle()(x))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(x))
+    mask = np.ones(model.get_layer("c1").kernel.shape, np.float32)
+    mask[..., :3] = 0
+    masked = {r.name: (r.params, r.macs) for r in cost.count(model, {"c1": mask}).layers}
+    compacted = {r.name: (r.params, r.macs)
+                 for r in cost.count(compact.compact(model, {"c1": mask})).layers}
+    assert masked == compacted
+    dense = {r.name: (r.params, r.macs) for r in cost.count(model).layers}
+    assert masked["mid"][0] < dense["mid"][0] and masked["mid"][1] < dense["mid"][1]
+
+
+def test_a_transposed_conv_runs_its_kernel_once_per_input_position():
+    for layer, shape, positions in [(keras.layers.Conv1DTranspose(4, 3, strides=2), (8, 3), 8),
+                                    (keras.layers.Conv2DTranspose(4, 3, strides=2), (6, 6, 3), 36)]:
+        model = keras.Sequential([keras.Input(shape), layer])
+        row = cost.count(model).layers[-1]
+        kernel = int(np.prod(layer.kernel.shape))
+        assert (row.params, row.macs) == (kernel + 4, kernel * positions)
+        assert row.conv == isinstance(layer, keras.layers.Conv2DTranspose)

@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from tfautocompress import graph, masks as masks_lib, schemes
+from tfautocompress import graph, layer_kinds, masks as masks_lib, schemes
 from tfautocompress._keras import keras
 
 
@@ -69,7 +69,7 @@ def test_errors_name_the_layer_and_what_is_accepted():
 def _prune_in_place(model, masks):
     closed = graph.close_masks(model, masks)
     for name, mask in closed.items():
-        kernel = schemes.kernel_of(model.get_layer(name))
+        kernel = layer_kinds.kernel_of(model.get_layer(name))
         kernel.assign(kernel.numpy() * mask)
     return closed
 
@@ -99,7 +99,7 @@ def test_second_round_masks_keep_the_first_rounds_zeros(seed):
     round2 = policy_lib.PruningPolicy(space2, {
         n: sa_oracle.from_increment(space2, n, rng.uniform(0.05, 0.4), rng.uniform())
         for n in space2.names})
-    kernels = {n: schemes.kernel_of(model.get_layer(n)).numpy() for n in space2.names}
+    kernels = {n: layer_kinds.kernel_of(model.get_layer(n)).numpy() for n in space2.names}
     for cached in (None, kernels):
         masks2 = masks_lib.magnitude_masks(model, round2, kernels=cached)
         closed2 = graph.close_masks(model, masks2)

@@ -249,7 +249,7 @@ def test_bad_kernels_and_configs():
         Scheme.from_config({"class_name": "Nope", "config": {}})
 
 
-def test_kernel_kind_of_layers():
+def test_kernel_kind_of_layers():  # schemes.kernel_kind: a read of layer_kinds for report.py
     layers = keras.layers
     assert schemes.kernel_kind(layers.Conv2D(2, 3)) == "conv"
     assert schemes.kernel_kind(layers.SeparableConv2D(2, 3)) == "conv"

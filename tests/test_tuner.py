@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from tfautocompress import baseline, cost, data, evaluate, policy as policy_lib, schemes
+from tfautocompress import baseline, cost, data, evaluate, layer_kinds, policy as policy_lib
 from tfautocompress import space as space_lib, zoo
 from tfautocompress._keras import keras
 from tfautocompress.search import sa_oracle, tuner as tuner_lib
@@ -80,7 +80,7 @@ def test_second_round_search_starts_from_the_first_rounds_result(trained, tmp_pa
         pruned, masks_lib.magnitude_masks(pruned, round1)).items()
         if not isinstance(pruned.get_layer(n), keras.layers.BatchNormalization)}
     for name, mask in closed1.items():
-        kernel = schemes.kernel_of(pruned.get_layer(name))
+        kernel = layer_kinds.kernel_of(pruned.get_layer(name))
         kernel.assign(kernel.numpy() * mask)
     space2 = space_lib.PolicySpace.from_model(pruned, "filter+column", 0.95, previous=round1)
     oracle = sa_oracle.EnhancedSAOracle(space2, iterations=2, max_trials=3, seed=4)

@@ -155,13 +155,13 @@ def test_wrapper_equals_the_plain_layer_on_masked_weights(layer, mask_shape):
         weights[3] = np.abs(weights[3])  # moving variance
     layer.set_weights(weights)
     pruned = prune_structured(plain, {layer.name: mask})
-    kernel_attr, channel_attrs = wrappers._layout(layer)
+    layout, channel_attrs = wrappers._layout(layer)
     inner = pruned.layers[0].layer
     projected = {}
-    if kernel_attr:
-        projected[kernel_attr] = getattr(layer, kernel_attr).numpy() * mask
+    if layout:
+        projected[layout.kernel_attr] = getattr(layer, layout.kernel_attr).numpy() * mask
         if channel_attrs:  # bias: zero where the whole filter is pruned
-            alive = schemes.gemm_view(mask, schemes.kernel_kind(layer)).max(axis=0)
+            alive = schemes.gemm_view(mask, layout.kind).max(axis=0)
             projected["bias"] = layer.bias.numpy() * alive
     else:
         projected = {a: getattr(layer, a).numpy() * mask for a in channel_attrs}

@@ -19,10 +19,10 @@ A compact model that keeps zero columns (column pruning that does not empty a
 whole channel) counts the same as its masked model when given its own masks
 (``compact.compact(model, masks, return_masks=True)`` returns them).
 
-"CONV" means Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose
-layers, the layers the AutoCompress tables report, the lowered
-``lowering.ColumnSparseConv2D`` (its kernel holds only the kept rows), and Dense
-layers applied to feature maps (pointwise convs, as in ConvNeXt).
+"CONV" means the layers the AutoCompress tables report (``layer_kinds``'
+``conv``: Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose and the
+lowered ``lowering.ColumnSparseConv2D``, whose kernel holds only the kept rows),
+and Dense layers applied to feature maps (pointwise convs, as in ConvNeXt).
 
 Counted vs executed: ``count(compact_model, compact_masks)`` counts the MACs the
 pruning keeps; ``count(compact_model)`` (no masks) counts what TFLite executes,
@@ -33,13 +33,10 @@ import dataclasses
 
 import numpy as np
 
-from tfautocompress import graph as graph_lib, lowering, masks as masks_lib, schemes
+from tfautocompress import graph as graph_lib, layer_kinds, masks as masks_lib
 from tfautocompress._keras import as_tf_keras, keras
 
 OBJECTIVES = ("params", "macs")
-_CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-               keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose,
-               lowering.ColumnSparseConv2D)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +145,8 @@ def count(model, masks=None):
         masks, alive = channel_graph.close(masks)
         keep = channel_graph.keep(alive)
         inputs = {name: float(keep[index].mean()) for name, index in channel_graph.in_index.items()
-                  if isinstance(channel_graph.layers[name], keras.layers.SeparableConv2D)}
+                  if getattr(layer_kinds.layout_of(channel_graph.layers[name]),
+                             "depthwise_attr", None)}
     calls = {}
     _count_calls(model, calls)
     return CostReport(tuple(_layer_cost(layer, masks.get(layer.name), calls.get(layer.name, 1),
@@ -171,46 +169,31 @@ def _count_calls(model, calls):
 
 def _layer_cost(layer, mask, calls=1, kept_inputs=1.0):
     out_shape = _output_shape(layer)
-    attr = ("kernel" if isinstance(layer, lowering.ColumnSparseConv2D)
-            else schemes.kernel_attr(layer))
-    kernel = None if attr is None else getattr(layer, attr)
+    layout = layer_kinds.layout_of(layer)
+    kernel = None if layout is None else getattr(layer, layout.kernel_attr)
     if kernel is None:
         params = sum(_live_count(w, mask) for w in _parameters(layer))
         return LayerCost(layer.name, type(layer).__name__, int(params), 0, out_shape,
                          False, calls)
     kept = np.ones(kernel.shape, bool) if mask is None else np.asarray(mask) != 0
-    live = _live_filters(layer, kept)
+    live = layer_kinds.alive_filters(kept, layout)
+    depthwise = getattr(layer, layout.depthwise_attr) if layout.depthwise_attr else None
     params, macs = 0, 0
-    positions = _output_positions(layer, out_shape) * calls
+    positions = _output_positions(layer, layout, out_shape) * calls
     for weight in _parameters(layer):
         n = int(np.prod(weight.shape))
         if weight is kernel:
             n = int(np.count_nonzero(kept))
             macs += n * positions
-        elif isinstance(layer, keras.layers.SeparableConv2D) and "depthwise" in weight.name:
+        elif weight is depthwise:
             n = int(round(n * kept_inputs))  # the compact layer's input channels
             macs += n * positions
         elif weight.shape.rank == 1 and weight.shape[0] == live.size:  # bias
             n = int(live.sum())
         params += n
-    return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape,
-                     _is_conv(layer, out_shape), calls)
-
-
-def _is_conv(layer, out_shape):
-    """A CONV layer of the tables, or a Dense applied to feature maps (a 1×1 conv:
-    ConvNeXt's pointwise layers)."""
-    return isinstance(layer, _CONV_TYPES) or (isinstance(layer, keras.layers.Dense)
-                                              and len(out_shape) > 1)
-
-
-def _live_filters(layer, kept):
-    """Boolean per output channel: does the filter keep any weight?"""
-    if isinstance(layer, keras.layers.Conv2DTranspose):  # (kh, kw, cout, cin)
-        return np.any(kept, axis=(0, 1, 3))
-    if isinstance(layer, keras.layers.DepthwiseConv2D):  # (kh, kw, cin, mult)
-        return np.any(kept, axis=(0, 1)).reshape(-1)
-    return np.any(kept.reshape(-1, kept.shape[-1]), axis=0)
+    # A Dense applied to feature maps is a 1×1 conv (ConvNeXt's pointwise layers).
+    conv = layout.conv or (layout.kind == "dense" and len(out_shape) > 1)
+    return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape, conv, calls)
 
 
 def _parameters(layer):
@@ -237,9 +220,9 @@ def _output_shape(layer):
     return tuple(int(d) for d in shape[1:] if d is not None)
 
 
-def _output_positions(layer, out_shape):
+def _output_positions(layer, layout, out_shape):
     """How many times the kernel is applied per example."""
-    if isinstance(layer, keras.layers.Conv2DTranspose):
+    if layout.transposed:
         in_shape = layer.input_shape
         return int(np.prod(in_shape[1:-1]))
     return int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1

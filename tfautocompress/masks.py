@@ -27,7 +27,7 @@ many groups (``PolicySpace`` floors) removes them again.
 """
 import numpy as np
 
-from tfautocompress import artifacts, graph as graph_lib
+from tfautocompress import artifacts, graph as graph_lib, layer_kinds
 from tfautocompress import schemes as schemes_lib
 
 __all__ = ["magnitude_masks", "uniform_schemes", "save", "load"]
@@ -58,7 +58,7 @@ def uniform_schemes(model, scheme):
     pruned (``graph.analyze(model).prunable_layers``): a uniform policy."""
     graph = graph_lib.analyze(model)
     result = {name: scheme for name in graph.prunable_layers
-              if schemes_lib.kernel_kind(graph.layers[name]) == "conv"}
+              if layer_kinds.prunable_layout(graph.layers[name]).kind == "conv"}
     if not result:
         raise ValueError(f"model {model.name!r} has no prunable CONV layer for a "
                          "uniform policy.")
@@ -81,9 +81,9 @@ def magnitude_masks(model, policy_or_schemes, *, graph=None, kernels=None):
             raise ValueError(f"the policy names layer {name!r}, which model "
                              f"{graph.model.name!r} does not have; its layers are: "
                              f"{', '.join(known)}.")
-    kinds = {n: schemes_lib.kernel_kind(known[n]) for n in schemes}
+    kinds = {n: layer_kinds.prunable_layout(known[n]).kind for n in schemes}
     arrays = {n: (np.asarray(kernels[n]) if kernels and n in kernels
-                  else schemes_lib.kernel_of(known[n]).numpy()) for n in schemes}
+                  else layer_kinds.kernel_of(known[n]).numpy()) for n in schemes}
     filters = _coupled_filters(graph, schemes, kinds, arrays)
     masks = {}
     for name in (n for n in known if n in schemes):
@@ -131,16 +131,11 @@ def _coupled_filters(graph, schemes, kinds, arrays):
     return filters
 
 
-def _alive_filters(mask, kind):
-    return np.any(schemes_lib.gemm_view(mask, kind) != 0, axis=0)
-
-
 def _dead_rows(graph, name, schemes, masks, filters, kinds, arrays):
     """Bool per kernel row (axis -2) of layer ``name``: does it read a channel that
     every producer drops in this projection? None for a layer that ranks all its
     columns (depthwise, separable)."""
-    layer = graph.layers[name]
-    if kinds[name] == "depthwise" or schemes_lib.kernel_attr(layer) == "pointwise_kernel":
+    if not layer_kinds.layout_of(graph.layers[name]).live_columns:
         return None
     dead = np.zeros(arrays[name].shape[-2], bool)
     for group in graph.groups:
@@ -152,7 +147,8 @@ def _dead_rows(graph, name, schemes, masks, filters, kinds, arrays):
             if producer in filters:
                 alive = filters[producer] != 0
             elif producer in masks:
-                alive = _alive_filters(masks[producer], kinds[producer])
+                alive = layer_kinds.alive_filters(masks[producer],
+                                                  layer_kinds.layout_of(graph.layers[producer]))
             else:
                 alive = np.ones(group.channels, bool)  # projected later: none dead yet
             channel_dead &= ~alive if alive.size == group.channels else False

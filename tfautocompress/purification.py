@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from tfautocompress import graph as graph_lib, schemes as schemes_lib
+from tfautocompress import graph as graph_lib, layer_kinds, schemes as schemes_lib
 
 __all__ = ["threshold_masks", "remove_unused", "purify"]
 
@@ -53,8 +53,8 @@ def threshold_masks(model, scales, masks=None):
             raise ValueError(f"layer {name!r}: threshold scales {pair!r} must be finite "
                              "and >= 0 (0 removes nothing).")
         layer = graph_lib.analyze(model).layers[name]
-        kind = schemes_lib.kernel_kind(layer)
-        kernel = schemes_lib.kernel_of(layer).numpy()
+        kind = layer_kinds.prunable_layout(layer).kind
+        kernel = layer_kinds.kernel_of(layer).numpy()
         prior = result.get(name, np.ones(kernel.shape, np.float32))
         filters, columns = _split_norms(kernel * prior, kind)
         gemm = np.outer(_keep_above(columns, column_scale), _keep_above(filters, filter_scale))
@@ -92,7 +92,7 @@ def remove_unused(model, masks):
                 mask = closed.get(producer)
                 if mask is None:
                     layer = channel_graph.layers[producer]
-                    mask = np.ones(schemes_lib.kernel_of(layer).shape, np.float32)
+                    mask = np.ones(layer_kinds.kernel_of(layer).shape, np.float32)
                 if np.any(mask[..., ~read]):
                     mask = mask.copy()
                     mask[..., ~read] = 0.0

@@ -6,7 +6,7 @@ norm is the Euclidean projection onto "at most k nonzero groups": the distance
 to the projection is the energy of the dropped groups, which this choice
 minimises.
 
-Kernel layouts (``kind``):
+Kernel layouts (``kind``; ``layer_kinds`` says which layer has which):
 
 * ``"conv"``: Conv2D (and SeparableConv2D's pointwise) kernel ``(kh, kw, cin, cout)``.
   Filter = output channel, channel = input channel (all kh*kw of it),
@@ -27,13 +27,10 @@ import numbers
 
 import numpy as np
 
-from tfautocompress._keras import keras
+from tfautocompress import layer_kinds
 
 __all__ = [
     "KINDS",
-    "kernel_kind",
-    "kernel_attr",
-    "kernel_of",
     "gemm_view",
     "zero_group_shares",
     "prune_count",
@@ -59,51 +56,13 @@ _GROUP_AXES = {
 _COMBINED_MAX_ROUNDS = 16
 
 
+# Thin reads of ``layer_kinds`` kept for report.py and admm_cli.py until they read it.
 def kernel_kind(layer):
-    """The kernel layout of ``layer``: ``"conv"``, ``"depthwise"`` or ``"dense"``.
-
-    Separable convolutions count as ``"conv"`` (their prunable pointwise kernel);
-    Conv1D/Conv3D kernels are ``"conv"`` kernels of another rank (see ``_as_kernel``).
-    """
-    layers = keras.layers
-    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-        return "depthwise"
-    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
-        return "conv"
-    transposed = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
-    if (isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D))
-            and not isinstance(layer, transposed)):
-        return "conv"
-    if isinstance(layer, layers.Dense):
-        return "dense"
-    raise TypeError(
-        f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}; "
-        "prunable kernels belong to Conv1D/2D/3D, SeparableConv, DepthwiseConv or Dense."
-    )
+    """``layer_kinds.prunable_layout(layer).kind`` (TypeError for an unprunable layer)."""
+    return layer_kinds.prunable_layout(layer).kind
 
 
-def kernel_attr(layer):
-    """Name of the weight whose output channels are ``layer``'s filters (the prunable
-    kernel): ``"depthwise_kernel"``, ``"pointwise_kernel"`` (separable) or
-    ``"kernel"`` (Conv, Dense); None for a layer without one."""
-    layers = keras.layers
-    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-        return "depthwise_kernel"
-    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
-        return "pointwise_kernel"
-    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Dense)):
-        return "kernel"
-    return None
-
-
-def kernel_of(layer):
-    """The prunable kernel variable of ``layer`` (see ``kernel_attr``)."""
-    attr = kernel_attr(layer)
-    if attr is None:
-        raise TypeError(f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}, "
-                        "which has no prunable kernel; accepted: Conv, SeparableConv, "
-                        "DepthwiseConv or Dense layers.")
-    return getattr(layer, attr)
+kernel_of = layer_kinds.kernel_of
 
 
 def _as_kernel(kernel, kind):

@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from tfautocompress import cost, graph as graph_lib, schemes as schemes_lib
+from tfautocompress import cost, graph as graph_lib, layer_kinds, schemes as schemes_lib
 
 __all__ = ["SCHEME_SETS", "check_real", "LayerSpec", "PolicySpace"]
 
@@ -200,7 +200,7 @@ class PolicySpace:
         channel_graph = graph_lib.analyze(model)
         layers = channel_graph.layers
         names = [n for n in channel_graph.prunable_layers if include_dense or report[n].conv
-                 or schemes_lib.kernel_kind(layers[n]) != "dense"]
+                 or layer_kinds.prunable_layout(layers[n]).kind != "dense"]
         if not names:
             raise ValueError(
                 f"model {model.name!r} has nothing to prune: no CONV layer"
@@ -396,29 +396,28 @@ def _dies_with_rows(channel_graph, name, names, row):
     if not row.conv:
         return 0.0, 0.0
     layer = channel_graph.layers[name]
-    attr = schemes_lib.kernel_attr(layer)
-    if attr == "depthwise_kernel":
+    layout = layer_kinds.layout_of(layer)
+    if layout.kind == "depthwise":
         channels = layer.depthwise_kernel.shape[-2]
         return row.params / channels, row.macs / channels
-    if attr == "pointwise_kernel" and name in names:
+    if layout.depthwise_attr and name in names:
         depthwise = int(np.prod(layer.depthwise_kernel.shape))
         pointwise = int(np.prod(layer.pointwise_kernel.shape))
         channels = layer.depthwise_kernel.shape[-2]
         return depthwise / channels, row.macs * depthwise / (depthwise + pointwise) / channels
     if name in names:
         return 0.0, 0.0
-    channels = getattr(layer, "depthwise_kernel", schemes_lib.kernel_of(layer)).shape[-2]
+    channels = getattr(layer, "depthwise_kernel", layer_kinds.kernel_of(layer)).shape[-2]
     bias = 0 if getattr(layer, "bias", None) is None else int(layer.bias.shape[0])
     return (row.params - bias) / channels, row.macs / channels
 
 
 def _layer_spec(layer, row, reads, coupled, channelwise, block):
-    shape = tuple(schemes_lib.kernel_of(layer).shape)
-    kind = schemes_lib.kernel_kind(layer)
+    layout = layer_kinds.prunable_layout(layer)
+    shape, kind = tuple(layer_kinds.kernel_of(layer).shape), layout.kind
     columns, filters = schemes_lib.gemm_view(np.zeros(shape, np.int8), kind).shape
     positions = (int(np.prod(row.output_shape[:-1])) if len(row.output_shape) > 1 else 1) * row.calls
     bias = getattr(layer, "bias", None)
     return LayerSpec(row.name, kind, int(filters), int(columns), positions, int(shape[-2]),
                      tuple(reads), coupled, int(bias is not None and bias.shape[0] == filters),
-                     kind != "depthwise" and schemes_lib.kernel_attr(layer) == "kernel",
-                     tuple(float(c) for c in channelwise), int(block))
+                     layout.live_columns, tuple(float(c) for c in channelwise), int(block))

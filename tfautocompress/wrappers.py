@@ -23,7 +23,7 @@ from tensorflow_model_optimization.python.core.keras import utils as tfmot_utils
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from tfautocompress import masked_layer_norm, schemes
+from tfautocompress import layer_kinds, masked_layer_norm, schemes
 from tfautocompress._keras import as_tf_keras, keras
 
 __all__ = [
@@ -32,8 +32,6 @@ __all__ = [
     "prune_structured",
     "custom_objects",
 ]
-
-_SUPPORTED = "Conv2D, SeparableConv2D, DepthwiseConv2D, Dense or BatchNormalization (scale=True)"
 
 
 class SchemeSchedule(pruning_schedule.PruningSchedule):
@@ -68,8 +66,12 @@ _SCHEDULES = {
 }
 
 
+def _supported():
+    return layer_kinds.accepted("BatchNormalization (scale=True)")
+
+
 def _layout(layer):
-    """(kernel attribute or None for BN, attributes masked per output channel)."""
+    """(``layer_kinds.KernelLayout`` or None for BN, attributes masked per output channel)."""
     layers = keras.layers
     if isinstance(layer, layers.BatchNormalization):
         if not layer.scale:
@@ -78,14 +80,11 @@ def _layout(layer):
                 "beta cannot zero a channel; structured pruning needs scale=True."
             )
         return None, ("gamma", "beta") if layer.center else ("gamma",)
-    try:
-        schemes.kernel_kind(layer)  # the kinds a scheme can prune
-    except TypeError:
-        raise TypeError(
-            f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}; "
-            f"structured pruning wraps {_SUPPORTED}."
-        ) from None
-    return schemes.kernel_attr(layer), ("bias",) if layer.use_bias else ()
+    layout = layer_kinds.layout_of(layer)
+    if layout is None or not layout.prunable:  # the kinds a scheme can prune
+        raise TypeError(f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}; "
+                        f"structured pruning wraps {_supported()}.")
+    return layout, ("bias",) if layer.use_bias else ()
 
 
 def _is_layer_norm(layer):
@@ -106,8 +105,8 @@ def _mask_shape(layer):
     """Shape a mask of ``layer`` must have (the layer must be built)."""
     if _is_layer_norm(layer):
         return (int(layer.get_input_shape_at(0)[-1]),)
-    kernel_attr, channel_attrs = _layout(layer)
-    return tuple(getattr(layer, kernel_attr or channel_attrs[0]).shape)
+    layout, channel_attrs = _layout(layer)
+    return tuple(getattr(layer, layout.kernel_attr if layout else channel_attrs[0]).shape)
 
 
 def _encode_mask(mask):
@@ -133,8 +132,8 @@ class StructuredPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
     """Structured pruning of one layer: a fixed mask, or a mask that follows a scheme.
 
     Args:
-      layer: a Conv2D, SeparableConv2D, DepthwiseConv2D, Dense or
-        BatchNormalization layer.
+      layer: a layer whose kernel a scheme prunes (``layer_kinds``: Conv, SeparableConv,
+        DepthwiseConv, Dense) or a BatchNormalization layer.
       scheme: scheme mode (kernel layers only): at the steps ``pruning_schedule``
         says, the mask becomes ``scheme.mask(kernel)`` and the kernel is
         projected. Needs TF-MOT's ``UpdatePruningStep`` callback in ``fit``.
@@ -149,7 +148,8 @@ class StructuredPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
 
     def __init__(self, layer, scheme=None, mask=None, pruning_schedule=None, **kwargs):
         name = getattr(layer, "name", layer)
-        self._kernel_attr, self._channel_attrs = _layout(layer)
+        self._kernel_layout, self._channel_attrs = _layout(layer)
+        self._kernel_attr = self._kernel_layout and self._kernel_layout.kernel_attr
         if (scheme is None) == (mask is None):
             raise ValueError(
                 f"StructuredPruneLowMagnitude of layer {name!r} takes exactly one of "
@@ -168,7 +168,6 @@ class StructuredPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
                     f"layer {name!r} is a BatchNormalization: it takes a fixed 1-D "
                     f"mask= (channels,), not scheme={scheme!r}."
                 )
-            self._kind = schemes.kernel_kind(layer)
         if mask is not None:
             mask = np.asarray(mask, np.float32)
             if not np.isin(mask, (0.0, 1.0)).all():
@@ -219,9 +218,7 @@ class StructuredPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
         if self._kernel_attr is not None:
             pairs.append((self._kernel_attr, self.mask))
             if self._channel_attrs:  # a filter is alive if any of its kernel mask is
-                n_filters = self.layer.bias.shape[0]
-                alive = tf.reduce_max(tf.reshape(self.mask, [-1, n_filters]), axis=0)
-                pairs.append(("bias", alive))
+                pairs.append(("bias", layer_kinds.alive_filters(self.mask, self._kernel_layout)))
         else:
             pairs += [(attr, self.mask) for attr in self._channel_attrs]
         return [(attr, getattr(self.layer, attr), mask) for attr, mask in pairs]
@@ -233,7 +230,8 @@ class StructuredPruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
     def _project_to_scheme(self):
         kernel = getattr(self.layer, self._kernel_attr)
         new_mask = tf.numpy_function(
-            lambda w: self._scheme.mask(w, self._kind), [kernel], tf.float32, stateful=False
+            lambda w: self._scheme.mask(w, self._kernel_layout.kind), [kernel], tf.float32,
+            stateful=False
         )
         with tf.control_dependencies([self.mask.assign(tf.ensure_shape(new_mask, self.mask.shape))]):
             return self.weight_mask_op()
@@ -323,7 +321,7 @@ def prune_structured(model, masks_or_policy, pruning_schedule=None):
         prunable = sorted(name for name, layer in layers.items() if _is_prunable(layer))
         raise ValueError(
             f"model {model.name!r} has no layer named {unknown}; prunable layers "
-            f"({_SUPPORTED}) are {prunable}."
+            f"({_supported()}) are {prunable}."
         )
     for name, entry in entries.items():
         if isinstance(entry, schemes.Scheme) or not _is_layer_norm(layers[name]):

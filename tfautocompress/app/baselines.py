@@ -14,12 +14,10 @@ re-initialised model has exactly the pruned model's kernel shapes.
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
+from tfautocompress import layer_kinds
 from tfautocompress._keras import check_model, keras
-from tfautocompress.schemes import kernel_of
 
 __all__ = ["magnitude_prune", "train_from_scratch"]
-
-_CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
 
 def _num_batches(dataset):
@@ -55,7 +53,7 @@ def magnitude_prune(model, train, *, target_compression_ratio, epochs, compile_f
     work.set_weights(model.get_weights())
 
     def wrap(layer):  # the copy's own layer inside the wrapper keeps its weights
-        if isinstance(layer, _CONV):
+        if _is_conv(layer):
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
@@ -64,9 +62,15 @@ def magnitude_prune(model, train, *, target_compression_ratio, epochs, compile_f
     pruned.fit(train, validation_data=validation_data, epochs=int(epochs), verbose=verbose,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    masks = {layer.name: (kernel_of(layer).numpy() != 0).astype(np.float32)
-             for layer in stripped.layers if isinstance(layer, _CONV)}
+    masks = {layer.name: (layer_kinds.kernel_of(layer).numpy() != 0).astype(np.float32)
+             for layer in stripped.layers if _is_conv(layer)}
     return stripped, masks
+
+
+def _is_conv(layer):
+    """A CONV layer of the tables (``layer_kinds``), whose kernel TF-MOT prunes."""
+    layout = layer_kinds.layout_of(layer)
+    return layout is not None and layout.conv
 
 
 def train_from_scratch(structure, train, *, epochs, compile_fn, validation_data=None,
