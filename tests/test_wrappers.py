@@ -292,9 +292,23 @@ def test_bad_wrapper_arguments():
         StructuredPruneLowMagnitude(L.Dense(2, name="d"), scheme=schemes.Filter(0.5), mask=np.ones((3, 2)))
     with pytest.raises(ValueError, match=r"'bn' is a BatchNormalization: it takes a fixed 1-D"):
         StructuredPruneLowMagnitude(L.BatchNormalization(name="bn"), scheme=schemes.Filter(0.5))
-    with pytest.raises(ValueError, match="scale=False"):
-        StructuredPruneLowMagnitude(L.BatchNormalization(scale=False), mask=np.ones(3))
     with pytest.raises(ValueError, match=r"layer 'd' must hold only 0 and 1.*0\.5"):
         StructuredPruneLowMagnitude(L.Dense(2, name="d"), mask=np.full((3, 2), 0.5))
     with pytest.raises(TypeError, match="must be a tfautocompress.schemes.Scheme"):
         StructuredPruneLowMagnitude(L.Dense(2, name="d"), scheme=0.5)
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_a_masked_channel_leaves_batch_norm_as_zero_with_or_without_gamma(scale):
+    """InceptionV3's BN has no gamma (scale=False): masking beta alone keeps a dead
+    channel at zero, since BN normalises the zeros it reads to zero in training."""
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, name="c"),
+                              L.BatchNormalization(scale=scale, name="bn")])
+    model.get_layer("bn").set_weights([np.full(3, 0.5, np.float32)
+                                       for _ in model.get_layer("bn").get_weights()])
+    mask = np.ones((3, 3, 2, 3), np.float32)
+    mask[..., 1] = 0.0
+    pruned = prune_structured(model, {"c": mask, "bn": np.array([1.0, 0.0, 1.0], np.float32)})
+    y = pruned(np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype(np.float32),
+               training=True).numpy()
+    assert not y[..., 1].any() and y[..., 0].any()

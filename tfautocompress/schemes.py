@@ -27,7 +27,6 @@ import numbers
 
 import numpy as np
 
-from tfautocompress import layer_kinds
 
 __all__ = [
     "KINDS",
@@ -54,15 +53,6 @@ _GROUP_AXES = {
     "irregular": {"conv": (0, 1, 2, 3), "depthwise": (0, 1, 2, 3), "dense": (0, 1)},
 }
 _COMBINED_MAX_ROUNDS = 16
-
-
-# Thin reads of ``layer_kinds`` kept for report.py and admm_cli.py until they read it.
-def kernel_kind(layer):
-    """``layer_kinds.prunable_layout(layer).kind`` (TypeError for an unprunable layer)."""
-    return layer_kinds.prunable_layout(layer).kind
-
-
-kernel_of = layer_kinds.kernel_of
 
 
 def _as_kernel(kernel, kind):

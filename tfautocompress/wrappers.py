@@ -67,19 +67,18 @@ _SCHEDULES = {
 
 
 def _supported():
-    return layer_kinds.accepted("BatchNormalization (scale=True)")
+    return layer_kinds.accepted("BatchNormalization")
 
 
 def _layout(layer):
     """(``layer_kinds.KernelLayout`` or None for BN, attributes masked per output channel)."""
     layers = keras.layers
     if isinstance(layer, layers.BatchNormalization):
-        if not layer.scale:
-            raise ValueError(
-                f"BatchNormalization layer {layer.name!r} has scale=False, so masking "
-                "beta cannot zero a channel; structured pruning needs scale=True."
-            )
-        return None, ("gamma", "beta") if layer.center else ("gamma",)
+        # A dead channel reads zeros (its filter is masked), which BN normalises to
+        # zero in training; masking its gamma and beta (those the layer has) keeps
+        # them at zero (InceptionV3's BN has no gamma: scale=False).
+        return None, tuple(attr for attr, on in (("gamma", layer.scale), ("beta", layer.center))
+                           if on)
     layout = layer_kinds.layout_of(layer)
     if layout is None or not layout.prunable:  # the kinds a scheme can prune
         raise TypeError(f"layer {getattr(layer, 'name', layer)!r} is a {type(layer).__name__}; "
@@ -106,7 +105,7 @@ def _mask_shape(layer):
     if _is_layer_norm(layer):
         return (int(layer.get_input_shape_at(0)[-1]),)
     layout, channel_attrs = _layout(layer)
-    return tuple(getattr(layer, layout.kernel_attr if layout else channel_attrs[0]).shape)
+    return tuple((getattr(layer, layout.kernel_attr) if layout else layer.moving_mean).shape)
 
 
 def _encode_mask(mask):

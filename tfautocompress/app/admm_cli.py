@@ -32,19 +32,20 @@ def uniform_policy(model, filter_fraction, column_fraction):
 def structured_sparsity(arrays, model):
     """``{layer: {"filter": share, "column": share}}`` of all-zero filters and
     columns in ``arrays`` ({layer: kernel or mask}) of ``model``'s layers."""
-    from tfautocompress import graph, schemes
+    from tfautocompress import graph, layer_kinds, schemes
 
     layers = graph.analyze(model).layers
-    return {name: schemes.zero_group_shares(array, schemes.kernel_kind(layers[name]))
+    return {name: schemes.zero_group_shares(array,
+                                            layer_kinds.prunable_layout(layers[name]).kind)
             for name, array in arrays.items()}
 
 
 def kernels(model, names):
     """``{name: kernel as NumPy}`` of ``model``'s layers ``names``."""
-    from tfautocompress import graph, schemes
+    from tfautocompress import graph, layer_kinds
 
     layers = graph.analyze(model).layers
-    return {name: schemes.kernel_of(layers[name]).numpy() for name in names}
+    return {name: layer_kinds.kernel_of(layers[name]).numpy() for name in names}
 
 
 def main():

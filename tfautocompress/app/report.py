@@ -30,7 +30,7 @@ import numpy as np
 # module changes no global state), and none is needed to save a PNG.
 from matplotlib.figure import Figure
 
-from tfautocompress import artifacts, cost, graph as graph_lib
+from tfautocompress import artifacts, cost, graph as graph_lib, layer_kinds
 from tfautocompress import schemes as schemes_lib
 
 __all__ = ["layer_summary", "scheme_split", "lowering_summary", "tflite_figures", "build", "write",
@@ -48,13 +48,12 @@ def layer_summary(model, masks):
     closed = graph_lib.close_masks(model, masks) if masks else {}
     summary = {}
     for layer in model.layers:
-        try:
-            kind = schemes_lib.kernel_kind(layer)
-        except TypeError:
+        layout = layer_kinds.layout_of(layer)
+        if layout is None or not layout.prunable:
             continue
-        shape = tuple(schemes_lib.kernel_of(layer).shape)
+        shape = tuple(layer_kinds.kernel_of(layer).shape)
         mask = np.asarray(closed.get(layer.name, np.ones(shape, np.float32)))
-        zero = schemes_lib.zero_group_shares(mask, kind)
+        zero = schemes_lib.zero_group_shares(mask, layout.kind)
         summary[layer.name] = {"kept": float(mask.mean()), "params": int(mask.size),
                                "filters_removed": zero["filter"],
                                "columns_removed": zero["column"]}
