@@ -315,7 +315,8 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds):
                     round_ratio=round_ratio, max_rounds=max_rounds,
                     search_trials=budget["trials"], search_subset=FLAGS.search_subset,
                     admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
-                    lr=FLAGS.lr, seed=FLAGS.seed, validation_freq=FLAGS.validation_freq)
+                    lr=FLAGS.lr, seed=FLAGS.seed, validation_freq=FLAGS.validation_freq,
+                    export_tflite=False)
     keras.utils.set_random_seed(FLAGS.seed)
     with _common.Stopwatch() as watch:
         # a fresh shuffle: the rounds' data order does not depend on what read it before
@@ -446,7 +447,7 @@ RUNNERS = {
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from tfautocompress.app import report
+    from tfautocompress.app import comparison
     unknown = [m for m in FLAGS.methods if m not in RUNNERS]
     if unknown:
         raise app.UsageError(f"--methods {unknown} unknown; accepted: {', '.join(RUNNERS)}.")
@@ -465,7 +466,7 @@ def main(argv):
               f"retraining epochs (per round for autocompress), {budget['trials']} search "
               f"trials per searched method (per round for autocompress); host TFLite fp32, "
               f"1 thread")
-    print(report.comparison_markdown(bench.rows, header))
+    print(comparison.comparison_markdown(bench.rows, header))
     stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else os.path.join(
         FLAGS.workdir, "compare")
     result = {f"{r['method']}_acc": round(r["test_accuracy"], 4) for r in bench.rows}
@@ -474,7 +475,7 @@ def main(argv):
     result.update({f"{r['method']}_trials": r["trials"] for r in bench.rows if "trials" in r})
     result.update({f"{r['method']}_epochs": r["epochs"] for r in bench.rows if "epochs" in r})
     result["wall_s"] = round(wall.seconds, 1)
-    report.write_comparison(
+    comparison.write_comparison(
         stem, bench.rows, header,
         f"{FLAGS.model} on {FLAGS.dataset}, target {FLAGS.target}x {FLAGS.objective}",
         budget=budget, result=result,

@@ -41,7 +41,7 @@ def main(argv):
                     round_ratio=f.target_ratio, max_rounds=1, scheme_set=f.schemes,
                     search_trials=f.search_trials, admm_epochs=f.admm_epochs,
                     retrain_epochs=f.retrain_epochs, lr=f.lr, admm=admm, seed=f.seed,
-                    validation_freq=f.validation_freq)
+                    validation_freq=f.validation_freq, export_tflite=False)
     with _common.Stopwatch() as watch:
         searched = AutoCompress(model, splits, os.path.join(f.output_dir, "sa"), config)
         searched.next_round()
@@ -54,7 +54,7 @@ def main(argv):
         keras.utils.set_random_seed(step_seed(f.seed, 1))  # as AutoCompress trains round 1
         recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
                         f.admm_epochs, f.retrain_epochs, admm=admm, verbose=2,
-                        validation_freq=f.validation_freq)
+                        validation_freq=f.validation_freq, export_tflite=False)
         uniform = partial_prune(searched.model, policy, recipe)
         uniform_ratios = cost.count(model).ratios(cost.count(model, uniform.masks))
     uniform_s = watch.seconds

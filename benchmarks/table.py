@@ -147,7 +147,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from tfautocompress import artifacts
-    from tfautocompress.app import report
+    from tfautocompress.app import comparison
 
     targets = sorted(float(t) for t in FLAGS.targets)
     seeds = [int(s) for s in FLAGS.seeds]
@@ -175,7 +175,7 @@ def main(argv):
                 for method in methods:
                     rows.append(run_method(bench, cells, method, target))
     FLAGS.workdir = root
-    statistics = report.seed_statistics(rows)
+    statistics = comparison.seed_statistics(rows)
     dense = statistics.pop(("dense", 1.0))
     order = [m for m in FLAGS.methods if any(k[0] == m for k in statistics)]
     header = (f"{FLAGS.model} on {FLAGS.dataset} ({FLAGS.train_size or 'all'} training "
@@ -184,7 +184,7 @@ def main(argv):
               f"ADMM + {budget['retrain_epochs']} retraining epochs (per round for "
               f"{PIPELINE}), {budget['trials']} search trials (per round for {PIPELINE}); "
               f"CONV {FLAGS.objective} targets; host TFLite fp32, 1 thread")
-    table = report.seed_table_markdown(statistics, order, targets, dense, FLAGS.bound / 100,
+    table = comparison.seed_table_markdown(statistics, order, targets, dense, FLAGS.bound / 100,
                                        header, notes=_notes(rows, budget))
     print(table)
     stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else os.path.join(root, "table")
@@ -196,14 +196,14 @@ def main(argv):
     with open(stem + ".md.tmp", "w") as f:
         f.write(table)
     os.replace(stem + ".md.tmp", stem + ".md")
-    report.plot_seed_pareto(statistics, dense, FLAGS.bound / 100, stem + ".png",
+    comparison.plot_seed_pareto(statistics, dense, FLAGS.bound / 100, stem + ".png",
                             f"{FLAGS.model} on {FLAGS.dataset}, {len(seeds)} seeds")
     result = {"dense_acc": round(dense["test_accuracy_mean"], 4), "wall_s": round(wall.seconds)}
     for m in order:
         for t in targets:
             if (m, t) in statistics:
                 result[f"{m}_{t:g}x_acc"] = round(statistics[(m, t)]["test_accuracy_mean"], 4)
-        within = report.largest_ratio_within(statistics, m, dense["test_accuracy_mean"],
+        within = comparison.largest_ratio_within(statistics, m, dense["test_accuracy_mean"],
                                              FLAGS.bound / 100)
         result[f"{m}_within"] = round(within, 2) if within else 0
     _common.print_result(result)

@@ -78,7 +78,6 @@ remaining weights, ``g`` never decreases with them, and re-normalisation only
 scales ``g`` (never below 0, i.e. never below a floor). Without floors ``g`` and
 ``t`` are the action's fraction and filter share, as before.
 """
-import dataclasses
 import math
 
 import keras_tuner
@@ -87,100 +86,16 @@ from keras_tuner.engine import trial as trial_module
 
 from tfautocompress import cost, policy as policy_lib, space as space_lib
 from tfautocompress.search import encoding
-from tfautocompress.search.oracle import Draws, InfeasibleTargetError, SafeOracle, metropolis
+from tfautocompress.search.oracle import (Draws, InfeasibleTargetError, SafeOracle,
+                                          best_policy, metropolis, plan_schedule)
 
-__all__ = ["EnhancedSAOracle", "Schedule", "plan_schedule", "follows_size_order",
+__all__ = ["EnhancedSAOracle", "GuidedHeuristic", "follows_size_order",
            "increment", "from_increment"]
 
 _STATUS = trial_module.TrialStatus
 _BISECTION_STEPS = 60
 _PERTURB_ATTEMPTS = 8
 _TOLERANCE = 1e-12
-DEFAULT_ITERATIONS = 4  # chain steps per temperature when no max_trials is given
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """The annealing schedule an oracle runs.
-
-    Attributes:
-      temperatures: one per level, hottest (T0) first; the last is the stop
-        temperature or just above it.
-      steps_per_temperature: chain steps at each temperature.
-      parallel: neighbours per chain step (1: a plain Metropolis chain).
-      cooling: the factor between successive temperatures (the given one, or
-        the faster one when the budget spreads the temperatures).
-      trials: ``1 + len(temperatures) * steps_per_temperature * parallel``.
-    """
-
-    temperatures: tuple
-    steps_per_temperature: int
-    parallel: int
-    cooling: float
-    trials: int
-
-    @property
-    def steps(self):
-        """Chain steps after the initial trial."""
-        return len(self.temperatures) * self.steps_per_temperature
-
-    def as_dict(self):
-        """JSON-clean dict (for reports and the oracle state)."""
-        return {"temperatures": [float(t) for t in self.temperatures],
-                "steps_per_temperature": int(self.steps_per_temperature),
-                "parallel": int(self.parallel), "cooling": float(self.cooling),
-                "trials": int(self.trials)}
-
-
-def _levels(start, stop, cooling):
-    """Temperatures ``start * cooling**i`` that are >= ``stop`` (inf if never below)."""
-    if start == stop:
-        return 1
-    if cooling >= 1:
-        return math.inf
-    return int(math.floor(math.log(stop / start) / math.log(cooling) + 1e-9)) + 1
-
-
-def plan_schedule(start_temperature, stop_temperature, cooling, max_trials=None,
-                  iterations=None, parallel=1):
-    """The ``Schedule`` that completes the cooling from ``start_temperature`` to
-    ``stop_temperature`` within ``max_trials`` (see the module docstring).
-
-    ``iterations``: chain steps per temperature (an upper bound when
-    ``max_trials`` is given; default ``DEFAULT_ITERATIONS`` without it).
-    ``parallel``: neighbours per step; capped by the budget's ``max_trials - 1``.
-    """
-    start, stop, cooling = float(start_temperature), float(stop_temperature), float(cooling)
-    levels = _levels(start, stop, cooling)
-    parallel = int(parallel)
-    if not max_trials:
-        if levels == math.inf:
-            raise ValueError("cooling=1 never reaches the stop temperature: give max_trials.")
-        steps = int(iterations or DEFAULT_ITERATIONS)
-        temperatures = tuple(start * cooling ** i for i in range(levels))
-        return Schedule(temperatures, steps, parallel, cooling,
-                        1 + levels * steps * parallel)
-    max_trials = int(max_trials)
-    if max_trials == 1:
-        return Schedule((), 1, parallel, cooling, 1)
-    parallel = min(parallel, max_trials - 1)
-    batches = (max_trials - 1) // parallel
-    if batches >= levels:
-        steps = batches // levels
-        if iterations:
-            steps = min(steps, int(iterations))
-        temperatures = tuple(start * cooling ** i for i in range(levels))
-    else:  # spread the temperatures: one step each, T0 down to the stop temperature
-        steps = 1
-        if batches == 1:
-            temperatures = (stop,)
-        else:
-            ratio = stop / start
-            temperatures = tuple(start * ratio ** (i / (batches - 1)) for i in range(batches - 1))
-            temperatures += (stop,)
-            cooling = ratio ** (1.0 / (batches - 1))
-    return Schedule(temperatures, steps, parallel, cooling,
-                    1 + len(temperatures) * steps * parallel)
 
 
 def follows_size_order(policy):
@@ -237,6 +152,67 @@ def from_increment(space, name, g, t):
     return policy_lib.LayerAction(min(space.max_fraction, fraction), share)
 
 
+class GuidedHeuristic:
+    """The guided heuristic of the enhanced SA (Algorithm 1): the layers with more
+    remaining weights take the larger increments (``follows_size_order``), each
+    under its cap, and the increments are scaled (bisection) until the policy just
+    reaches the round's target."""
+
+    def __init__(self, space, objective):
+        self.space, self.objective = space, objective
+        self.remaining = space.remaining_weights()
+        self.caps = self._increment_caps()
+
+    def _increment_caps(self):
+        """Largest increment per layer (space order) that keeps ``fraction <=
+        max_fraction`` and the size order: no layer exceeds the cap of a layer
+        with more remaining weights."""
+        space = self.space
+        own = {}
+        for name in space.names:
+            floor = space.floor_fraction(name)
+            own[name] = (space.max_fraction if floor == 0.0
+                         else max(0.0, 1.0 - (1.0 - space.max_fraction) / (1.0 - floor)))
+        caps = {}
+        for name in space.names:
+            larger = [own[n] for n in space.names if self.remaining[n] > self.remaining[name]]
+            caps[name] = min([own[name]] + larger)
+        return [caps[n] for n in space.names]
+
+    def at_caps(self, share):
+        """Every layer at its cap, ``share`` of it filter pruning."""
+        return {n: from_increment(self.space, n, cap, share)
+                for n, cap in zip(self.space.names, self.caps)}
+
+    def ratio(self, actions):
+        return self.space.compression_ratio(actions, self.objective)
+
+    def policy(self, raw, shares, target):
+        """Sort ``raw`` increments onto the layers by remaining weights, scale them
+        to ``target`` (None when even the caps fall short)."""
+        names = self.space.names
+        order = sorted(range(len(names)), key=lambda i: self.remaining[names[i]])
+        sorted_raw = sorted(raw)
+        ranked = [0.0] * len(raw)
+        for rank, index in enumerate(order):
+            ranked[index] = max(sorted_raw[rank], 1e-6)
+        low, high = 0.0, max(self.caps) / min(ranked)
+        actions = self._scaled(ranked, shares, high)
+        if self.ratio(actions) < target:
+            return None
+        for _ in range(_BISECTION_STEPS):
+            middle = 0.5 * (low + high)
+            if self.ratio(self._scaled(ranked, shares, middle)) >= target:
+                high = middle
+            else:
+                low = middle
+        return policy_lib.PruningPolicy(self.space, self._scaled(ranked, shares, high))
+
+    def _scaled(self, ranked, shares, scale):
+        return {name: from_increment(self.space, name, min(cap, scale * r), s)
+                for name, cap, r, s in zip(self.space.names, self.caps, ranked, shares)}
+
+
 class EnhancedSAOracle(SafeOracle):
     """Algorithm 1 over a ``PolicySpace``; the trial score is an accuracy to maximise.
 
@@ -290,10 +266,9 @@ class EnhancedSAOracle(SafeOracle):
                          seed=int(seed), **kwargs)
         self.seed = int(seed)  # the base class replaces a 0 seed by a random one
         self._draws = Draws(self.seed)
-        self._remaining = space.remaining_weights()
-        self._caps = self._increment_caps()
+        self._heuristic = GuidedHeuristic(space, self.cost_objective)
         if previous_compression_ratio is None:
-            previous_compression_ratio = self._ratio({})
+            previous_compression_ratio = self._heuristic.ratio({})
         self.previous_compression_ratio = float(previous_compression_ratio)
         if target_compression_ratio is None:
             u = self._draws.next().uniform(-1.0, 1.0)
@@ -303,7 +278,6 @@ class EnhancedSAOracle(SafeOracle):
         self._check_feasible()
         self._step = 0         # chain steps folded after the initial trial
         self._current = None   # {"trial_id", "score", "values"}
-        self._best = None
         self._batch = {"step": -1, "proposals": [], "trial_ids": []}
         self._folded = []
 
@@ -331,7 +305,7 @@ class EnhancedSAOracle(SafeOracle):
         if not target >= 1.0:
             raise InfeasibleTargetError(
                 f"target_compression_ratio={target} must be >= 1 (dense / kept).")
-        best = max(self._ratio(self._at_caps(share)) for share in self._shares())
+        best = max(self._heuristic.ratio(self._heuristic.at_caps(share)) for share in self._shares())
         if best < target:
             floors = "(above the floors, in size order) " if self.space.floors else ""
             raise InfeasibleTargetError(
@@ -342,29 +316,6 @@ class EnhancedSAOracle(SafeOracle):
 
     def _shares(self):
         return (0.0, 0.5, 1.0) if self.space.scheme_set == "filter+column" else (1.0,)
-
-    def _increment_caps(self):
-        """Largest increment per layer (space order) that keeps ``fraction <=
-        max_fraction`` and the size order: no layer exceeds the cap of a layer
-        with more remaining weights."""
-        space = self.space
-        own = {}
-        for name in space.names:
-            floor = space.floor_fraction(name)
-            own[name] = (space.max_fraction if floor == 0.0
-                         else max(0.0, 1.0 - (1.0 - space.max_fraction) / (1.0 - floor)))
-        caps = {}
-        for name in space.names:
-            larger = [own[n] for n in space.names if self._remaining[n] > self._remaining[name]]
-            caps[name] = min([own[name]] + larger)
-        return [caps[n] for n in space.names]
-
-    def _at_caps(self, share):
-        return {n: from_increment(self.space, n, cap, share)
-                for n, cap in zip(self.space.names, self._caps)}
-
-    def _ratio(self, actions):
-        return self.space.compression_ratio(actions, self.cost_objective)
 
     # ------------------------------------------------------- hyperparams ---
     def _space_hyperparameters(self):
@@ -385,29 +336,7 @@ class EnhancedSAOracle(SafeOracle):
 
     # ----------------------------------------------------------- actions ---
     def _guided(self, raw, shares):
-        """Sort ``raw`` increments onto the layers by remaining weights, scale them
-        to the target."""
-        names = self.space.names
-        order = sorted(range(len(names)), key=lambda i: self._remaining[names[i]])
-        sorted_raw = sorted(raw)
-        ranked = [0.0] * len(raw)
-        for rank, index in enumerate(order):
-            ranked[index] = max(sorted_raw[rank], 1e-6)
-        low, high = 0.0, max(self._caps) / min(ranked)
-        actions = self._scaled(ranked, shares, high)
-        if self._ratio(actions) < self.target_compression_ratio:
-            return None
-        for _ in range(_BISECTION_STEPS):
-            middle = 0.5 * (low + high)
-            if self._ratio(self._scaled(ranked, shares, middle)) >= self.target_compression_ratio:
-                high = middle
-            else:
-                low = middle
-        return policy_lib.PruningPolicy(self.space, self._scaled(ranked, shares, high))
-
-    def _scaled(self, ranked, shares, scale):
-        return {name: from_increment(self.space, name, min(cap, scale * r), s)
-                for name, cap, r, s in zip(self.space.names, self._caps, ranked, shares)}
+        return self._heuristic.policy(raw, shares, self.target_compression_ratio)
 
     def _initial_policy(self):
         rng = self._draws.next()
@@ -513,17 +442,7 @@ class EnhancedSAOracle(SafeOracle):
         """Metropolis (dE = the accuracy loss) at the step's temperature."""
         return metropolis(current_score, score, temperature, self.boltzmann, self._draws)
 
-    def _note_best(self, trial):
-        if trial.status != _STATUS.COMPLETED or trial.score is None:
-            return
-        key = (trial.score, -self.start_order.index(trial.trial_id))
-        best = self._best
-        if best is None or key > (best["score"], -self.start_order.index(best["trial_id"])):
-            self._best = {"trial_id": trial.trial_id, "score": _clean(trial.score),
-                          "values": _clean_values(trial.hyperparameters.values)}
-
     def learn(self, trial):
-        self._note_best(trial)
         self._fold_if_ready()
 
     # ------------------------------------------------------------ result ---
@@ -533,9 +452,7 @@ class EnhancedSAOracle(SafeOracle):
         The round's decision: never worse on the fast evaluation than the
         chain's final state (``current_policy``), which is the paper's "action
         outcome"; see the module docstring for why best-seen is used."""
-        if self._best is None:
-            raise ValueError("no completed trial yet: run the search first.")
-        return encoding.from_values(self.space, self._best["values"])
+        return best_policy(self.space, self.trials.values())
 
     def current_policy(self):
         """The chain's current accepted action (its final state once the search ends)."""
@@ -561,7 +478,7 @@ class EnhancedSAOracle(SafeOracle):
             "schedule": self.schedule.as_dict(),
             "step": self._step, "temperature": self.temperature, "level": self.level,
             "seed": self.seed, "draws": self._draws.count,
-            "current": self._current, "best": self._best,
+            "current": self._current,
             "batch": self._batch, "folded": list(self._folded),
         }
         return state
@@ -572,7 +489,7 @@ class EnhancedSAOracle(SafeOracle):
         self.target_compression_ratio = sa["target_compression_ratio"]
         self._step = sa["step"]
         self.seed, self._draws = sa["seed"], Draws(sa["seed"], sa["draws"])
-        self._current, self._best = sa["current"], sa["best"]
+        self._current = sa["current"]
         self._batch, self._folded = sa["batch"], list(sa["folded"])
 
 

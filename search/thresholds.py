@@ -10,7 +10,6 @@ purification has no target — it maximises the extra reduction subject to the
 validation-accuracy bound, over scales relative to each layer's live norms. The
 SA schedule (T0, eta, k) is the paper's, as in Phase I.
 """
-import math
 
 import keras_tuner
 import numpy as np
@@ -19,7 +18,7 @@ from keras_tuner.engine import trial as trial_module
 
 from tfautocompress import cost, evaluate, graph as graph_lib, purification
 from tfautocompress.compact import apply_masks
-from tfautocompress.search.oracle import Draws, SafeOracle, metropolis
+from tfautocompress.search.oracle import Draws, SafeOracle, levels, metropolis
 
 __all__ = ["ThresholdOracle", "PurificationTuner", "search_thresholds"]
 
@@ -50,12 +49,12 @@ class ThresholdOracle(SafeOracle):
         self.max_scale, self.t0, self.t_stop = float(max_scale), float(start_temperature), float(stop_temperature)
         self.cooling, self.boltzmann = float(cooling), float(boltzmann)
         self.perturb_share, self.step = float(perturb_share), float(step)
-        levels = int(math.floor(math.log(self.t_stop / self.t0) / math.log(self.cooling) + 1e-9)) + 1
+        count = levels(self.t0, self.t_stop, self.cooling)
         hp = keras_tuner.HyperParameters()
         for name in self.value_names():
             hp.Float(name, 0.0, self.max_scale)
         super().__init__(objective=keras_tuner.Objective("score", "max"),
-                         max_trials=min(levels + 1, max_trials or levels + 1),
+                         max_trials=min(count + 1, max_trials or count + 1),
                          hyperparameters=hp, allow_new_entries=False,
                          tune_new_entries=False, seed=int(seed), **kwargs)
         self.seed, self._draws = int(seed), Draws(seed)

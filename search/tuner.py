@@ -17,7 +17,7 @@ from keras_tuner.engine import base_tuner
 from tfautocompress import evaluate as evaluate_lib, graph as graph_lib, masks as masks_lib
 from tfautocompress import compact, cost, layer_kinds, space as space_lib
 from tfautocompress._keras import check_model
-from tfautocompress.search import encoding
+from tfautocompress.search import encoding, oracle as oracle_lib
 
 __all__ = ["PruningTuner", "CALIBRATION_BATCHES"]
 
@@ -157,13 +157,8 @@ class PruningTuner(base_tuner.BaseTuner):
 
     def best_policy(self):
         """The best ``PruningPolicy`` found (asks the chief oracle in distributed mode)."""
-        trials = [t for t in self.oracle.get_best_trials(self.oracle.max_trials or 10**6)
-                  if t.score is not None]
-        if not trials:
-            raise ValueError("no completed trial yet: run search() first.")
-        # Of equal scores the earliest trial, whatever order a reloaded oracle keeps.
-        best = max(trials, key=lambda t: (t.score, -int(t.trial_id)))
-        return encoding.from_values(self.space, best.hyperparameters.values)
+        trials = self.oracle.get_best_trials(self.oracle.max_trials or 10**6)
+        return oracle_lib.best_policy(self.space, trials)
 
 
 def _kernel_attr(layer):

@@ -221,7 +221,7 @@ def _mirrored_main():
     # A tiny pipeline (one round, purification, compaction) without and with replicas.
     config = Config(max_rounds=1, admm_epochs=1, retrain_epochs=1, search_trials=3,
                     purification_trials=2, purification_rounds=1, max_accuracy_drop=100.0,
-                    seed=1)
+                    seed=1, export_tflite=False)
     reports, policies = [], []
     for name in ("none", "mirrored"):
         folder = tempfile.mkdtemp()

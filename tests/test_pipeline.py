@@ -123,3 +123,44 @@ def test_compress_command_rejects_bad_flags_by_name(flag, message, tmp_path):
                            f"--output_dir={tmp_path}"], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode != 0 and message in done.stderr
+
+
+def test_steps_hand_over_in_memory_closing_masks_once(trained, tmp_path, monkeypatch):
+    """A 2-round run analyses each model structure it makes once and closes masks
+    once where they are made: per round one closure besides the search's one per
+    trial, none in compaction beyond its own model's (before the hand-over in
+    memory: 3-4 per round, 16 in purification, 4 in compaction)."""
+    from tfautocompress import graph
+
+    monkeypatch.setenv("TFAUTOCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    counts = {"analyses": 0, "closures": 0}
+    analyse, close = graph.ChannelGraph.__init__, graph.ChannelGraph._close
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(graph.ChannelGraph, "__init__", counted("analyses", analyse))
+    monkeypatch.setattr(graph.ChannelGraph, "_close", counted("closures", close))
+    model, splits = trained
+    config = dataclasses.replace(TINY, export_tflite=False, columns="keep", search_trials=3)
+    pipeline = AutoCompress(model, splits, str(tmp_path / "run"), config, verbose=0)
+    steps = {"baseline": pipeline.baseline, "round_1": pipeline.next_round,
+             "round_2": pipeline.next_round, "purification": pipeline.purify,
+             "final": pipeline.finish}
+    per_step = {}
+    for name, step in steps.items():
+        before = dict(counts)
+        step()
+        per_step[name] = {k: counts[k] - before[k] for k in counts}
+    for name in ("round_1", "round_2"):  # the tuner's dense copy, ADMM's wrapped model, the result
+        assert per_step[name]["analyses"] <= 3, per_step
+        assert per_step[name]["closures"] <= config.search_trials + 1, per_step
+    assert per_step["purification"]["analyses"] == 0, per_step
+    searches = min(len(pipeline.state["purification"]["rounds"]) + 1, config.purification_rounds)
+    # the Phase I masks once, then each threshold trial's and each search's result once
+    assert per_step["purification"]["closures"] <= 1 + searches * (config.purification_trials + 1)
+    assert per_step["final"] == {"analyses": 1, "closures": 1}, per_step  # the compact model
+    assert per_step["baseline"] == {"analyses": 0, "closures": 0}, per_step

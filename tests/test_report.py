@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from tfautocompress.app import report
+from tfautocompress.app import comparison, report
 from tfautocompress._keras import keras
 
 
@@ -110,29 +110,29 @@ def _seed_rows():
 
 
 def test_seed_statistics_mean_and_sample_std():
-    stats = report.seed_statistics(_seed_rows())
+    stats = comparison.seed_statistics(_seed_rows())
     cell = stats[("a", 10.0)]
     assert cell["n"] == 3 and cell["seeds"] == [0, 1, 2]
     assert cell["test_accuracy_mean"] == pytest.approx(np.mean([0.899, 0.917, 0.908]))
     assert cell["test_accuracy_std"] == pytest.approx(np.std([0.899, 0.917, 0.908], ddof=1))
     assert cell["conv_params_ratio_mean"] == pytest.approx(11.0)
-    one = report.seed_statistics(_seed_rows()[:4])
+    one = comparison.seed_statistics(_seed_rows()[:4])
     assert one[("a", 10.0)]["test_accuracy_std"] == 0.0
 
 
 def test_largest_ratio_within_the_bound_of_the_dense_mean():
-    stats = report.seed_statistics(_seed_rows())
+    stats = comparison.seed_statistics(_seed_rows())
     dense = stats.pop(("dense", 1.0))["test_accuracy_mean"]  # 0.91
     # a at 10x: 0.908 (within 0.5 points), at 30x: 0.89 (2 points below)
-    assert report.largest_ratio_within(stats, "a", dense, 0.005) == pytest.approx(11.0)
-    assert report.largest_ratio_within(stats, "a", dense, 0.03) == pytest.approx(30.0)
-    assert report.largest_ratio_within(stats, "b", dense, 0.005) is None
+    assert comparison.largest_ratio_within(stats, "a", dense, 0.005) == pytest.approx(11.0)
+    assert comparison.largest_ratio_within(stats, "a", dense, 0.03) == pytest.approx(30.0)
+    assert comparison.largest_ratio_within(stats, "b", dense, 0.005) is None
 
 
 def test_seed_table_markdown_and_pareto(tmp_path):
-    stats = report.seed_statistics(_seed_rows())
+    stats = comparison.seed_statistics(_seed_rows())
     dense = stats.pop(("dense", 1.0))
-    table = report.seed_table_markdown(stats, ["a", "b"], [10.0, 30.0], dense, 0.005, "H",
+    table = comparison.seed_table_markdown(stats, ["a", "b"], [10.0, 30.0], dense, 0.005, "H",
                                        notes={"a": "note of a"})
     lines = table.splitlines()
     assert lines[0] == "H" and "largest ratio within 0.5 pts" in lines[2]
@@ -141,5 +141,5 @@ def test_seed_table_markdown_and_pareto(tmp_path):
     assert row_a.rstrip().endswith("| 11.0x | note of a |")
     row_b = next(x for x in lines if x.startswith("| b |"))
     assert "— | — | —" in row_b and "< 10x" in row_b  # no 30x cell; never within
-    report.plot_seed_pareto(stats, dense, 0.005, str(tmp_path / "p.png"), "t")
+    comparison.plot_seed_pareto(stats, dense, 0.005, str(tmp_path / "p.png"), "t")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

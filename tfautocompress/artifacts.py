@@ -42,6 +42,17 @@ def write_bytes(path, data):
         f.write(data)
 
 
+def write_text(path, text):
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def save_figure(figure, path, dpi=100, bbox_inches="tight"):
+    """A matplotlib ``Figure`` as the PNG ``path``."""
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches)
+
+
 def write_json(path, obj):
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True)

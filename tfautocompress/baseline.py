@@ -19,10 +19,6 @@ def compile_for_training(model, lr, decay_steps=None):
     return model
 
 
-def _num_batches(dataset):
-    return int(dataset.cardinality()) if dataset.cardinality() > 0 else None
-
-
 def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=32,
                    lr=1e-3, seed=0, output_dir=None, data_dir=None, verbose=1, splits=None,
                    distribution="none", train_size=None, validation_freq=1):
@@ -52,7 +48,7 @@ def train_baseline(model="digits_vgg", dataset="digits", epochs=20, batch_size=3
             model = zoo.build(model, input_shape=splits.input_shape,
                               num_classes=splits.num_classes)
         model = distribute.with_batch_norm(check_model(model), synchronized=strategy is not None)
-        compile_for_training(model, lr, decay_steps=epochs * _num_batches(splits.train))
+        compile_for_training(model, lr, decay_steps=epochs * data.num_batches(splits.train))
     start = time.perf_counter()
     model.fit(splits.train, epochs=epochs, verbose=verbose,
               **fit_validation(splits.val, validation_freq))

@@ -113,6 +113,34 @@ class _TrainOrder:
         return self._made.get(ds)
 
 
+def num_batches(dataset):
+    """The number of batches of ``dataset`` (a batched ``tf.data.Dataset``), None when
+    it is not known (infinite or unknown cardinality)."""
+    n = int(dataset.cardinality())
+    return n if n > 0 else None
+
+
+def _unknown_source(source):
+    return ValueError(
+        f"unknown data set {source!r}. Accepted: 'digits' (offline), a "
+        f"tensorflow-datasets name ({', '.join(TFDS_NAMES)}, ...) with "
+        "--data_dir holding its prepared files, a path to an .npz file with "
+        "x_train/y_train/x_test/y_test, or a folder with one sub-folder of "
+        "images per class.")
+
+
+def _check_load_settings(pixel_max, num_classes, val_fraction, test_fraction):
+    if pixel_max not in (1, 255):
+        raise ValueError(f"pixel_max={pixel_max!r}; accepted: 1 (images in [0, 1]) or 255 "
+                         "(in [0, 255], for a model that rescales its own input).")
+    if num_classes is not None and int(num_classes) < 2:
+        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2.")
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1:
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must "
+            "both lie strictly between 0 and 1.")
+
+
 def load(source="digits", *, batch_size=32, image_size=None, channels=None,
          val_fraction=0.15, test_fraction=0.2, augment=None, seed=0,
          data_dir=None, train_size=None, pixel_max=1.0, num_classes=None):
@@ -129,17 +157,9 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     [0, ``pixel_max``] (1 or 255). ``num_classes`` (e.g. the model's number of
     outputs): the labels must lie below it; default: the data set's own.
     """
-    if pixel_max not in (1, 255):
-        raise ValueError(f"pixel_max={pixel_max!r}; accepted: 1 (images in [0, 1]) or 255 "
-                         "(in [0, 255], for a model that rescales its own input).")
-    if num_classes is not None and int(num_classes) < 2:
-        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2.")
+    _check_load_settings(pixel_max, num_classes, val_fraction, test_fraction)
     if augment is None:
         augment = augments_by_default(source)
-    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1:
-        raise ValueError(
-            f"val_fraction={val_fraction} and test_fraction={test_fraction} must "
-            "both lie strictly between 0 and 1.")
     common = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if source == "digits":
         arrays = _digits(**common)
@@ -165,12 +185,7 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
                      channels=channels, augment=augment, data_dir=data_dir,
                      pixel_max=pixel_max, num_classes=num_classes, **common)
     else:
-        raise ValueError(
-            f"unknown data set {source!r}. Accepted: 'digits' (offline), a "
-            f"tensorflow-datasets name ({', '.join(TFDS_NAMES)}, ...) with "
-            "--data_dir holding its prepared files, a path to an .npz file with "
-            "x_train/y_train/x_test/y_test, or a folder with one sub-folder of "
-            "images per class.")
+        raise _unknown_source(source)
     found = (10 if source in _IDX_NAMES
              else int(max(y.max() for _, y in arrays.values())) + 1)
     if num_classes is not None:

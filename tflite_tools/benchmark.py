@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from tfautocompress.tflite_tools import export as export_lib
-from tfautocompress.tflite_tools import litert
+from tfautocompress.tflite_tools import gpu, litert
 
 ACCELERATORS = ("cpu", "gpu")
 # How check_equivalence judges each export mode: (figure, bound).
@@ -189,3 +189,26 @@ def _existing(path):
         raise ValueError(f"TFLite model {path!r} does not exist; export one with "
                          "tflite_tools.export.export or give the path of a .tflite file.")
     return path
+
+
+def dense_vs_compact(dense_model, compact_model, folder, data, runs=30):
+    """Sizes, host latency, GPU-delegate compatibility and equivalence of the dense
+    model (fp32) and the compact one (fp32, fp16), exported under ``folder``."""
+    sample = data.take(2)
+    figures = {}
+    for key, model, mode in (("baseline_fp32", dense_model, "float32"),
+                             ("compact_fp32", compact_model, "float32"),
+                             ("compact_fp16", compact_model, "float16")):
+        path = os.path.join(folder, f"{key}.tflite")
+        info = export_lib.export(model, path, mode)
+        timing = benchmark(path, threads=1, warmup=3, runs=runs)
+        compatibility = gpu.gpu_compatibility(path)
+        figures[key] = {"path": path, "size_bytes": info["size_bytes"],
+                        "latency_ms": timing["latency_ms"]["mean"],
+                        "gpu_compatible": compatibility.compatible,
+                        "gpu_incompatible_ops": compatibility.incompatible_ops,
+                        "equivalence": check_equivalence(model, path, sample)}
+    base, small = figures["baseline_fp32"], figures["compact_fp32"]
+    figures["size_ratio"] = base["size_bytes"] / small["size_bytes"]
+    figures["host_speedup"] = base["latency_ms"] / small["latency_ms"]
+    return figures

@@ -122,7 +122,8 @@ def _run(argv):
     name, out = result.model.name, distribute.output_dir(FLAGS.output_dir, strategy)
     artifacts.save_model(result.model, os.path.join(out, f"{name}.keras"),
                          keras3=artifacts.saved_by_keras3(FLAGS.model))
-    masks_lib.save(os.path.join(out, f"{name}_masks.npz"), result.masks)
+    # the policy's layers' masks (closed over the channel graph, as the model was pruned)
+    masks_lib.save(os.path.join(out, f"{name}_masks.npz"), {n: result.masks[n] for n in policy})
     artifacts.write_json(os.path.join(out, f"{name}_admm.json"), metrics)
     print(json.dumps({k: metrics[k] for k in ("baseline_test_accuracy", "test_accuracy",
                                                 "val_accuracy")}, indent=2))

@@ -14,17 +14,17 @@ re-initialised model has exactly the pruned model's kernel shapes.
 import numpy as np
 import tensorflow_model_optimization as tfmot
 
-from tfautocompress import layer_kinds
+from tfautocompress import data, layer_kinds
 from tfautocompress._keras import check_model, keras
 
 __all__ = ["magnitude_prune", "train_from_scratch"]
 
 
 def _num_batches(dataset):
-    n = int(dataset.cardinality())
-    if n <= 0:
+    n = data.num_batches(dataset)
+    if n is None:
         raise ValueError("train data must have a known number of batches (a finite, "
-                         f"batched tf.data.Dataset); cardinality={n}.")
+                         f"batched tf.data.Dataset); cardinality={int(dataset.cardinality())}.")
     return n
 
 

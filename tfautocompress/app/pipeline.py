@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tfautocompress import artifacts, cost, distribute, graph as graph_lib, masks as masks_lib
+from tfautocompress import artifacts, cost, data, distribute, graph as graph_lib, masks as masks_lib
 from tfautocompress import policy as policy_lib, purification, space as space_lib
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.app import report as report_lib
@@ -51,7 +51,7 @@ from tfautocompress.evaluate import accuracy
 from tfautocompress.schemes import Scheme
 from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, workers
 from tfautocompress.search.oracle import InfeasibleTargetError
-from tfautocompress.tflite_tools import latency
+from tfautocompress.tflite_tools import benchmark, latency
 
 __all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 
@@ -147,37 +147,19 @@ class AutoCompress:
 
     def _step(self, folder, record=None):
         """The ``Step`` saved in ``folder`` (a round's ``record`` gives its schemes):
-        the one made in this process, else read back (a resumed run); an error
-        naming the file when it is corrupt."""
+        the one made in this process, else read back (a resumed run)."""
         if folder not in self._steps:
-            path = os.path.join(self.output_dir, folder)
             try:
-                model = artifacts.load_model(os.path.join(path, "model.keras"), what="saved step")
-                masks = masks_lib.load(os.path.join(path, "masks.npz"))
+                self._steps[folder] = _read_step(os.path.join(self.output_dir, folder), record)
             except ValueError as err:
                 raise ValueError(f"{err} The run in {self.output_dir} cannot resume from it: "
                                  "rerun with a new output_dir.") from None
-            step = Step(model, graph_lib.close_masks(model, masks) if masks else masks)
-            if record is not None:
-                step.schemes = {n: Scheme.from_config(c) for n, c in record["schemes"].items()}
-                step.score = record["val_accuracy"]
-                step.policy = policy_lib.PruningPolicy.load(os.path.join(path, "policy.json"))
-            self._steps[folder] = step
         return self._steps[folder]
 
     def _current(self):
         """The ``Step`` of the last accepted round, or None (the baseline)."""
         accepted = self._accepted()
         return self._step(accepted[-1]["dir"], accepted[-1]) if accepted else None
-
-    def _save(self, folder, step, record, policy=None):
-        """Write a finished step's files (atomically each)."""
-        path = os.path.join(self.output_dir, folder)
-        if policy is not None:
-            policy.save(os.path.join(path, "policy.json"))
-        masks_lib.save(os.path.join(path, "masks.npz"), step.masks)
-        artifacts.save_model(step.model, os.path.join(path, "model.keras"))
-        artifacts.write_json(os.path.join(path, "metrics.json"), record)
 
     def _drop_checkpoints(self, folder):
         """Remove a finished step's epoch checkpoints (``folder/train``)."""
@@ -224,7 +206,7 @@ class AutoCompress:
                       schemes={n: s.get_config() for n, s in step.schemes.items()},
                       layers=report_lib.layer_summary(self.model, step.masks),
                       admm_residuals=_admm_residuals(result.history))
-        self._save(record["dir"], step, record, policy)
+        _write_step(os.path.join(self.output_dir, record["dir"]), step, record)
         self._log(f"round {k}: {record['objective_ratio']:.2f}x {self.config.objective}, "
                   f"val {record['val_accuracy']:.4f} (floor {self._floor():.4f}), "
                   f"{'accepted' if record['accepted'] else 'rejected'}")
@@ -298,7 +280,7 @@ class AutoCompress:
                                         cost.count(model, step.masks),
                                         time.perf_counter() - start),
                           rounds=rounds, layers=report_lib.layer_summary(self.model, step.masks))
-            self._save("purification", step, record)
+            _write_step(os.path.join(self.output_dir, "purification"), step, record)
             self._steps["purification"] = step
             self.state["purification"] = record
             self._save_state()
@@ -361,8 +343,8 @@ class AutoCompress:
             record["compact_params"] = executed.params
             record["lowering"] = report_lib.lowering_summary(counted, executed, lowered)
             if self.config.export_tflite:
-                record["tflite"] = report_lib.tflite_figures(self.model, small, path,
-                                                             self.splits.val)
+                record["tflite"] = benchmark.dense_vs_compact(self.model, small, path,
+                                                              self.splits.val)
             record["wall_s"] = time.perf_counter() - start
             self.state["final"] = record
             self._save_state()
@@ -381,6 +363,28 @@ class AutoCompress:
         return report_lib.write(self.output_dir, self.state)
 
 
+def _read_step(path, record=None):
+    """The ``Step`` written in folder ``path``; a round's ``record`` adds its schemes,
+    score and policy. An error naming the file when one is corrupt."""
+    model = artifacts.load_model(os.path.join(path, "model.keras"), what="saved step")
+    masks = masks_lib.load(os.path.join(path, "masks.npz"))
+    step = Step(model, graph_lib.close_masks(model, masks) if masks else masks)
+    if record is not None:
+        step.schemes = {n: Scheme.from_config(c) for n, c in record["schemes"].items()}
+        step.score = record["val_accuracy"]
+        step.policy = policy_lib.PruningPolicy.load(os.path.join(path, "policy.json"))
+    return step
+
+
+def _write_step(path, step, record):
+    """Write a finished step's files in folder ``path`` (each atomically)."""
+    if step.policy is not None:
+        step.policy.save(os.path.join(path, "policy.json"))
+    masks_lib.save(os.path.join(path, "masks.npz"), step.masks)
+    artifacts.save_model(step.model, os.path.join(path, "model.keras"))
+    artifacts.write_json(os.path.join(path, "metrics.json"), record)
+
+
 def _recipe(config, splits, output_dir, step, folder, verbose):
     """Adam with a cosine decay over each phase: the last epoch's weights are
     settled, so a round's accuracy does not hinge on a noisy final step. Each
@@ -388,9 +392,8 @@ def _recipe(config, splits, output_dir, step, folder, verbose):
     ``folder/train`` (a killed step resumes at its last finished epoch)."""
     seed = step_seed(config.seed, step)
     phases = {"admm": 1, "retrain": 2}
-    batches = int(splits.train.cardinality())
-    epochs = max(config.admm_epochs, config.retrain_epochs)
-    decay = epochs * batches if batches > 0 else None
+    batches = data.num_batches(splits.train)
+    decay = max(config.admm_epochs, config.retrain_epochs) * batches if batches else None
     return Recipe(splits.train, splits.val,
                   lambda m: compile_for_training(m, config.lr, decay_steps=decay),
                   admm_epochs=config.admm_epochs, retrain_epochs=config.retrain_epochs,

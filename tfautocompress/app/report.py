@@ -10,18 +10,6 @@ the TFLite figures when they were measured, and ``lowering``
 counts vs the MACs TFLite executes, the form each column-sparse Conv2D took and
 the single-layer latency of each form measured. Ratios are dense / kept (N x);
 accuracies are fractions in [0, 1].
-
-``write_comparison(stem, rows, header, title)`` writes a side-by-side comparison of
-pruning methods (``benchmarks/compare.py``): ``stem.json``, the markdown table
-``stem.md`` (``comparison_markdown``) and the accuracy-vs-ratio plot ``stem.png``
-(``plot_pareto``); a row is one method's dict with ``method``, ``test_accuracy``,
-``conv_params_ratio``, ``conv_macs_ratio``, ``latency_ms``, ``search_s`` and ``note``.
-
-``seed_statistics(rows)`` folds such rows of several seeds (each also with ``seed``
-and its nominal ``target``) into mean ± std per method and target (the paper-style
-table of ``benchmarks/table.py``: ``seed_table_markdown``, ``plot_seed_pareto``);
-``largest_ratio_within`` reads off a method's largest ratio that keeps its mean
-test accuracy within a bound of the dense model's.
 """
 import os
 
@@ -33,9 +21,7 @@ from matplotlib.figure import Figure
 from tfautocompress import artifacts, cost, graph as graph_lib, layer_kinds
 from tfautocompress import schemes as schemes_lib
 
-__all__ = ["layer_summary", "scheme_split", "lowering_summary", "tflite_figures", "build", "write",
-           "comparison_markdown", "plot_pareto", "write_comparison", "seed_statistics",
-           "largest_ratio_within", "seed_table_markdown", "plot_seed_pareto"]
+__all__ = ["layer_summary", "scheme_split", "lowering_summary", "build", "write", "subplots"]
 
 KEYS = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
         "params_ratio", "macs_ratio", "wall_s")
@@ -109,31 +95,6 @@ def _lowering_lines(lowering):
     lines.append(f"\nTFLite executes {executed / max(counted, 1):.2f}x the counted CONV MACs; "
                  f"choosing the forms took {lowering['decision_wall_s']:.1f} s.")
     return lines
-
-
-def tflite_figures(dense_model, compact_model, folder, data, runs=30):
-    """Sizes, host latency, GPU-delegate compatibility and equivalence of the dense
-    model (fp32) and the compact one (fp32, fp16), exported under ``folder``."""
-    from tfautocompress.tflite_tools import benchmark, export, gpu
-
-    sample = data.take(2)
-    figures = {}
-    for key, model, mode in (("baseline_fp32", dense_model, "float32"),
-                             ("compact_fp32", compact_model, "float32"),
-                             ("compact_fp16", compact_model, "float16")):
-        path = os.path.join(folder, f"{key}.tflite")
-        info = export.export(model, path, mode)
-        timing = benchmark.benchmark(path, threads=1, warmup=3, runs=runs)
-        compatibility = gpu.gpu_compatibility(path)
-        figures[key] = {"path": path, "size_bytes": info["size_bytes"],
-                        "latency_ms": timing["latency_ms"]["mean"],
-                        "gpu_compatible": compatibility.compatible,
-                        "gpu_incompatible_ops": compatibility.incompatible_ops,
-                        "equivalence": benchmark.check_equivalence(model, path, sample)}
-    base, small = figures["baseline_fp32"], figures["compact_fp32"]
-    figures["size_ratio"] = base["size_bytes"] / small["size_bytes"]
-    figures["host_speedup"] = base["latency_ms"] / small["latency_ms"]
-    return figures
 
 
 def _entry(record):
@@ -247,26 +208,11 @@ def _markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path, text):
-    with artifacts.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _save_figure(figure, path, dpi=100, bbox_inches="tight"):
-    with artifacts.atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches)
-
-
-def _subplots(figsize):
-    figure = Figure(figsize=figsize)
-    return figure, figure.subplots()
-
-
 def _plot_layers(report, path):
     steps = [(f"round {r['round']}", r) for r in report["rounds"] if r["accepted"]]
     steps.append(("final", report["final"]))
     names = list(report["baseline"]["layers"])
-    figure, axis = _subplots(figsize=(max(6, 0.8 * len(names)), 4))
+    figure, axis = subplots(figsize=(max(6, 0.8 * len(names)), 4))
     width = 0.8 / len(steps)
     for i, (label, e) in enumerate(steps):
         pruned = [1.0 - e["layers"].get(n, {"kept": 1.0})["kept"] for n in names]
@@ -275,11 +221,11 @@ def _plot_layers(report, path):
     axis.set_ylabel("pruned fraction of the kernel")
     axis.set_ylim(0, 1)
     axis.legend()
-    _save_figure(figure, path)
+    artifacts.save_figure(figure, path)
 
 
 def _plot_accuracy(report, path):
-    figure, axis = _subplots(figsize=(6, 4))
+    figure, axis = subplots(figsize=(6, 4))
     steps = [report["baseline"]] + report["rounds"] + [report["final"]]
     for key in ("val_accuracy", "test_accuracy"):
         axis.plot([e["conv_params_ratio"] for e in steps], [100 * e[key] for e in steps],
@@ -288,141 +234,23 @@ def _plot_accuracy(report, path):
     axis.set_xlabel("CONV params ratio (dense / kept, x)")
     axis.set_ylabel("accuracy (%)")
     axis.legend()
-    _save_figure(figure, path)
+    artifacts.save_figure(figure, path)
 
 
 def write(output_dir, state):
     """Write report.json, report.md, layers.png and accuracy.png; return the report."""
     report = build(state)
     artifacts.write_json(os.path.join(output_dir, "report.json"), report)
-    _write_text(os.path.join(output_dir, "report.md"), _markdown(report))
+    artifacts.write_text(os.path.join(output_dir, "report.md"), _markdown(report))
     _plot_layers(report, os.path.join(output_dir, "layers.png"))
     _plot_accuracy(report, os.path.join(output_dir, "accuracy.png"))
     return report
 
 
 # ------------------------------------------------------------ comparisons ---
-def comparison_markdown(rows, header):
-    """The markdown table of a method comparison under the line ``header`` (rows: see
-    the module doc), one line per row in order, ending with a newline."""
-    lines = [header, "",
-             "| method | test acc. | CONV params ratio | CONV MACs ratio | TFLite latency (ms) "
-             "| search (s) | note |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['test_accuracy']:.4f} | {r['conv_params_ratio']:.2f}x "
-                     f"| {r['conv_macs_ratio']:.2f}x | {r['latency_ms']:.3f} | {r['search_s']:.1f} "
-                     f"| {r['note']} |")
-    return "\n".join(lines) + "\n"
 
 
-def plot_pareto(rows, path, title):
-    """PNG at ``path``: each row's test accuracy against its CONV params ratio,
-    labelled with its method, under ``title``."""
-    figure, axis = _subplots(figsize=(6, 4))
-    for r in rows:
-        axis.scatter(r["conv_params_ratio"], r["test_accuracy"])
-        axis.annotate(r["method"], (r["conv_params_ratio"], r["test_accuracy"]), fontsize=7)
-    axis.set_xlabel("CONV params ratio (dense / kept)")
-    axis.set_ylabel("test accuracy")
-    axis.set_title(title)
-    figure.tight_layout()
-    _save_figure(figure, path, dpi=120, bbox_inches=None)
-
-
-def write_comparison(stem, rows, header, title, **fields):
-    """Write ``stem + ".json"`` (``{"rows": rows, **fields}``), ``stem + ".md"``
-    (``comparison_markdown(rows, header)``) and ``stem + ".png"``
-    (``plot_pareto(rows, ..., title)``); return the markdown table."""
-    table = comparison_markdown(rows, header)
-    artifacts.write_json(stem + ".json", dict(fields, rows=rows))
-    _write_text(stem + ".md", table)
-    plot_pareto(rows, stem + ".png", title)
-    return table
-
-
-# -------------------------------------------------------- several seeds ---
-_STATISTICS = ("test_accuracy", "conv_params_ratio", "conv_macs_ratio", "latency_ms")
-
-
-def seed_statistics(rows):
-    """``{(method, target): {"n", "seeds", <key>_mean, <key>_std ...}}`` over the
-    rows of several seeds (each row: ``method``, nominal ``target``, ``seed`` and
-    the ``_STATISTICS`` keys); std is the sample standard deviation (0 for one seed)."""
-    groups = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["target"]), []).append(r)
-    out = {}
-    for key, group in groups.items():
-        cell = {"n": len(group), "seeds": sorted(r["seed"] for r in group)}
-        for name in _STATISTICS:
-            values = np.array([r[name] for r in group], dtype=float)
-            cell[name + "_mean"] = float(values.mean())
-            cell[name + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out[key] = cell
-    return out
-
-
-def largest_ratio_within(statistics, method, dense_accuracy, bound):
-    """The largest mean CONV params ratio of ``method``'s cells whose mean test
-    accuracy is at least ``dense_accuracy - bound`` (fractions); None if none is."""
-    ratios = [c["conv_params_ratio_mean"] for (m, _), c in statistics.items()
-              if m == method and c["test_accuracy_mean"] >= dense_accuracy - bound - 1e-12]
-    return max(ratios) if ratios else None
-
-
-def seed_table_markdown(statistics, methods, targets, dense, bound, header, notes=None):
-    """The markdown table: a line per method of ``methods`` (in order), per target
-    its test accuracy (mean ± std, %), CONV params and MACs ratios and TFLite
-    latency, then its largest ratio within ``bound`` of the ``dense`` cell's
-    accuracy (``dense``: the dense model's ``seed_statistics`` cell); ``notes``:
-    ``{method: text}`` for a last column."""
-    cols = " | ".join(f"{t:g}x: test acc. (%) | params / MACs | ms" for t in targets)
-    lines = [header, "", f"| method | {cols} | largest ratio within {bound * 100:g} pts "
-             "| note |", "|---" * (3 * len(targets) + 3) + "|"]
-    acc = dense["test_accuracy_mean"]
-    lines.append(f"| dense | {_mean_std(dense)} | 1x / 1x | "
-                 f"{dense['latency_ms_mean']:.3f} |" + " | | |" * (len(targets) - 1)
-                 + f" | {(notes or {}).get('dense', '')} |")
-    for method in methods:
-        cells = []
-        for t in targets:
-            c = statistics.get((method, t))
-            cells.append("— | — | —" if c is None else
-                         f"{_mean_std(c)} | {c['conv_params_ratio_mean']:.1f}x / "
-                         f"{c['conv_macs_ratio_mean']:.1f}x | {c['latency_ms_mean']:.3f}")
-        within = largest_ratio_within(statistics, method, acc, bound)
-        lowest = min(t for (m, t) in statistics if m == method)
-        within = f"{within:.1f}x" if within else f"< {lowest:g}x"
-        lines.append(f"| {method} | {' | '.join(cells)} | {within} | "
-                     f"{(notes or {}).get(method, '')} |")
-    return "\n".join(lines) + "\n"
-
-
-def _mean_std(cell):
-    return (f"{cell['test_accuracy_mean'] * 100:.2f} ± {cell['test_accuracy_std'] * 100:.2f}"
-            f" (n={cell['n']})")
-
-
-def plot_seed_pareto(statistics, dense, bound, path, title):
-    """PNG at ``path``: per method, mean test accuracy (± std error bars) against
-    mean CONV params ratio over its targets (log x), the dense accuracy and the
-    ``bound`` below it as lines."""
-    figure, axis = _subplots(figsize=(8, 5))
-    for method in sorted({m for m, _ in statistics}):
-        cells = sorted((c for (m, _), c in statistics.items() if m == method),
-                       key=lambda c: c["conv_params_ratio_mean"])
-        axis.errorbar([c["conv_params_ratio_mean"] for c in cells],
-                      [c["test_accuracy_mean"] * 100 for c in cells],
-                      yerr=[c["test_accuracy_std"] * 100 for c in cells], marker="o",
-                      capsize=3, label=method, linewidth=1)
-    acc = dense["test_accuracy_mean"] * 100
-    axis.axhline(acc, color="black", linewidth=0.8, label="dense")
-    axis.axhline(acc - bound * 100, color="black", linestyle="--", linewidth=0.8,
-                 label=f"dense - {bound * 100:g} pts")
-    axis.set_xscale("log")
-    axis.set_xlabel("CONV params ratio (dense / kept)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title(title)
-    axis.legend(fontsize=7, loc="lower left")
-    figure.tight_layout()
-    _save_figure(figure, path, dpi=120, bbox_inches=None)
+def subplots(figsize):
+    """A matplotlib ``Figure`` (no pyplot: no backend is chosen) and its axes."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots()
