@@ -16,8 +16,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("tfautocompress", "tfautocompress.callbacks", "tfautocompress.search",
-               "tfautocompress.tflite_tools")
+SUBPACKAGES = ("tfautocompress", "tfautocompress.app", "tfautocompress.callbacks",
+               "tfautocompress.search", "tfautocompress.tflite_tools")
 
 
 def pyproject():

@@ -249,15 +249,17 @@ def test_bad_kernels_and_configs():
         Scheme.from_config({"class_name": "Nope", "config": {}})
 
 
-def test_kernel_kind_of_layers():  # schemes.kernel_kind: a read of layer_kinds for report.py
-    layers = keras.layers
-    assert schemes.kernel_kind(layers.Conv2D(2, 3)) == "conv"
-    assert schemes.kernel_kind(layers.SeparableConv2D(2, 3)) == "conv"
-    assert schemes.kernel_kind(layers.DepthwiseConv2D(3)) == "depthwise"
-    assert schemes.kernel_kind(layers.Dense(2)) == "dense"
+def test_kernel_kind_of_layers():  # the kind a scheme prunes, from layer_kinds
+    from tfautocompress import layer_kinds
+
+    layers, kind = keras.layers, lambda layer: layer_kinds.prunable_layout(layer).kind
+    assert kind(layers.Conv2D(2, 3)) == "conv"
+    assert kind(layers.SeparableConv2D(2, 3)) == "conv"
+    assert kind(layers.DepthwiseConv2D(3)) == "depthwise"
+    assert kind(layers.Dense(2)) == "dense"
     for layer in (layers.Conv2DTranspose(2, 3, name="up"), layers.BatchNormalization(name="bn")):
         with pytest.raises(TypeError, match=f"layer '{layer.name}' is a {type(layer).__name__}"):
-            schemes.kernel_kind(layer)
+            kind(layer)
 
 
 def test_zero_group_shares_counts_all_zero_filters_and_columns():
