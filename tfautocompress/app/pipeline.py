@@ -270,6 +270,9 @@ class AutoCompress:
             model, masks = (current.model, current.masks) if current else (self.model, {})
             masks, rounds = self._purification_rounds(model, masks)
             if rounds and self.config.retrain_epochs:
+                # reseeded: the fine-tune draws the same numbers in a resumed run
+                # (which read the round back, building a model) as in an uninterrupted one
+                self._seed(100)
                 recipe = _recipe(self.config, self.splits, self.output_dir, 100, "purification",
                                  self.verbose)
                 with distribute.scope(self._strategy):
