@@ -66,4 +66,5 @@ def test_old_pip_with_wheel_installs_every_subpackage(tmp_path):
     assert imported.returncode == 0, pip.stdout + imported.stderr[-2000:]
     files = imported.stdout.split()
     assert files == [str(ROOT / folder / "__init__.py") for folder in
-                     ("tfautocompress", "callbacks", "search", "tflite_tools")], files
+                     ("tfautocompress", "tfautocompress/app", "callbacks", "search",
+                      "tflite_tools")], files
