@@ -2,7 +2,7 @@
 
 Every structured method finds a filter (or filter+column) policy reaching the same
 CONV compression ratio, then goes through the same ADMM -> hard prune -> masked
-retraining (``callbacks.progressive.partial_prune``, equal epochs); every searched
+retraining (``app.progressive.partial_prune``, equal epochs); every searched
 method gets the same trial budget (``--trials``) on the same fast evaluation
 (``PruningTuner``: validation accuracy after magnitude pruning), and its note says
 how many trials it actually evaluated:
