@@ -819,7 +819,7 @@ class ClosedMasks(dict):
         raise TypeError("closed masks are read-only: change a copy (dict(masks)); "
                         "it is closed again where it is used.")
 
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+    __setitem__ = __delitem__ = __ior__ = update = pop = popitem = clear = setdefault = _read_only
 
     def __reduce__(self):  # pickled and copied as the plain dict it holds
         return dict, (dict(self),)

@@ -58,22 +58,6 @@ __all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 _STATE = "state.json"
 
 
-@dataclasses.dataclass
-class Step:
-    """A finished step's result, handed to the next step in memory (read back from
-    its folder only when a run resumes)."""
-
-    model: keras.Model
-    masks: dict  # closed over the channel graph (graph.ClosedMasks)
-    schemes: dict = dataclasses.field(default_factory=dict)  # {layer: Scheme} (rounds)
-    policy: policy_lib.PruningPolicy = None  # the round's searched policy
-    score: float = None  # validation accuracy
-
-    def partial(self):
-        """This round as ``partial_prune``'s ``start``."""
-        return PartialModel(self.model, self.masks, self.schemes, self.score, {})
-
-
 class AutoCompress:
     """Phase I rounds, Phase II purification and compaction of ``model`` (see module doc).
 
@@ -96,7 +80,7 @@ class AutoCompress:
         self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
         self._dense = cost.count(model)
         self._calibration = None
-        self._steps = {}  # folder -> Step made (or read back) in this process
+        self._steps = {}  # folder -> PartialModel made (or read back) in this process
         path = os.path.join(self.output_dir, _STATE)
         if os.path.exists(path):
             self.state = artifacts.read_json(path)
@@ -146,7 +130,7 @@ class AutoCompress:
         return self._accepted()[-1]["objective_ratio"] if self._accepted() else 1.0
 
     def _step(self, folder, record=None):
-        """The ``Step`` saved in ``folder`` (a round's ``record`` gives its schemes):
+        """The step (``PartialModel``) saved in ``folder`` (a round's ``record`` gives its schemes):
         the one made in this process, else read back (a resumed run)."""
         if folder not in self._steps:
             try:
@@ -157,7 +141,7 @@ class AutoCompress:
         return self._steps[folder]
 
     def _current(self):
-        """The ``Step`` of the last accepted round, or None (the baseline)."""
+        """The ``PartialModel`` of the last accepted round, or None (the baseline)."""
         accepted = self._accepted()
         return self._step(accepted[-1]["dir"], accepted[-1]) if accepted else None
 
@@ -194,9 +178,7 @@ class AutoCompress:
         self._seed(k)
         recipe = _recipe(self.config, self.splits, self.output_dir, k, f"round_{k}", self.verbose)
         with distribute.scope(self._strategy):
-            result = partial_prune(self.model, policy, recipe,
-                                   start=current.partial() if current else None)
-        step = Step(result.model, result.masks, result.schemes, policy, result.score)
+            step = partial_prune(self.model, policy, recipe, start=current)
         record = dict(self._metrics(step.model, cost.count(step.model, step.masks),
                                     time.perf_counter() - start),
                       round=k, dir=f"round_{k}", accepted=step.score >= self._floor(),
@@ -205,12 +187,12 @@ class AutoCompress:
                       schedule=schedule,
                       schemes={n: s.get_config() for n, s in step.schemes.items()},
                       layers=report_lib.layer_summary(self.model, step.masks),
-                      admm_residuals=_admm_residuals(result.history))
+                      admm_residuals=_admm_residuals(step.history))
         _write_step(os.path.join(self.output_dir, record["dir"]), step, record)
         self._log(f"round {k}: {record['objective_ratio']:.2f}x {self.config.objective}, "
                   f"val {record['val_accuracy']:.4f} (floor {self._floor():.4f}), "
                   f"{'accepted' if record['accepted'] else 'rejected'}")
-        _summaries(self._writer, k, record, result.history)
+        _summaries(self._writer, k, record, step.history)
         if record["accepted"]:
             self._steps[record["dir"]] = step
         self.state["rounds"].append(record)
@@ -222,7 +204,7 @@ class AutoCompress:
 
     def search_tuner(self, k, current=None):
         """Round ``k``'s ``(EnhancedSAOracle, PruningTuner)`` on the state as it is
-        (``current``: the last accepted round's ``Step``, looked up if None);
+        (``current``: the last accepted round's ``PartialModel``, looked up if None);
         keras-tuner search workers build theirs with it too."""
         cfg, current = self.config, current or self._current()
         model, previous = (current.model if current else self.model), self._previous_ratio()
@@ -278,7 +260,7 @@ class AutoCompress:
                 with distribute.scope(self._strategy):
                     model, _ = recipe.retrain(model, masks, self.config.retrain_epochs,
                                               recipe.compile_fn)
-            step = Step(model, graph_lib.close_masks(model, masks) if masks else {})
+            step = PartialModel(model, graph_lib.close_masks(model, masks) if masks else {})
             record = dict(self._metrics(apply_masks(model, step.masks),
                                         cost.count(model, step.masks),
                                         time.perf_counter() - start),
@@ -367,11 +349,11 @@ class AutoCompress:
 
 
 def _read_step(path, record=None):
-    """The ``Step`` written in folder ``path``; a round's ``record`` adds its schemes,
+    """The ``PartialModel`` written in folder ``path``; a round's ``record`` adds its schemes,
     score and policy. An error naming the file when one is corrupt."""
     model = artifacts.load_model(os.path.join(path, "model.keras"), what="saved step")
     masks = masks_lib.load(os.path.join(path, "masks.npz"))
-    step = Step(model, graph_lib.close_masks(model, masks) if masks else masks)
+    step = PartialModel(model, graph_lib.close_masks(model, masks) if masks else masks)
     if record is not None:
         step.schemes = {n: Scheme.from_config(c) for n, c in record["schemes"].items()}
         step.score = record["val_accuracy"]

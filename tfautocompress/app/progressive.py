@@ -94,14 +94,16 @@ class Recipe:
 
 @dataclasses.dataclass
 class PartialModel:
-    """A partial pruning result: a plain model whose pruned weights are exact zeros."""
+    """A partial pruning result: a plain model whose pruned weights are exact zeros.
+    The pipeline hands each finished step on as one (purification's has no schemes)."""
 
     model: keras.Model
     masks: dict  # {layer: 0/1 mask}, closed over the channel graph (graph.ClosedMasks)
-    schemes: dict  # {layer: Scheme} reached
-    score: float  # validation accuracy
-    history: dict  # {"admm": fit logs, "retrain": fit logs}
+    schemes: dict = dataclasses.field(default_factory=dict)  # {layer: Scheme} reached
+    score: Optional[float] = None  # validation accuracy
+    history: dict = dataclasses.field(default_factory=dict)  # {"admm", "retrain": fit logs}
     parent: Optional[int] = None  # index in progressive_prune's trace it started from
+    policy: object = None  # what partial_prune pruned to (a PruningPolicy or {layer: Scheme})
 
 
 def _copy(model):
@@ -140,7 +142,7 @@ def partial_prune(model, policy, recipe, start=None):
     pruned, history["retrain"] = recipe.retrain(
         work, masks, recipe.retrain_epochs, recipe.retrain_compile_fn or recipe.compile_fn)
     return PartialModel(pruned, masks, {**(start.schemes if start else {}), **schemes},
-                        accuracy(pruned, recipe.val), history)
+                        accuracy(pruned, recipe.val), history, policy=policy)
 
 
 def progressive_prune(model, policies, recipe, pool_size=3):
