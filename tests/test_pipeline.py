@@ -15,8 +15,10 @@ from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks
 from tfautocompress.app.pipeline import AutoCompress, Config
 
-TINY = Config(max_rounds=2, admm_epochs=1, retrain_epochs=1, search_trials=2,
-              purification_trials=2, max_accuracy_drop=100.0, export_tflite=True, seed=1)
+# Phase I stops at the target: round 1 at ~2x, round 2 searches 3.5x, and no round 3.
+TINY = Config(max_rounds=3, target_compression_ratio=3.5, admm_epochs=1, retrain_epochs=1,
+              search_trials=2, purification_trials=2, max_accuracy_drop=100.0,
+              export_tflite=True, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,8 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
                           verbose=0).run()
     assert os.path.getmtime(round_1 / "metrics.json") == stamp  # round 1 was not redone
     assert [r["round"] for r in report["rounds"]] == [1, 2]
+    assert report["phase1_end"] == "target 3.5x reached"
+    assert report["rounds"][1]["search_target_ratio"] == pytest.approx(3.5)
     assert report["rounds"][1]["conv_params_ratio"] > report["rounds"][0]["conv_params_ratio"] > 1.5
     for entry in [report["baseline"], report["final"], *report["rounds"]]:
         for key in ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
@@ -129,7 +133,11 @@ def test_steps_hand_over_in_memory_closing_masks_once(trained, tmp_path, monkeyp
     """A 2-round run analyses each model structure it makes once and closes masks
     once where they are made: per round one closure besides the search's one per
     trial, none in compaction beyond its own model's (before the hand-over in
-    memory: 3-4 per round, 16 in purification, 4 in compaction)."""
+    memory: 3-4 per round, 16 in purification, 4 in compaction).
+
+    Round 2 breaks the accuracy bound (its floor is raised above any accuracy
+    before it): it is rejected, Phase I ends with round 1, and purification starts
+    from round 1 (its floor lets no threshold through: it keeps round 1's masks)."""
     from tfautocompress import graph
 
     monkeypatch.setenv("TFAUTOCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
@@ -147,14 +155,29 @@ def test_steps_hand_over_in_memory_closing_masks_once(trained, tmp_path, monkeyp
     model, splits = trained
     config = dataclasses.replace(TINY, export_tflite=False, columns="keep", search_trials=3)
     pipeline = AutoCompress(model, splits, str(tmp_path / "run"), config, verbose=0)
+
+    def round_2_below_the_floor():
+        pipeline.state["baseline"]["val_accuracy"] = 1.5 + config.max_accuracy_drop / 100.0
+        return pipeline.next_round()
+
     steps = {"baseline": pipeline.baseline, "round_1": pipeline.next_round,
-             "round_2": pipeline.next_round, "purification": pipeline.purify,
+             "round_2": round_2_below_the_floor, "purification": pipeline.purify,
              "final": pipeline.finish}
-    per_step = {}
+    per_step, returned = {}, {}
     for name, step in steps.items():
         before = dict(counts)
-        step()
+        returned[name] = step()
         per_step[name] = {k: counts[k] - before[k] for k in counts}
+    first, second = pipeline.state["rounds"]
+    assert returned["round_1"] is True and first["accepted"]
+    assert returned["round_2"] is False and not second["accepted"]
+    assert pipeline.state["phase1_end"] == "round 2 broke the accuracy bound"
+    assert pipeline.next_round() is False and len(pipeline.state["rounds"]) == 2
+    purified = pipeline.state["purification"]
+    assert purified["rounds"] == []  # no threshold search result met the floor
+    assert purified["conv_params_ratio"] == pytest.approx(first["conv_params_ratio"])
+    assert purified["conv_params_ratio"] < second["conv_params_ratio"] / 1.2
+    assert purified["test_accuracy"] == pytest.approx(first["test_accuracy"])
     for name in ("round_1", "round_2"):  # the tuner's dense copy, ADMM's wrapped model, the result
         assert per_step[name]["analyses"] <= 3, per_step
         assert per_step[name]["closures"] <= config.search_trials + 1, per_step
