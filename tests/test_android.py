@@ -1,4 +1,5 @@
 """tflite_tools.android: the benchmark_model parser on real logs, and the no-adb errors."""
+import json
 import os
 import pathlib
 import subprocess
@@ -15,30 +16,46 @@ def _parse(name):
     return android.parse_benchmark_output((DATA / name).read_text())
 
 
+# The figures of the two logs, read off them by hand (us -> ms).
+CPU_FIGURES = {
+    "platform": "android", "runs": 50, "accelerator": "cpu", "threads": 4,
+    "init_ms": 102.32, "first_inference_ms": 670.083, "warmup_ms": 670.083,
+    "latency_ms": {"mean": 699.438, "std": 325.425, "min": 502.355,
+                   "max": 2270.688, "median": 576.856, "p5": 502.674,
+                   "p95": 1373.207},
+    "memory_mb": {"init": 98.0977, "overall": 99.2031},
+    "model_size_mb": 16.1527,
+    "delegate": {"name": "TfLiteXNNPackDelegate", "nodes_delegated": 49,
+                 "nodes_total": 49, "fully_delegated": True},
+}
+GPU_FIGURES = {
+    "platform": "android", "runs": 50, "accelerator": "gpu", "threads": 2,
+    "init_ms": 5664.363, "first_inference_ms": 328.14, "warmup_ms": 319.036,
+    "latency_ms": {"mean": 309.35, "std": 4.411, "min": 305.938, "max": 333.03,
+                   "median": 307.968, "p5": 306.372, "p95": 315.711},
+    "memory_mb": {"init": 375.48, "overall": 375.48},
+    "model_size_mb": 16.1527,
+    "delegate": {"name": "TfLiteGpuDelegateV2", "nodes_delegated": 49,
+                 "nodes_total": 49, "fully_delegated": True},
+}
+
+
 def test_cpu_xnnpack_log():
-    result = _parse("android_cpu_xnnpack.txt")
-    assert result == {
-        "platform": "android", "runs": 50, "accelerator": "cpu", "threads": 4,
-        "init_ms": 102.32, "first_inference_ms": 670.083, "warmup_ms": 670.083,
-        "latency_ms": {"mean": 699.438, "std": 325.425, "min": 502.355,
-                       "max": 2270.688, "median": 576.856, "p5": 502.674,
-                       "p95": 1373.207},
-        "memory_mb": {"init": 98.0977, "overall": 99.2031},
-        "model_size_mb": 16.1527,
-        "delegate": {"name": "TfLiteXNNPackDelegate", "nodes_delegated": 49,
-                     "nodes_total": 49, "fully_delegated": True},
-    }
+    assert _parse("android_cpu_xnnpack.txt") == CPU_FIGURES
 
 
 def test_gpu_log():
-    result = _parse("android_gpu.txt")
-    assert (result["accelerator"], result["threads"], result["runs"]) == ("gpu", 2, 50)
-    assert result["init_ms"] == pytest.approx(5664.363)
-    assert result["latency_ms"]["mean"] == pytest.approx(309.35)
-    assert result["latency_ms"]["median"] == pytest.approx(307.968)
-    assert result["memory_mb"] == {"init": 375.48, "overall": 375.48}
-    assert result["delegate"]["name"] == "TfLiteGpuDelegateV2"
-    assert result["delegate"]["fully_delegated"] is True
+    assert _approx_equal(_parse("android_gpu.txt"), GPU_FIGURES)
+
+
+def _approx_equal(got, want):
+    """Equal nested dicts, floats up to float rounding (us / 1e3)."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(
+            _approx_equal(got[k], want[k]) for k in want)
+    if isinstance(want, float):
+        return got == pytest.approx(want, rel=1e-12)
+    return type(got) is type(want) and got == want
 
 
 def test_failed_prepare_log_names_the_failure():
@@ -89,6 +106,10 @@ FAKE_ADB = """#!/bin/sh
 echo "$@" >> "$FAKE_ADB_LOG"
 case "$*" in
   devices) printf 'List of devices attached\\n%b' "$FAKE_ADB_DEVICES" ;;
+  *push*) if [ -n "$FAKE_ADB_PUSH_FAILS" ]; then
+            echo "adb: error: failed to copy: remote No space left on device" >&2; exit 1
+          fi ;;
+  *shell*benchmark_model*--use_gpu=true*) cat "$FAKE_ADB_GPU_OUTPUT" ;;
   *shell*benchmark_model*--graph*) [ -n "$FAKE_ADB_SLEEP" ] && sleep "$FAKE_ADB_SLEEP"
                                    cat "$FAKE_ADB_OUTPUT" ;;
 esac
@@ -104,6 +125,7 @@ def fake_adb(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_ADB_LOG", str(tmp_path / "adb.log"))
     monkeypatch.setenv("FAKE_ADB_OUTPUT", str(DATA / "android_cpu_xnnpack.txt"))
+    monkeypatch.setenv("FAKE_ADB_GPU_OUTPUT", str(DATA / "android_gpu.txt"))
     model, binary = tmp_path / "m.tflite", tmp_path / "benchmark_model"
     model.write_bytes(b"\x1c\x00\x00\x00TFL3")
     binary.write_bytes(b"x")
@@ -113,6 +135,7 @@ def fake_adb(tmp_path, monkeypatch):
         return android.run_android_benchmark(model, binary, **kwargs)
 
     run.calls = lambda: (tmp_path / "adb.log").read_text().splitlines()
+    run.model, run.binary = model, binary
     return run
 
 
@@ -151,3 +174,43 @@ def test_a_hanging_run_times_out(fake_adb, monkeypatch):
     monkeypatch.setenv("FAKE_ADB_SLEEP", "10")
     with pytest.raises(android.AndroidBenchmarkError, match="did not finish within 1 s"):
         fake_adb("R58M123\tdevice\n", timeout_s=1)
+
+
+def test_use_gpu_runs_the_gpu_delegate(fake_adb):
+    result = fake_adb("R58M123\tdevice\n", threads=2, use_gpu=True)
+    assert _approx_equal(result, dict(GPU_FIGURES, device="R58M123",
+                                      model=str(fake_adb.model)))
+    assert fake_adb.calls()[-1] == ("-s R58M123 shell /data/local/tmp/benchmark_model "
+                                    "--graph=/data/local/tmp/m.tflite --num_threads=2 "
+                                    "--use_gpu=true")
+
+
+def test_a_failing_adb_call_is_named_with_its_exit_status(fake_adb, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_PUSH_FAILS", "1")
+    with pytest.raises(android.AndroidBenchmarkError) as caught:
+        fake_adb("R58M123\tdevice\n")
+    assert str(caught.value) == (  # one line: the console scripts print it as it is
+        f"`adb -s R58M123 push {fake_adb.model} /data/local/tmp/m.tflite` failed (exit 1): "
+        "adb: error: failed to copy: remote No space left on device")
+    assert not any("shell" in call for call in fake_adb.calls())  # nothing ran after it
+
+
+def test_cli_runs_cpu_and_gpu_and_writes_the_output(fake_adb, tmp_path):
+    code = "from tfautocompress.app.export_cli import android_main; android_main()"
+    out = tmp_path / "results" / "android.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", FAKE_ADB_DEVICES="R58M123\tdevice\n")
+    run = subprocess.run([sys.executable, "-c", code, "--tflite", str(fake_adb.model),
+                          "--benchmark_binary", str(fake_adb.binary), "--threads", "2",
+                          "--use_gpu", "--output", str(out)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(out) as f:
+        written = json.load(f)
+    model = str(fake_adb.model)
+    assert written.keys() == {"cpu", "gpu"}
+    assert _approx_equal(written["cpu"], dict(CPU_FIGURES, device="R58M123", model=model))
+    assert _approx_equal(written["gpu"], dict(GPU_FIGURES, device="R58M123", model=model))
+    assert json.loads(run.stdout) == written
+    shells = [c for c in fake_adb.calls() if " shell /data/local/tmp/benchmark_model" in c]
+    assert [c.split("--graph=/data/local/tmp/m.tflite ")[1] for c in shells] == [
+        "--num_threads=2 --use_gpu=false", "--num_threads=2 --use_gpu=true"]
