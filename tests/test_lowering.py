@@ -63,3 +63,42 @@ def test_lowerable_takes_only_column_sparse_plain_conv2d():
     np.testing.assert_array_equal(lowering.lowerable(conv, mask), np.delete(np.arange(18), 1))
     assert lowering.lowerable(conv, np.zeros_like(mask)) is None  # nothing kept
     assert lowering.lowerable(depthwise, np.ones((3, 3, 2, 1), np.float32)) is None
+
+
+
+def test_lowered_convs_through_tflite_match_the_masked_keras_model():
+    """A stride-2 and a dilated column-sparse Conv2D, lowered in each form, converted to
+    a .tflite and run by LiteRT's interpreter, compute the Keras model of the masked
+    Conv2Ds."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(7)
+    convs = [L.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="stride2"),
+             L.Conv2D(5, 3, dilation_rate=2, padding="valid", name="dilated")]
+    inputs = keras.Input((13, 12, 4), name="input")
+    reference = keras.Model(inputs, convs[1](convs[0](inputs)))
+    for conv in convs:
+        kernel, bias = conv.get_weights()
+        mask = (rng.random(kernel.shape[:-1]) < 0.4)[..., None] * np.ones(kernel.shape[-1])
+        mask[0, 0] = 1  # a position with every channel kept, one with none
+        mask[2, 1] = 0
+        conv.set_weights([kernel * mask, bias + 0.1])
+    x = rng.normal(size=(3, 13, 12, 4)).astype(np.float32)
+    expected = reference(x).numpy()
+    assert expected.shape == (3, 3, 2, 5)
+    for form in lowering.FORMS:
+        lowered = [lowering.ColumnSparseConv2D.from_conv(
+            c.get_config(), lowering.kept_rows(c.get_weights()[0] != 0), form) for c in convs]
+        model = keras.Model(inputs, lowered[1](lowered[0](inputs)))
+        for low, conv in zip(lowered, convs):
+            low.set_weights(low.conv_weights(conv.get_weights()))
+        interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(
+            model).convert())
+        (detail,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        interpreter.resize_tensor_input(detail["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        np.testing.assert_allclose(interpreter.get_tensor(out["index"]), expected, atol=1e-5,
+                                   err_msg=form)
