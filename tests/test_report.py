@@ -1,5 +1,7 @@
 """report: layer summaries, scheme split, report.json keys, Markdown and plots."""
+import json
 import os
+import struct
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -59,9 +61,18 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "round 2 (rejected)" in md and "| c1 |" in md and "2.50x" in md
     assert "| c1 | 0.012 | - |" in md and "| c2 | 0.0" not in md  # ADMM residuals per round
-    for name in ("report.json", "layers.png", "accuracy.png"):
-        content = (tmp_path / name).read_bytes()
-        assert content[:4] in (b"\x89PNG", b"{\n  ")
+    with open(tmp_path / "report.json", encoding="utf-8") as f:
+        written = json.load(f)
+    assert written == result
+    assert [(r["round"], r["accepted"], r["conv_params_ratio"]) for r in written["rounds"]] \
+        == [(1, True, 2.0), (2, False, 4.0)]
+    assert (written["baseline"]["val_accuracy"], written["final"]["conv_params_ratio"],
+            written["final"]["purification"]["test_accuracy"]) == (0.98, 2.5, 0.96)
+    assert written["final"]["wall_s"] == 6.0  # 2 rounds + purification + final, 1.5 s each
+    assert written["phase1_end"] == "round 2 broke the accuracy bound"
+    assert written["rounds"][0]["admm_residuals"] == {"c1": 0.0123}
+    for name in ("layers.png", "accuracy.png"):
+        _check_png(tmp_path / name)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
 
 
@@ -142,4 +153,51 @@ def test_seed_table_markdown_and_pareto(tmp_path):
     row_b = next(x for x in lines if x.startswith("| b |"))
     assert "— | — | —" in row_b and "< 10x" in row_b  # no 30x cell; never within
     comparison.plot_seed_pareto(stats, dense, 0.005, str(tmp_path / "p.png"), "t")
-    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert _check_png(tmp_path / "p.png") == (960, 600)  # 8 x 5 in at 120 dpi
+
+
+def _check_png(path):
+    """``path`` is a PNG that is not blank, read by its own format: the 8-byte
+    signature, the IHDR chunk's size, and matplotlib's PNG reader; its (width, height)."""
+    from matplotlib import image
+
+    content = path.read_bytes()
+    assert content[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind, width, height = struct.unpack(">I4sII", content[8:24])
+    assert (length, kind) == (13, b"IHDR")
+    pixels = image.imread(path)
+    assert pixels.shape[:2] == (height, width) and pixels.shape[2] in (3, 4)
+    assert len(np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)) > 2  # drawn on
+    return width, height
+
+
+ROWS = [{"method": "dense", "test_accuracy": 0.98765, "conv_params_ratio": 1.0,
+         "conv_macs_ratio": 1.0, "latency_ms": 2.5, "search_s": 0.0, "note": "baseline"},
+        {"method": "autocompress", "test_accuracy": 0.95, "conv_params_ratio": 12.345,
+         "conv_macs_ratio": 4.5, "latency_ms": 0.6666, "search_s": 123.45, "note": "SA"}]
+
+
+def test_write_comparison_writes_json_markdown_and_plot(tmp_path):
+    from matplotlib import image
+
+    stem = str(tmp_path / "cmp")
+    table = comparison.write_comparison(stem, ROWS, "## digits", "digits_vgg",
+                                        dataset="digits", seed=3)
+    with open(stem + ".json", encoding="utf-8") as f:
+        assert json.load(f) == {"rows": ROWS, "dataset": "digits", "seed": 3}
+    assert (tmp_path / "cmp.md").read_text() == table
+    assert table.splitlines() == [
+        "## digits", "",
+        "| method | test acc. | CONV params ratio | CONV MACs ratio | TFLite latency (ms) "
+        "| search (s) | note |", "|---|---|---|---|---|---|---|",
+        "| dense | 0.9877 | 1.00x | 1.00x | 2.500 | 0.0 | baseline |",
+        "| autocompress | 0.9500 | 12.35x | 4.50x | 0.667 | 123.5 | SA |"]
+    assert _check_png(tmp_path / "cmp.png") == (720, 480)  # 6 x 4 in at 120 dpi
+    assert sorted(os.listdir(tmp_path)) == ["cmp.json", "cmp.md", "cmp.png"]
+    # plot_pareto: the rows decide the picture
+    comparison.plot_pareto(ROWS, str(tmp_path / "same.png"), "digits_vgg")
+    comparison.plot_pareto([ROWS[0], dict(ROWS[1], test_accuracy=0.90)],
+                           str(tmp_path / "moved.png"), "digits_vgg")
+    assert _check_png(tmp_path / "moved.png") == (720, 480)
+    drawn, same, moved = (image.imread(tmp_path / f"{n}.png") for n in ("cmp", "same", "moved"))
+    assert np.array_equal(drawn, same) and not np.array_equal(drawn, moved)
