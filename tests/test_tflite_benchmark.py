@@ -1,5 +1,6 @@
 """tflite_tools.benchmark: host latency through LiteRT, and equivalence checks that can fail."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -37,12 +38,79 @@ def test_benchmark_reports_json_clean_figures(float32_file):
     assert result["memory_mb"]["peak_rss"] > 0
 
 
+def _big_model():
+    """~300x the MACs of ``_model``: 16x16x32 outputs of 3x3x32 kernels."""
+    inputs = keras.Input((16, 16, 3), name="input")
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="head")(x))
+
+
 def test_interleaved_latency_takes_paths_and_bytes(float32_file):
-    content = open(float32_file, "rb").read()
-    fast, same = benchmark.interleaved_latency_ms([float32_file, content], runs=5, rounds=2)
-    assert fast > 0 and same > 0
+    """One median per model, in the order given: the model with ~300x the MACs is the
+    slower one wherever it stands."""
+    small = open(float32_file, "rb").read()
+    import tensorflow as tf
+
+    big = tf.lite.TFLiteConverter.from_keras_model(_big_model()).convert()
+    first, second, third = benchmark.interleaved_latency_ms([float32_file, big, small],
+                                                            runs=5, rounds=2)
+    assert 0 < first < second / 3 and 0 < third < second / 3
+    slow, fast = benchmark.interleaved_latency_ms([big, small], runs=5, rounds=2)
+    assert 0 < fast < slow / 3
     with pytest.raises(ValueError, match="rounds=0"):
-        benchmark.interleaved_latency_ms([content], rounds=0)
+        benchmark.interleaved_latency_ms([small], rounds=0)
+
+
+def _litert_outputs(path, x):
+    """The .tflite's output on ``x``, run by LiteRT's interpreter itself."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    (detail,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(detail["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"])
+
+
+def test_dense_vs_compact_measures_the_files_it_writes(tmp_path):
+    import tensorflow as tf
+
+    from tfautocompress import schemes
+    from tfautocompress.compact import compact
+    from tfautocompress.masks import magnitude_masks, uniform_schemes
+
+    dense = _big_model()
+    small = compact(dense, magnitude_masks(dense, uniform_schemes(dense, schemes.Filter(0.75))))
+    assert [small.get_layer(n).filters for n in ("c1", "c2")] == [8, 8]
+    x = np.random.default_rng(0).uniform(size=(12, 16, 16, 3)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(12, np.int32))).batch(4)
+    figures = benchmark.dense_vs_compact(dense, small, str(tmp_path), data, runs=3)
+
+    checked = {"baseline_fp32": (dense, "float32", 1e-4), "compact_fp32": (small, "float32", 1e-4),
+               "compact_fp16": (small, "float16", 1e-2)}
+    for key, (model, mode, bound) in checked.items():
+        entry = figures[key]
+        assert entry["path"] == str(tmp_path / f"{key}.tflite")
+        assert entry["size_bytes"] == os.path.getsize(entry["path"])
+        with open(entry["path"] + ".json") as f:
+            assert json.load(f)["mode"] == mode
+        assert entry["gpu_compatible"] is True and entry["gpu_incompatible_ops"] == []
+        assert entry["latency_ms"] > 0
+        # Equivalence on the first two batches, against LiteRT's own output in NumPy.
+        diff = float(np.abs(_litert_outputs(entry["path"], x[:8]) - model(x[:8]).numpy()).max())
+        equivalence = entry["equivalence"]
+        assert equivalence["samples"] == 8 and equivalence["mode"] == mode
+        assert equivalence["max_abs_diff"] == pytest.approx(diff, rel=1e-3, abs=1e-7)
+        assert diff <= bound and equivalence["passed"]
+    base, fp32, fp16 = (figures[k]["size_bytes"] for k in checked)
+    assert figures["size_ratio"] == pytest.approx(base / fp32)
+    assert base > 5 * fp32 and fp16 < fp32  # ~1/13 of the weights; half-size floats
+    assert figures["host_speedup"] == pytest.approx(
+        figures["baseline_fp32"]["latency_ms"] / figures["compact_fp32"]["latency_ms"])
 
 
 def test_latency_summary_matches_numpy():
