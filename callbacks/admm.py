@@ -7,6 +7,19 @@ policy, the training loss plus ``rho_i / 2 * ||W_i - Z_i + U_i||_F^2`` (Eq. 4: t
     Z <- Pi(W + U)                (Eq. 5, the policy's Euclidean projection)
     U <- U + W - Z                (Eq. 6)
 
+With ``prox_step`` (eta) the penalty leaves the loss and becomes the W-step's
+proximal part (a proximal-gradient W-step): after each optimizer step on the task
+loss alone,
+
+    W <- argmin_V rho/2 ||V - Z + U||^2 + 1/(2 eta) ||V - W||^2
+       = W - kappa (W - Z + U),   kappa = eta rho / (1 + eta rho)
+
+so the pull towards Z - U closes the fraction kappa of the gap every step,
+whatever the optimizer does to the loss gradient (Adam divides the penalty's
+gradient by its own scale: inside the loss, rho cannot move W further than the
+learning rate per step, and the rho ramp at a decayed learning rate cannot bring
+W onto Z before the hard prune).
+
 ``Pi`` is the model-level projection ``masks.magnitude_masks`` (the one the search's
 fast evaluation scores and the hard prune applies): producers coupled by a
 residual merge drop the same filters, and each layer's columns are chosen among
@@ -18,7 +31,10 @@ part in the projection with their current weights.
 and, with multi-rho (Ye et al. 2018), every ``rho_every`` updates
 ``rho_i <- min(rho_factor * rho_i, rho_max)`` with ``U_i`` rescaled by
 ``rho_old / rho_new`` so that the unscaled dual ``rho_i * U_i`` is unchanged
-(Boyd et al. 2011, §3.4.1). ``Z_i`` starts at ``Pi_i(W_i)``, ``U_i`` at 0.
+(Boyd et al. 2011, §3.4.1). With ``rho_schedule="balanced"`` (residual balancing,
+Boyd et al. 2011, §3.4.1) each update instead multiplies rho_i by ``rho_factor``
+when the primal residual is more than ``balance`` times the dual one, and divides
+it when the dual one is (between ``rho`` and ``rho_max``). ``Z_i`` starts at ``Pi_i(W_i)``, ``U_i`` at 0.
 With ``final_rho`` (a "rho ramp"), rho_i is raised to at least ``final_rho`` (U
 rescaled the same way) for the last epoch of each ``fit``, pulling W onto Z
 just before the hard prune.
@@ -40,12 +56,14 @@ keys):
 * ``admm_res``: the mean over layers of the primal residual ``||W - Z|| / ||W||``
   of the latest update (before the first update: the distance of W to its
   constraint set);
+* ``admm_dual``: the mean over layers of the dual residual ``||Z - Z_prev|| / ||W||``
+  of the latest update (rho's dual residual ``rho ||Z - Z_prev||`` over ``rho ||W||``);
 * ``admm_zero``: the mean over layers of the share of kernel weights with
   ``|w| <= near_zero * max|W|``;
 * ``admm_rho``: the mean rho over layers.
 
-The per-layer values (``admm_res/<layer>``, ``admm_zero/<layer>``: one entry per
-epoch) are in ``ADMM.layer_history``, not in the printed epoch line.
+The per-layer values (``admm_res/<layer>``, ``admm_dual/<layer>``,
+``admm_zero/<layer>``: one entry per epoch) are in ``ADMM.layer_history``, not in the printed epoch line.
 """
 import dataclasses
 
@@ -70,6 +88,8 @@ RHO_EVERY = 1
 RHO_MAX = 1.0
 UPDATE_EVERY = "epoch"
 NEAR_ZERO = 1e-2
+RHO_SCHEDULES = ("multiplicative", "balanced")
+BALANCE = 10.0
 
 
 def _find_layer(model, name):
@@ -100,6 +120,7 @@ class _Slot:
     u: tf.Variable
     rho: tf.Variable
     residual: float = 0.0
+    dual: float = 0.0
     active: bool = True  # gets the penalty and the rho schedule
 
     def weight(self):
@@ -135,11 +156,17 @@ class ADMM(keras.callbacks.Callback):
       final_rho: None, or rho for the last epoch of every ``fit`` (the rho ramp:
         ``rho_i <- max(rho_i, final_rho)`` at that epoch's start; not capped by
         ``rho_max``).
+      prox_step: None (the penalty is part of the loss), or the step eta of the
+        proximal W-step applied after every training step (see the module doc).
+      rho_schedule: ``"multiplicative"`` (multi-rho: ``rho_factor`` every
+        ``rho_every`` updates) or ``"balanced"`` (residual balancing by
+        ``rho_factor`` when one residual exceeds ``balance`` times the other).
     """
 
     def __init__(self, policy, rho=RHO, rho_factor=RHO_FACTOR, rho_every=RHO_EVERY,
                  rho_max=None, update_every=UPDATE_EVERY, near_zero=NEAR_ZERO,
-                 hard_prune_on_train_end=False, final_rho=None, regularize=None):
+                 hard_prune_on_train_end=False, final_rho=None, regularize=None,
+                 prox_step=None, rho_schedule="multiplicative", balance=BALANCE):
         super().__init__()
         self._schemes = schemes_lib.as_schemes(policy)
         if not self._schemes:
@@ -153,8 +180,14 @@ class ADMM(keras.callbacks.Callback):
         for flag, value in (("rho", rho), ("rho_max", rho_max)):
             if not value > 0:
                 raise ValueError(f"ADMM {flag} must be > 0, got {value!r}.")
-        if final_rho is not None and not final_rho > 0:
-            raise ValueError(f"ADMM final_rho must be > 0 or None, got {final_rho!r}.")
+        for flag, value in (("final_rho", final_rho), ("prox_step", prox_step)):
+            if value is not None and not value > 0:
+                raise ValueError(f"ADMM {flag} must be > 0 or None, got {value!r}.")
+        if rho_schedule not in RHO_SCHEDULES:
+            raise ValueError(f"ADMM rho_schedule={rho_schedule!r} unknown; use one of "
+                             f"{', '.join(RHO_SCHEDULES)}.")
+        if not balance > 1:
+            raise ValueError(f"ADMM balance must be > 1, got {balance!r}.")
         if rho_max < rho:
             raise ValueError(f"ADMM rho_max={rho_max!r} must be >= rho={rho!r}.")
         if not rho_factor >= 1:
@@ -172,8 +205,11 @@ class ADMM(keras.callbacks.Callback):
         self.near_zero = float(near_zero)
         self.hard_prune_on_train_end = hard_prune_on_train_end
         self.final_rho = None if final_rho is None else float(final_rho)
+        self.prox_step = None if prox_step is None else float(prox_step)
+        self.rho_schedule, self.balance = rho_schedule, float(balance)
         self.updates = 0  # Z/U updates done so far
         self.masks = None
+        self.cut = {}
         # Per-layer epoch logs ({"admm_res/<layer>": [...], "admm_zero/<layer>": [...]}),
         # kept here rather than in the epoch logs that Keras prints.
         self.layer_history = {}
@@ -209,6 +245,7 @@ class ADMM(keras.callbacks.Callback):
         self._slots, self._slots_model = slots, model
         self.updates, self._steps, self.masks, self.layer_history = 0, 0, None, {}
         self._penalty_fn = tf.function(self.penalty)
+        self._prox_fn = tf.function(self._prox)
 
     @property
     def state(self):
@@ -223,6 +260,7 @@ class ADMM(keras.callbacks.Callback):
                   for name, values in self.state.items() for key, value in values.items()}
         scalars = {"updates": self.updates, "steps": self._steps,
                    "residuals": {s.name: float(s.residual) for s in self._slots or ()},
+                   "duals": {s.name: float(s.dual) for s in self._slots or ()},
                    "layer_history": self.layer_history}
         return arrays, scalars
 
@@ -233,6 +271,7 @@ class ADMM(keras.callbacks.Callback):
             s.u.assign(arrays[f"{s.name}/u"])
             s.rho.assign(arrays[f"{s.name}/rho"])
             s.residual = scalars["residuals"][s.name]
+            s.dual = scalars.get("duals", {}).get(s.name, 0.0)
         self.updates, self._steps = int(scalars["updates"]), int(scalars["steps"])
         self.layer_history = {k: list(v) for k, v in scalars["layer_history"].items()}
 
@@ -241,6 +280,13 @@ class ADMM(keras.callbacks.Callback):
         terms = [0.5 * s.rho * tf.reduce_sum(tf.square(s.weight() - s.z + s.u))
                  for s in self._slots if s.active]
         return tf.add_n(terms) if terms else tf.constant(0.0)
+
+    def _prox(self):
+        """The proximal W-step: ``W <- W - kappa (W - Z + U)``, kappa = eta rho / (1 + eta rho)."""
+        for s in self._slots:
+            if s.active:
+                kappa = self.prox_step * s.rho / (1.0 + self.prox_step * s.rho)
+                s.kernel.assign_sub(tf.cast(kappa * (s.weight() - s.z + s.u), s.kernel.dtype))
 
     def _project(self, kernels):
         """``{layer: Pi(kernel)}``: the model-level projection of ``kernels``."""
@@ -254,18 +300,30 @@ class ADMM(keras.callbacks.Callback):
         sums = {s.name: weights[s.name] + s.u.numpy() for s in self._slots}
         projected = self._project(sums)
         for s in self._slots:
+            s.dual = _relative(projected[s.name] - s.z.numpy(), weights[s.name])
             s.z.assign(projected[s.name])
             s.u.assign(sums[s.name] - projected[s.name])
             s.residual = _relative(weights[s.name] - projected[s.name], weights[s.name])
         self.updates += 1
+        for s in (s for s in self._slots if s.active):
+            _set_rho(s, self._next_rho(s, float(s.rho.numpy())))
+
+    def _next_rho(self, s, rho):
+        """Slot ``s``'s rho after an update (see ``rho_schedule``)."""
+        if self.rho_schedule == "balanced":
+            if s.residual > self.balance * s.dual:
+                return min(rho * self.rho_factor, max(self.rho_max, rho))
+            if s.dual > self.balance * s.residual:
+                return max(rho / self.rho_factor, min(self.rho0, rho))
+            return rho
         if self.updates % self.rho_every == 0:
-            for s in (s for s in self._slots if s.active):
-                old = float(s.rho.numpy())
-                _set_rho(s, max(old, min(old * self.rho_factor, self.rho_max)))
+            return max(rho, min(rho * self.rho_factor, self.rho_max))
+        return rho
 
     def hard_prune(self):
         """Project the policy's kernels (``W``) in place with the model-level
-        projection; return the masks.
+        projection; return the masks. ``self.cut``: each layer's share of W the
+        projection removed, ``||W - Pi(W)|| / ||W||`` (0 when ADMM converged).
 
         Returns ``{layer name: 0/1 float32 mask of the kernel's shape}``; in
         masked ADMM the masks lie inside the wrappers' masks.
@@ -276,11 +334,14 @@ class ADMM(keras.callbacks.Callback):
         masks = masks_lib.magnitude_masks(
             None, self._schemes, graph=self._graph,
             kernels={s.name: s.weight_numpy() for s in self._slots})
+        self.cut = {}
         for s in self._slots:
             mask = masks[s.name]
             if s.mask is not None:
                 mask *= s.mask.numpy()
             masks[s.name] = mask
+            w = s.weight_numpy()
+            self.cut[s.name] = _relative(w * (1 - mask), w)
             s.kernel.assign(s.kernel.numpy() * mask.astype(s.kernel.dtype.as_numpy_dtype))
         self.masks = masks
         return masks
@@ -299,7 +360,7 @@ class ADMM(keras.callbacks.Callback):
         self.model.test_function = None
 
     def on_train_begin(self, logs=None):
-        if not self._registered():
+        if self.prox_step is None and not self._registered():
             self.model.add_loss(self.penalty)
         # fit() already fetched a (possibly cached, penalty-free) train function.
         self.model.test_function = None
@@ -319,6 +380,8 @@ class ADMM(keras.callbacks.Callback):
         self._penalty_batches += 1
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.prox_step is not None:
+            self._prox_fn()
         self._steps += 1
         if self.update_every != "epoch" and self._steps % self.update_every == 0:
             self.update()
@@ -332,27 +395,30 @@ class ADMM(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and "val_loss" in logs:  # validation ran at these W, Z, U
-            logs["val_task_loss"] = float(logs["val_loss"]) - float(self._penalty_fn())
+            logs["val_task_loss"] = float(logs["val_loss"]) - (
+                float(self._penalty_fn()) if self.prox_step is None else 0.0)
         if self.update_every == "epoch":
             self.update()
         if logs is None:
             return
-        residuals, zeros = [], []
+        residuals, duals, zeros = [], [], []
         active = [s for s in self._slots if s.active]
         for s in active:
             w = np.abs(s.weight_numpy())
             zero = float(np.mean(w <= self.near_zero * w.max())) if w.size else 0.0
-            self.layer_history.setdefault(f"admm_res/{s.name}", []).append(s.residual)
-            self.layer_history.setdefault(f"admm_zero/{s.name}", []).append(zero)
+            for key, value in (("res", s.residual), ("dual", s.dual), ("zero", zero)):
+                self.layer_history.setdefault(f"admm_{key}/{s.name}", []).append(value)
             residuals.append(s.residual)
+            duals.append(s.dual)
             zeros.append(zero)
         # Keras' "loss" (and "val_loss") is the task loss plus the rho penalty: show
         # them apart ("task_loss", "val_task_loss", "admm_penalty": epoch means).
         penalty = self._penalty_sum / max(self._penalty_batches, 1)
         logs["admm_penalty"] = penalty
         if "loss" in logs:
-            logs["task_loss"] = float(logs["loss"]) - penalty
+            logs["task_loss"] = float(logs["loss"]) - (penalty if self.prox_step is None else 0.0)
         logs["admm_res"] = float(np.mean(residuals))
+        logs["admm_dual"] = float(np.mean(duals))
         logs["admm_zero"] = float(np.mean(zeros))
         logs["admm_rho"] = float(np.mean([s.rho.numpy() for s in active]))
 

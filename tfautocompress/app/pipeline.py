@@ -187,7 +187,7 @@ class AutoCompress:
                       schedule=schedule,
                       schemes={n: s.get_config() for n, s in step.schemes.items()},
                       layers=report_lib.layer_summary(self.model, step.masks),
-                      admm_residuals=_admm_residuals(step.history))
+                      **_admm_residuals(step.history))
         _write_step(os.path.join(self.output_dir, record["dir"]), step, record)
         self._log(f"round {k}: {record['objective_ratio']:.2f}x {self.config.objective}, "
                   f"val {record['val_accuracy']:.4f} (floor {self._floor():.4f}), "
@@ -399,11 +399,14 @@ def _calibration_batches(train):
 
 
 def _admm_residuals(history):
-    """Each regularized layer's primal residual ``||W - Z|| / ||W||`` after the round's
-    last ADMM epoch (how far ADMM got W to the structure the hard prune then imposes)."""
-    return {key.split("/", 1)[1]: float(values[-1])
-            for key, values in history.get("admm", {}).items()
-            if key.startswith("admm_res/") and values}
+    """Per regularized layer, after the round's last ADMM update: the primal residual
+    ``||W - Z|| / ||W||`` and the dual one ``||Z - Z_prev|| / ||W||``; and the hard
+    prune's cut ``||W - Pi(W)|| / ||W||`` (how much of W the hard prune removed: 0 when
+    ADMM had brought W onto the structure)."""
+    logs = history.get("admm", {})
+    return {field: {key.split("/", 1)[1]: float(values[-1])
+                    for key, values in logs.items() if key.startswith(prefix) and values}
+            for field, prefix in report_lib.RESIDUALS.items()}
 
 
 def _summaries(writer, k, record, history):

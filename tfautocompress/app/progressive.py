@@ -133,8 +133,9 @@ def partial_prune(model, policy, recipe, start=None):
                              directory=recipe.checkpoints("admm"), callbacks=[admm] + extra,
                              stateful=[admm], verbose=recipe.verbose,
                              **fit_validation(recipe.val, recipe.validation_freq))
-        history["admm"] = {**logs, **admm.layer_history}
         masks.update(admm.hard_prune())
+        history["admm"] = {**logs, **admm.layer_history,
+                           **{f"admm_cut/{name}": [cut] for name, cut in admm.cut.items()}}
     if prior:
         work = masked_retraining.strip(work)
     if masks:

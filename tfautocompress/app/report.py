@@ -26,6 +26,10 @@ __all__ = ["layer_summary", "scheme_split", "lowering_summary", "build", "write"
 KEYS = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
         "params_ratio", "macs_ratio", "wall_s")
 
+# A round's ADMM figures per layer (report field: prefix of the per-layer ADMM logs).
+RESIDUALS = {"admm_residuals": "admm_res/", "admm_dual_residuals": "admm_dual/",
+             "hard_prune_cut": "admm_cut/"}
+
 
 def layer_summary(model, masks):
     """``{layer: {"kept", "filters_removed", "columns_removed", "params"}}`` for every
@@ -114,7 +118,7 @@ def build(state):
                      analytic_ratio=record.get("analytic_ratio"),
                      objective_ratio=record.get("objective_ratio"),
                      schedule=record.get("schedule"), schemes=record.get("schemes", {}),
-                     admm_residuals=record.get("admm_residuals", {}))
+                     **{key: record.get(key, {}) for key in RESIDUALS})
         rounds.append(entry)
     final = _entry(state["final"])
     final["layers"] = state["purification"]["layers"]
@@ -182,16 +186,18 @@ def _markdown(report):
             v = e["layers"].get(layer, {"kept": 1.0, "filters_removed": 0.0, "columns_removed": 0.0})
             cells.append(f"{v['kept']:.3f} ({v['filters_removed']:.2f} / {v['columns_removed']:.2f})")
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-    rounds = [(name, e["admm_residuals"]) for name, e in steps[1:-1]]
-    if any(residuals for _, residuals in rounds):
-        lines += ["", "## ADMM primal residual ||W - Z|| / ||W|| after each round's ADMM", "",
-                  "| layer | " + " | ".join(name for name, _ in rounds) + " |",
+    rounds = [(name, e) for name, e in steps[1:-1]]
+    if any(e["admm_residuals"] for _, e in rounds):
+        lines += ["", "## ADMM after each round: primal ||W - Z|| / ||W||, dual "
+                  "||Z - Z_prev|| / ||W|| (last update), hard-prune cut ||W - Pi(W)|| / ||W||",
+                  "", "| layer | " + " | ".join(name for name, _ in rounds) + " |",
                   "|---" * (len(rounds) + 1) + "|"]
         for layer in names:
-            if any(layer in residuals for _, residuals in rounds):
+            if any(layer in e["admm_residuals"] for _, e in rounds):
                 lines.append(f"| {layer} | " + " | ".join(
-                    f"{residuals[layer]:.3f}" if layer in residuals else "-"
-                    for _, residuals in rounds) + " |")
+                    " / ".join(f"{e[key][layer]:.3f}" if layer in e[key] else "-"
+                               for key in RESIDUALS)
+                    if layer in e["admm_residuals"] else "-" for _, e in rounds) + " |")
     if report["final"].get("lowering"):
         lines += _lowering_lines(report["final"]["lowering"])
     tflite = report["final"].get("tflite")

@@ -1,0 +1,109 @@
+"""ADMM that converges: the proximal W-step, the dual residual, residual balancing,
+and the hard prune's cut, against NumPy references."""
+import numpy as np
+import pytest
+
+from tfautocompress._keras import keras
+from tfautocompress.callbacks.admm import ADMM
+from tfautocompress.schemes import Combined, Filter
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="dense")(x))
+
+
+def zero_data(n=8):
+    # zero inputs and zero targets: the task loss has no gradient on either kernel
+    return np.zeros((n, 4, 4, 2), np.float32), np.zeros((n, 3), np.float32)
+
+
+def test_the_proximal_step_is_the_penalty_s_closed_form_prox():
+    model = tiny_model()
+    admm = ADMM({"conv": Combined(0.5, 0.25)}, rho=0.7, prox_step=0.3)
+    admm.set_model(model)
+    rng = np.random.default_rng(0)
+    kernel = model.get_layer("conv").kernel
+    slot = admm._slots[0]
+    w, z, u = (rng.standard_normal(kernel.shape).astype(np.float32) for _ in range(3))
+    kernel.assign(w)
+    slot.z.assign(z)
+    slot.u.assign(u)
+    admm._prox()
+    # argmin_V rho/2 ||V - Z + U||^2 + 1/(2 eta) ||V - W||^2, solved by its normal equation
+    eta, rho = 0.3, 0.7
+    expected = (w / eta + rho * (z - u)) / (1 / eta + rho)
+    np.testing.assert_allclose(kernel.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dual_residual_and_balanced_rho_follow_boyd():
+    model = tiny_model()
+    admm = ADMM({"conv": Filter(0.5)}, rho=0.1, rho_max=10.0, rho_factor=2.0,
+                rho_schedule="balanced", balance=10.0)
+    kernel, scheme = model.get_layer("conv").kernel, Filter(0.5)
+    # two strong filters and two weak ones: the support stays put
+    w = np.random.default_rng(1).standard_normal(kernel.shape).astype(np.float32)
+    w[..., 2:] *= 0.01
+    kernel.assign(w)
+    admm.set_model(model)
+    z, u, rho = scheme.project(w, "conv"), np.zeros_like(w), 0.1
+    # W still: primal >> dual (rho rises); then W moved onto its constraint set with
+    # its kept filters changed: dual >> primal (rho falls)
+    on_the_set = scheme.project(w, "conv") * 3.0
+    moves = []
+    for w in [w, w, w, on_the_set, on_the_set * 2.0]:
+        kernel.assign(w)
+        admm.update()
+        new_z = scheme.project(w + u, "conv")
+        r = np.linalg.norm(w - new_z) / np.linalg.norm(w)
+        s = np.linalg.norm(new_z - z) / np.linalg.norm(w)
+        u, z = u + w - new_z, new_z
+        new_rho = min(max(rho * 2 if r > 10 * s else rho / 2 if s > 10 * r else rho, 0.1), 10.0)
+        u, moves, rho = u * rho / new_rho, moves + [np.sign(new_rho - rho)], new_rho
+        assert admm._slots[0].residual == pytest.approx(r, rel=1e-5, abs=1e-7)
+        assert admm._slots[0].dual == pytest.approx(s, rel=1e-5, abs=1e-7)
+        assert admm.state["conv"]["rho"] == pytest.approx(rho)
+        np.testing.assert_allclose(admm.state["conv"]["u"], u, rtol=1e-4, atol=1e-6)
+    assert moves == [1, 1, 1, -1, -1], moves
+
+
+def _cut_after(admm, optimizer, steps=40):
+    model = tiny_model()
+    model.compile(optimizer, keras.losses.MeanSquaredError())
+    x, y = zero_data(steps)
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=[admm])
+    admm.hard_prune()
+    return admm.cut
+
+
+def test_the_proximal_w_step_brings_w_onto_the_constraint_set_where_adam_cannot():
+    policy = {"conv": Filter(0.5), "dense": Combined(0.5, 0.5)}
+    # the same rho and 40 steps: Adam moves W by at most its learning rate per step
+    in_loss = _cut_after(ADMM(policy, rho=1.0, update_every=1), keras.optimizers.Adam(1e-3))
+    prox = _cut_after(ADMM(policy, rho=1.0, update_every=1, prox_step=1.0),
+                      keras.optimizers.Adam(1e-3))
+    assert min(in_loss.values()) > 0.3, in_loss  # the hard prune cuts a third of W or more
+    assert max(prox.values()) < 0.02, prox  # W already sits on the constraint set
+
+
+def test_the_hard_prune_cut_is_the_norm_of_what_it_zeroes():
+    model = tiny_model()
+    admm = ADMM({"conv": Filter(0.5)})
+    admm.set_model(model)
+    w = model.get_layer("conv").kernel.numpy()
+    norms = np.linalg.norm(w.reshape(-1, w.shape[-1]), axis=0)
+    dropped = np.sort(norms)[:2]  # half of 4 filters, the smallest L2 norms
+    admm.hard_prune()
+    assert admm.cut["conv"] == pytest.approx(np.sqrt(np.sum(dropped ** 2)) / np.linalg.norm(w),
+                                             rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,message", [({"prox_step": 0}, "prox_step"),
+                                            ({"rho_schedule": "adaptive"}, "rho_schedule"),
+                                            ({"balance": 1.0}, "balance")])
+def test_bad_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ADMM({"conv": Filter(0.5)}, **kwargs)
