@@ -46,7 +46,8 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
     half = {n: dict(v, kept=0.5, filters_removed=0.5) for n, v in layers.items()}
     state = {"config": {"objective": "params"}, "baseline": _record(0.98, 1.0, layers),
              "rounds": [dict(_record(0.97, 2.0, half), round=1, accepted=True, schemes={},
-                             admm_residuals={"c1": 0.0123}),
+                             admm_residuals={"c1": 0.0123}, admm_dual_residuals={"c1": 0.004},
+                             hard_prune_cut={"c1": 0.0151}),
                         dict(_record(0.80, 4.0, half), round=2, accepted=False, schemes={})],
              "phase1_end": "round 2 broke the accuracy bound",
              "purification": dict(_record(0.97, 2.5, half), rounds=[{"ratio": 2.5, "scales": {"c1": [0.1, 0.2]}}]),
@@ -60,7 +61,8 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
     assert result["final"]["wall_s"] == pytest.approx(1.5 * 4)
     md = (tmp_path / "report.md").read_text()
     assert "round 2 (rejected)" in md and "| c1 |" in md and "2.50x" in md
-    assert "| c1 | 0.012 | - |" in md and "| c2 | 0.0" not in md  # ADMM residuals per round
+    # ADMM per round: primal / dual residual / hard-prune cut
+    assert "| c1 | 0.012 / 0.004 / 0.015 | - |" in md and "| c2 | 0.0" not in md
     with open(tmp_path / "report.json", encoding="utf-8") as f:
         written = json.load(f)
     assert written == result
@@ -71,6 +73,7 @@ def test_write_produces_keys_markdown_and_plots(tmp_path):
     assert written["final"]["wall_s"] == 6.0  # 2 rounds + purification + final, 1.5 s each
     assert written["phase1_end"] == "round 2 broke the accuracy bound"
     assert written["rounds"][0]["admm_residuals"] == {"c1": 0.0123}
+    assert written["rounds"][0]["hard_prune_cut"] == {"c1": 0.0151}
     for name in ("layers.png", "accuracy.png"):
         _check_png(tmp_path / name)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
