@@ -95,6 +95,10 @@ def test_every_mode_matches_the_keras_model(mode, which, trained, compacted, low
     result = benchmark.check_equivalence(model, path, digits.val)
     assert result["mode"] == mode and result["samples"] == digits.sizes["val"]
     assert result["passed"], result
+    if mode == "float16":  # judged here by LiteRT's own output against Keras', in NumPy
+        x = np.concatenate([x for x, _ in digits.val.as_numpy_iterator()])
+        diff = float(np.abs(_litert_outputs(path, x) - model(x, training=False).numpy()).max())
+        assert diff <= 1e-2 and result["max_abs_diff"] == pytest.approx(diff, rel=1e-3)
     if mode == "float32":
         assert result["max_abs_diff"] <= 1e-4
     if mode in ("dynamic", "int8"):
@@ -182,18 +186,33 @@ def test_input_batches_accepts_arrays_pairs_and_datasets():
 
 
 def test_export_cli_writes_models_and_a_summary(tmp_path):
+    import hashlib
+
     model_path = str(tmp_path / "tiny.keras")
-    artifacts.save_model(_tiny_model(), model_path)
+    model = _tiny_model()
+    artifacts.save_model(model, model_path)
     out = tmp_path / "out"
     run = _cli(["--model", model_path, "--output_dir", str(out), "--modes",
                 "float32,float16", "--runs", "3", "--warmup", "1"])
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((out / "tflite_summary.json").read_text())
+    assert summary["model"] == os.path.abspath(model_path)
     assert set(summary["exports"]) == {"float32", "float16"}
-    for entry in summary["exports"].values():
-        assert os.path.isfile(entry["export"]["path"])
+    x = np.random.default_rng(0).uniform(size=(5, 8, 8, 1)).astype(np.float32)
+    for mode, bound in (("float32", 1e-4), ("float16", 1e-2)):
+        entry = summary["exports"][mode]
+        path = entry["export"]["path"]
+        assert path == str(out / f"tiny_{mode}.tflite")
+        content = open(path, "rb").read()
+        assert entry["export"]["tflite_sha256"] == hashlib.sha256(content).hexdigest()
+        assert entry["export"]["size_bytes"] == len(content) and content[4:8] == b"TFL3"
+        # the file written computes the saved model (LiteRT's output against Keras')
+        assert np.abs(_litert_outputs(path, x) - model(x).numpy()).max() <= bound
         assert entry["gpu_compatibility"]["compatible"] is True
-        assert entry["host_benchmark"]["latency_ms"]["median"] > 0
+        bench = entry["host_benchmark"]
+        assert (bench["model"], bench["runs"], bench["warmup"]) == (path, 3, 1)
+        latency = bench["latency_ms"]
+        assert 0 < latency["min"] <= latency["median"] <= latency["max"]
         assert entry["gpu_run"] == {"attempted": False}  # only with --gpu_run
 
     bad = _cli(["--model", model_path, "--output_dir", str(out), "--modes", "int8"])
@@ -237,6 +256,19 @@ def _cli(args, env=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, timeout=300, env=env)
+
+
+def _litert_outputs(path, x):
+    """The float .tflite's output on ``x``, run by LiteRT's interpreter itself."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    (detail,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(detail["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"])
 
 
 def _tiny_model(filters=4):
