@@ -21,6 +21,7 @@ until the moving averages catch up.
 import tensorflow_model_optimization as tfmot
 
 from tfautocompress.callbacks.checkpoint import resumable_fit
+from tfautocompress.callbacks.distillation import Distiller
 from tfautocompress.evaluate import fit_validation, recalibrate_bn
 from tfautocompress.graph import close_masks
 from tfautocompress.wrappers import prune_structured
@@ -45,16 +46,19 @@ def strip(model):
 
 def retrain(model, masks, train, *, epochs, compile_fn, validation_data=None,
             validation_freq=1, extra_callbacks=(), verbose=0, bn_recalibration_batches=0,
-            checkpoint_dir=None):
+            checkpoint_dir=None, distill=None):
     """``wrap`` → ``recalibrate_bn`` (with ``bn_recalibration_batches`` > 0) →
     ``compile_fn(wrapped)`` → ``fit`` → ``strip``; returns ``(model, history)``.
 
     ``validation_freq``: ``evaluate.fit_validation``'s. ``checkpoint_dir``: epoch
-    checkpoints there; a rerun resumes from them (``checkpoint.resumable_fit``)."""
+    checkpoints there; a rerun resumes from them (``checkpoint.resumable_fit``).
+    ``distill``: keyword arguments of ``Distiller`` (teacher, temperature, weight):
+    the wrapped model trains as a ``Distiller`` of them; None: plainly."""
     pruned = wrap(model, masks)
     recalibrate_bn(pruned, train, bn_recalibration_batches)
-    compile_fn(pruned)
-    history = resumable_fit(pruned, train, epochs=epochs, directory=checkpoint_dir,
+    trained = Distiller(pruned, **distill) if distill else pruned
+    compile_fn(trained)
+    history = resumable_fit(trained, train, epochs=epochs, directory=checkpoint_dir,
                             callbacks=callbacks() + list(extra_callbacks),
                             verbose=verbose, **fit_validation(validation_data, validation_freq))
     return strip(pruned), history

@@ -22,11 +22,14 @@ from tfautocompress.search import encoding, oracle as oracle_lib
 __all__ = ["PruningTuner", "CALIBRATION_BATCHES"]
 
 CALIBRATION_BATCHES = 2  # default calibration_batches (see PruningTuner)
+# The fast evaluation's scores (PruningTuner score=).
+SCORES = {"accuracy": evaluate_lib.accuracy,
+          "probability": evaluate_lib.true_class_probability}
 _IDLE_SLEEP_S = (0.05, 1.0)  # back-off while the oracle answers IDLE: first, at most
 
 
 class PruningTuner(base_tuner.BaseTuner):
-    """Scores each trial's policy by validation accuracy after magnitude pruning.
+    """Scores each trial's policy on the validation subset after magnitude pruning.
 
     Args:
       oracle: an ``EnhancedSAOracle`` (or any Oracle whose trial values encode a
@@ -55,13 +58,20 @@ class PruningTuner(base_tuner.BaseTuner):
         (``trial k/N: score, best, the policy's ratio on objective, temperature``);
         None: silent.
       objective: what that line's ratio counts (``"params"`` or ``"macs"``).
+      score: ``"accuracy"`` (top-1) or ``"probability"`` (the mean probability of the
+        true class, ``evaluate.true_class_probability``: smooth where top-1
+        saturates, e.g. every policy at 0.97-1.00 on a couple of hundred images).
       **kwargs: ``directory``, ``project_name``, ``overwrite`` of ``BaseTuner``.
     """
 
     def __init__(self, oracle, model, validation_data, subset_size=None, space=None,
                  batch_size=256, calibration_data=None,
                  calibration_batches=CALIBRATION_BATCHES, log=None, objective="params",
-                 **kwargs):
+                 score="accuracy", **kwargs):
+        if score not in SCORES:
+            raise ValueError(f"PruningTuner score={score!r} unknown; use one of "
+                             f"{', '.join(SCORES)}.")
+        self._score = SCORES[score]
         self.space = space if space is not None else getattr(oracle, "space", None)
         if not isinstance(self.space, space_lib.PolicySpace):
             raise TypeError("PruningTuner needs a space.PolicySpace: pass space= or an "
@@ -87,7 +97,7 @@ class PruningTuner(base_tuner.BaseTuner):
 
     # --------------------------------------------------------- evaluation ---
     def evaluate(self, policy):
-        """Validation-subset accuracy (a Python float) of ``policy``'s magnitude masks."""
+        """Validation-subset score (a Python float) of ``policy``'s magnitude masks."""
         kernels = {name: self._dense[(name, _kernel_attr(self.graph.layers[name]))][1]
                    for name in policy.schemes()}
         masks = masks_lib.magnitude_masks(self.model, policy, graph=self.graph,
@@ -106,8 +116,8 @@ class PruningTuner(base_tuner.BaseTuner):
                 variable.assign(dense)
 
     def score(self):
-        """Accuracy of the model as it is now on the cached validation subset."""
-        return evaluate_lib.accuracy(self.model, (self._x, self._y), self._batch_size)
+        """The score of the model as it is now on the cached validation subset."""
+        return self._score(self.model, (self._x, self._y), self._batch_size)
 
     def _apply(self, name, mask):
         layout = layer_kinds.layout_of(self.graph.layers[name])

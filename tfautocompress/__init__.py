@@ -1,7 +1,7 @@
 """tfautocompress: AutoCompress structured pruning for tf_keras models.
 
 The public API; everything else is private to its module. Sub-packages:
-``tfautocompress.callbacks`` (ADMM, masked retraining),
+``tfautocompress.callbacks`` (ADMM, masked retraining, distillation),
 ``tfautocompress.search`` (enhanced SA Oracle, PruningTuner, AMC, LcP),
 ``tfautocompress.tflite_tools`` (export, GPU check, benchmarks) and
 ``tfautocompress.app`` (the pipeline, report, console scripts). Compaction is
@@ -18,7 +18,7 @@ import importlib
 # public name -> the module that defines it
 _PUBLIC = {
     "AutoCompress": "app.pipeline", "Config": "app.pipeline",
-    "ADMM": "callbacks.admm",
+    "ADMM": "callbacks.admm", "Distiller": "callbacks.distillation",
     "keras": "_keras", "check_model": "_keras",
     "apply_masks": "compact",
     "count": "cost",
@@ -32,7 +32,8 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "AutoCompress", "Config", "ADMM", "keras", "check_model", "count", "analyze", "close_masks", "apply_masks",
+    "AutoCompress", "Config", "ADMM", "Distiller", "keras", "check_model", "count", "analyze",
+    "close_masks", "apply_masks",
     "Irregular", "Filter", "Channel", "Column", "Combined",
     "LayerAction", "PolicySpace", "PruningPolicy", "magnitude_masks", "StructuredPruneLowMagnitude", "prune_structured",
 ]

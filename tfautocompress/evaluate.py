@@ -1,4 +1,5 @@
-"""Evaluation: top-1 accuracy and BatchNormalization recalibration, one home.
+"""Evaluation: top-1 accuracy (and the smooth true-class probability) and
+BatchNormalization recalibration, one home.
 
 ``accuracy(model, data)`` runs one compiled forward pass per model (cached, so
 repeated calls do not retrace) over a batched ``(x, y)`` data set or a tuple of
@@ -24,7 +25,7 @@ import tensorflow as tf
 
 from tfautocompress._keras import keras
 
-__all__ = ["accuracy", "BNCalibration", "recalibrate_bn"]
+__all__ = ["accuracy", "true_class_probability", "BNCalibration", "recalibrate_bn"]
 
 _PREDICT = weakref.WeakKeyDictionary()
 
@@ -54,16 +55,37 @@ def _batches(data, batch_size):
 
 def accuracy(model, data, batch_size=256):
     """Top-1 accuracy of ``model`` on ``data`` (see module doc), as a Python float."""
-    correct, total = 0, 0
+    return _mean(model, data, batch_size, "accuracy",
+                 lambda out, labels: np.argmax(out, axis=-1) == labels)
+
+
+def true_class_probability(model, data, batch_size=256):
+    """Mean probability ``model`` gives the true class on ``data`` (outputs that are
+    not probabilities are put through a softmax): the top-1 accuracy expected when
+    predicting by sampling, a smooth score where top-1 saturates (one image of a
+    small validation set moves top-1 by a whole step)."""
+    return _mean(model, data, batch_size, "true_class_probability",
+                 lambda out, labels: _probabilities(out)[np.arange(labels.size), labels])
+
+
+def _mean(model, data, batch_size, what, per_example):
+    """The mean of ``per_example(outputs, labels)`` over ``data``, as a Python float."""
+    value, total = 0.0, 0
     predict = _predict_fn(model)
     for x, y in _batches(data, batch_size):
-        pred = tf.argmax(predict(x), axis=-1, output_type=tf.int32)
-        labels = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        correct += int(tf.reduce_sum(tf.cast(pred == labels, tf.int32)))
-        total += int(labels.shape[0])
+        labels = np.asarray(y).reshape(-1).astype(np.int64)
+        value += float(np.sum(per_example(np.asarray(predict(x), np.float64), labels)))
+        total += labels.size
     if not total:
-        raise ValueError("accuracy: the data set is empty; give at least one (x, y) batch.")
-    return correct / total
+        raise ValueError(f"{what}: the data set is empty; give at least one (x, y) batch.")
+    return value / total
+
+
+def _probabilities(outputs):
+    if np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def fit_validation(data, every=1):

@@ -13,12 +13,13 @@ import dataclasses
 from absl import flags
 
 __all__ = ["Config", "define_flags", "round_seed", "step_seed", "OBJECTIVES", "SCHEME_SETS",
-           "COLUMNS", "DISTRIBUTIONS"]
+           "COLUMNS", "DISTRIBUTIONS", "SEARCH_SCORES"]
 
 OBJECTIVES = ("params", "macs")
 SCHEME_SETS = ("filter", "filter+column", "irregular")
 COLUMNS = ("keep", "lower", "auto", "rows", "slices")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+SEARCH_SCORES = ("accuracy", "probability")  # search.tuner.SCORES
 # settings a run may resume under another value of (they do not change its result)
 RUNTIME = ("distribution", "validation_freq")
 
@@ -84,10 +85,20 @@ class Config:
     max_fraction: float = _setting(0.95)
     search_trials: int = _setting(24, "Fast-evaluation trials per round.", lower_bound=1)
     search_subset: int = _setting(None)
+    search_score: str = _setting(
+        "accuracy", "The fast evaluation's score of a policy: top-1 accuracy, or the mean "
+        "probability of the true class (smooth where top-1 saturates).",
+        choices=SEARCH_SCORES)
     admm_epochs: int = _setting(4, "ADMM epochs per round.", lower_bound=1)
     retrain_epochs: int = _setting(4, "Masked-retraining epochs per round.", lower_bound=0)
     lr: float = _setting(1e-3, "Adam learning rate.", lower_bound=0.0)
     admm: dict = _setting({})
+    distill_weight: float = _setting(
+        0.0, "Knowledge distillation from the dense model in ADMM, masked retraining and "
+        "the fine-tune: the soft term's share of the loss (0: off).",
+        lower_bound=0.0, upper_bound=1.0)
+    distill_temperature: float = _setting(4.0, "Temperature of the distillation's soft "
+                                          "targets.", lower_bound=1e-3)
     bn_momentum: float = _setting(0.9)
     purification_trials: int = _setting(12, "Trials of the threshold search.", lower_bound=0)
     purification_rounds: int = _setting(3)
@@ -114,6 +125,7 @@ class Config:
 
     def __post_init__(self):
         for name, accepted in (("objective", OBJECTIVES), ("scheme_set", SCHEME_SETS),
+                               ("search_score", SEARCH_SCORES),
                                ("columns", COLUMNS), ("distribution", DISTRIBUTIONS)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"Config.{name}={getattr(self, name)!r}; accepted: "
@@ -126,6 +138,8 @@ class Config:
                   "purification_rounds": self.purification_rounds >= 1,
                   "max_accuracy_drop": 0 <= self.max_accuracy_drop <= 100,
                   "round_ratio": self.round_ratio > 1, "lr": self.lr > 0,
+                  "distill_weight": 0 <= self.distill_weight <= 1,
+                  "distill_temperature": self.distill_temperature > 0,
                   "bn_momentum": self.bn_momentum is None or 0 <= self.bn_momentum < 1,
                   "target_compression_ratio": self.target_compression_ratio is None
                   or self.target_compression_ratio > 1}

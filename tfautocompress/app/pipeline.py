@@ -145,6 +145,10 @@ class AutoCompress:
         accepted = self._accepted()
         return self._step(accepted[-1]["dir"], accepted[-1]) if accepted else None
 
+    def _recipe(self, step, folder):
+        return _recipe(self.config, self.splits, self.output_dir, step, folder, self.verbose,
+                       self.model)
+
     def _drop_checkpoints(self, folder):
         """Remove a finished step's epoch checkpoints (``folder/train``)."""
         shutil.rmtree(os.path.join(self.output_dir, folder, "train"), ignore_errors=True)
@@ -176,7 +180,7 @@ class AutoCompress:
         except InfeasibleTargetError as err:
             return self._end_phase1(f"round {k}: {err}")
         self._seed(k)
-        recipe = _recipe(self.config, self.splits, self.output_dir, k, f"round_{k}", self.verbose)
+        recipe = self._recipe(k, f"round_{k}")
         with distribute.scope(self._strategy):
             step = partial_prune(self.model, policy, recipe, start=current)
         record = dict(self._metrics(step.model, cost.count(step.model, step.masks),
@@ -225,7 +229,7 @@ class AutoCompress:
                                        directory=os.path.join(self.output_dir, f"round_{k}"),
                                        project_name="search", overwrite=False,
                                        log=self._log if self.verbose else None,
-                                       objective=cfg.objective)
+                                       objective=cfg.objective, score=cfg.search_score)
         return oracle, tuner
 
     def _search(self, k, current):
@@ -255,8 +259,7 @@ class AutoCompress:
                 # reseeded: the fine-tune draws the same numbers in a resumed run
                 # (which read the round back, building a model) as in an uninterrupted one
                 self._seed(100)
-                recipe = _recipe(self.config, self.splits, self.output_dir, 100, "purification",
-                                 self.verbose)
+                recipe = self._recipe(100, "purification")
                 with distribute.scope(self._strategy):
                     model, _ = recipe.retrain(model, masks, self.config.retrain_epochs,
                                               recipe.compile_fn)
@@ -370,11 +373,12 @@ def _write_step(path, step, record):
     artifacts.write_json(os.path.join(path, "metrics.json"), record)
 
 
-def _recipe(config, splits, output_dir, step, folder, verbose):
+def _recipe(config, splits, output_dir, step, folder, verbose, teacher):
     """Adam with a cosine decay over each phase: the last epoch's weights are
     settled, so a round's accuracy does not hinge on a noisy final step. Each
     phase trains on its own freshly shuffled data and keeps epoch checkpoints in
-    ``folder/train`` (a killed step resumes at its last finished epoch)."""
+    ``folder/train`` (a killed step resumes at its last finished epoch); with
+    ``config.distill_weight``, as a ``Distiller`` of ``teacher``."""
     seed = step_seed(config.seed, step)
     phases = {"admm": 1, "retrain": 2}
     batches = data.num_batches(splits.train)
@@ -385,7 +389,10 @@ def _recipe(config, splits, output_dir, step, folder, verbose):
                   admm=dict(config.admm), verbose=2 if verbose else 0,
                   train_for=lambda phase: splits.reshuffled(seed * 10 + phases[phase]).train,
                   validation_freq=config.validation_freq,
-                  checkpoint_dir=os.path.join(output_dir, folder, "train"))
+                  checkpoint_dir=os.path.join(output_dir, folder, "train"),
+                  distill=dict(teacher=teacher, weight=config.distill_weight,
+                               temperature=config.distill_temperature)
+                  if config.distill_weight else None)
 
 
 def _calibration_batches(train):

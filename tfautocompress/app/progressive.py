@@ -23,6 +23,7 @@ from tfautocompress._keras import keras
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.admm import ADMM
 from tfautocompress.callbacks.checkpoint import resumable_fit
+from tfautocompress.callbacks.distillation import Distiller
 from tfautocompress.evaluate import accuracy, fit_validation
 from tfautocompress.graph import close_masks
 
@@ -56,7 +57,9 @@ class Recipe:
     checkpoints of both phases there (``checkpoint.resumable_fit``); a rerun of
     the same partial pruning resumes from them. ``validation_freq``: both phases
     evaluate ``val`` every this many epochs (``evaluate.fit_validation``; 0: only
-    the result's score, after retraining).
+    the result's score, after retraining). ``distill``: keyword arguments of
+    ``Distiller`` (teacher, temperature, weight): ADMM and masked retraining train the
+    model as a ``Distiller`` of them (None: plainly).
     """
 
     train: tf.data.Dataset
@@ -71,6 +74,7 @@ class Recipe:
     train_for: Optional[Callable] = None
     checkpoint_dir: Optional[str] = None
     validation_freq: int = 1
+    distill: Optional[dict] = None
 
     def data(self, phase):
         """The train set of ``phase`` (``"admm"``, ``"retrain"``): ``train_for(phase)``,
@@ -89,7 +93,7 @@ class Recipe:
             model, masks, self.data("retrain"), epochs=epochs, compile_fn=compile_fn,
             validation_data=self.val, validation_freq=self.validation_freq,
             verbose=self.verbose, bn_recalibration_batches=self.bn_recalibration_batches,
-            checkpoint_dir=self.checkpoints("retrain"))
+            checkpoint_dir=self.checkpoints("retrain"), distill=self.distill)
 
 
 @dataclasses.dataclass
@@ -127,9 +131,10 @@ def partial_prune(model, policy, recipe, start=None):
     masks, history = dict(prior), {"admm": {}}
     if changed:
         admm = ADMM(schemes, regularize=changed, **{"final_rho": FINAL_RHO, **recipe.admm})
-        recipe.compile_fn(work)
+        trained = Distiller(work, **recipe.distill) if recipe.distill else work
+        recipe.compile_fn(trained)
         extra = masked_retraining.callbacks() if prior else []
-        logs = resumable_fit(work, recipe.data("admm"), epochs=recipe.admm_epochs,
+        logs = resumable_fit(trained, recipe.data("admm"), epochs=recipe.admm_epochs,
                              directory=recipe.checkpoints("admm"), callbacks=[admm] + extra,
                              stateful=[admm], verbose=recipe.verbose,
                              **fit_validation(recipe.val, recipe.validation_freq))
