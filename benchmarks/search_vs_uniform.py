@@ -54,7 +54,7 @@ def main(argv):
         keras.utils.set_random_seed(step_seed(f.seed, 1))  # as AutoCompress trains round 1
         recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
                         f.admm_epochs, f.retrain_epochs, admm=admm, verbose=2,
-                        validation_freq=f.validation_freq, export_tflite=False)
+                        validation_freq=f.validation_freq)
         uniform = partial_prune(searched.model, policy, recipe)
         uniform_ratios = cost.count(model).ratios(cost.count(model, uniform.masks))
     uniform_s = watch.seconds
