@@ -36,23 +36,67 @@ def test_digits_split_is_fixed_by_seed():
 
 
 def test_digits_size_and_channels_configurable():
+    """Every image is one of scikit-learn's digits / 16, resized bilinearly, under its
+    own label."""
+    from sklearn.datasets import load_digits
+
     splits = data.load("digits", image_size=16, channels=1)
     assert splits.input_shape == (16, 16, 1)
+    x, y = (np.concatenate(a) for a in zip(*(_arrays(getattr(splits, s))
+                                            for s in ("train", "val", "test"))))
+    digits = load_digits()
+    reference = tf.image.resize(digits.images[..., None] / 16.0, (16, 16)).numpy()
+    flat, ref = x.reshape(len(x), -1), reference.reshape(len(reference), -1)
+    distance = (flat ** 2).sum(1)[:, None] + (ref ** 2).sum(1)[None] - 2 * flat @ ref.T
+    nearest = distance.argmin(axis=1)
+    np.testing.assert_allclose(x, reference[nearest], atol=1e-6)
+    assert sorted(nearest.tolist()) == list(range(1797))  # each digit once
+    np.testing.assert_array_equal(y, digits.target[nearest])
+    assert x.min() == 0.0 and x.max() <= 1.0
+
+
+def _crops_of(image, pad=4):
+    """``image`` and its mirror image, zero-padded by ``pad`` and cropped back to size
+    at every offset: what a flip and a padded random crop can make of it."""
+    h, w = image.shape[:2]
+    for flipped in (image, image[:, ::-1]):
+        padded = np.pad(flipped, ((pad, pad), (pad, pad), (0, 0)))
+        for dy in range(2 * pad + 1):
+            for dx in range(2 * pad + 1):
+                yield padded[dy:dy + h, dx:dx + w]
 
 
 def test_tfds_path_with_mock_data():
     with tfds.testing.mock_data(num_examples=12):
         splits = data.load("cifar10", batch_size=4, augment=True, seed=0)
+        plain = data.load("cifar10", batch_size=4, augment=False, seed=0)
         x, y = next(iter(splits.train))
+        next(iter(plain.train))  # each read reshuffles: read both as often
+        (xa, ya), (xp, yp) = _arrays(splits.train), _arrays(plain.train)
     assert splits.input_shape == (32, 32, 3) and splits.num_classes == 10
     assert x.shape == (4, 32, 32, 3) and x.dtype == tf.float32 and y.dtype == tf.int32
-    assert float(tf.reduce_max(x)) <= 1.0
+    # The plain images are the uint8 pixels / 255; labels class indices.
+    assert 0 <= xp.min() and xp.max() <= 1 and np.array_equal(np.round(xp * 255), xp * 255)
+    assert ya.dtype == np.int32 and set(ya) <= set(range(10))
+    # augment=True: the same images in the same order under the same labels, each
+    # flipped and / or shifted, and not all left as they were.
+    np.testing.assert_array_equal(ya, yp)
+    for augmented, image in zip(xa, xp):
+        assert any(np.array_equal(augmented, crop) for crop in _crops_of(image))
+    assert sum(not np.array_equal(a, p) for a, p in zip(xa, xp)) >= 6
 
 
 def test_tfds_grayscale_resized_to_rgb():
     with tfds.testing.mock_data(num_examples=8):
         splits = data.load("mnist", batch_size=4, image_size=32, channels=3)
+        x3, y3 = _arrays(splits.test)
+        x28, y28 = _arrays(data.load("mnist", batch_size=4).test)
     assert splits.input_shape == (32, 32, 3)
+    assert x3.shape == (8, 32, 32, 3) and x28.shape == (8, 28, 28, 1)
+    np.testing.assert_array_equal(y3, y28)
+    resized = tf.image.resize(x28, (32, 32)).numpy()[..., 0]
+    for channel in range(3):  # grey to RGB: three copies of the resized grey image
+        np.testing.assert_allclose(x3[..., channel], resized, atol=1e-6)
 
 
 def test_tfds_unprepared_says_how_to_prepare(tmp_path):
@@ -93,6 +137,20 @@ def test_image_folder(tmp_path):
     splits = data.load(str(tmp_path), batch_size=4, val_fraction=0.25, test_fraction=0.2)
     assert splits.num_classes == 2 and splits.input_shape == (6, 6, 3)
     assert sum(splits.sizes.values()) == 20
+    # Each image is one of the files / 255 (a training image flipped and / or shifted:
+    # a folder trains augmented by default), under its folder's index (cat 0, dog 1).
+    written = [(label, i, np.asarray(Image.open(tmp_path / cls / f"{i}.png")) / 255.0)
+               for label, cls in enumerate(("cat", "dog")) for i in range(10)]
+    crops = [np.stack(list(_crops_of(pixels))) for _, _, pixels in written]
+    seen = []
+    for split in ("train", "val", "test"):
+        for image, label in zip(*_arrays(getattr(splits, split))):
+            matches = [(label_, i) for (label_, i, pixels), candidates in zip(written, crops)
+                       if np.abs((candidates if split == "train" else pixels[None]) - image)
+                       .max(axis=(1, 2, 3)).min() < 1e-6]
+            assert len(matches) == 1 and matches[0][0] == label
+            seen.append(matches[0])
+    assert sorted(seen) == [(label, i) for label in (0, 1) for i in range(10)]
 
 
 def _write_folder(root, sizes, per_class=6):
@@ -384,6 +442,15 @@ X_FLOAT = np.random.default_rng(1).uniform(size=(100, 8, 8)).astype(np.float32)
     ({"x_test": np.full((20, 8, 8), np.inf, np.float32)}, None, r"x_test: image 0 holds NaN"),
     ({"x_test": np.zeros((20, 9, 9), np.uint8)}, None,
      r"x_test images have shape \(9, 9, 1\), x_train's \(8, 8, 1\); every split needs one"),
+    ({"x_train": np.zeros((100, 64), np.uint8)}, None,
+     r"'.*d\.npz', x_train: images must have shape \(n, h, w\[, c\]\), got \(100, 64\)"),
+    ({"x_test": np.zeros((20, 2, 8, 8, 1), np.float32)}, None,
+     r"x_test: images must have shape \(n, h, w\[, c\]\), got \(20, 2, 8, 8, 1\)"),
+    ({"x_train": np.full((100, 8, 8), "a")}, None, r"x_train: images of dtype <U1; give uint8"),
+    ({"x_train": np.array([np.zeros((8, 8)), np.zeros((9, 9))], dtype=object)}, None,
+     r"'.*d\.npz' holds arrays of Python objects"),
+    ({"y_train": np.arange(99) % 10}, None,
+     r"'.*d\.npz': x_train holds 100 images and y_train 99 labels"),
     ({"y_train": _with(Y, 13, 10)}, None,
      r"'.*d\.npz', y_train: class 10 has 1 example\(s\) \(the first at index 13\) left for "
      r"the stratified validation split"),
@@ -445,3 +512,49 @@ def test_tfds_model_with_fewer_classes_is_stopped():
     with tfds.testing.mock_data(num_examples=12):
         with pytest.raises(ValueError, match=r"'cifar10' has 10 classes.*model has 5"):
             data.load("cifar10", num_classes=5)
+
+
+def test_idx_files_that_disagree_are_named(tmp_path, no_system_idx):
+    _write_idx_dataset(tmp_path)
+    labels = np.arange(199) % 10  # one label short of the 200 training images
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels, 1)
+    with pytest.raises(ValueError, match=r"IDX files '.*train-images-idx3-ubyte.gz' and "
+                                         r"'.*train-labels-idx1-ubyte.gz' disagree: 200 "
+                                         r"images but 199 labels"):
+        data.load("mnist", data_dir=str(tmp_path))
+    _write_idx_dataset(tmp_path)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((50, 27, 27)), 3)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz' holds images of shape "
+                                         r"\(27, 27\), '.*train-images-idx3-ubyte.gz' "
+                                         r"\(28, 28\); the train and test files must be"):
+        data.load("mnist", data_dir=str(tmp_path))
+    _write_idx_dataset(tmp_path)
+    labels = np.arange(200) % 10
+    labels[3] = 10  # one past the last digit
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels, 1)
+    with pytest.raises(ValueError, match=r"IDX file '.*train-labels-idx1-ubyte.gz': label 10 "
+                                         r"at index 3 is outside \[0, 10\)"):
+        data.load("mnist", data_dir=str(tmp_path))
+
+
+def test_image_folder_of_one_class_or_an_unreadable_image(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "cat").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "cat" / f"{i}.png")
+    with pytest.raises(ValueError, match=r"must hold one sub-folder per class \(at least two\)"
+                                         r".*found classes \['cat'\] and 3 images"):
+        data.load(str(tmp_path))
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "0.png").write_bytes(b"not a PNG")
+    with pytest.raises(ValueError, match=r"image 3 \('.*dog/0.png'\) cannot be read .*; "
+                                         r"replace or remove it"):
+        data.load(str(tmp_path))
+
+
+def test_channels_other_than_1_or_3_are_refused_in_one_line():
+    with pytest.raises(ValueError) as caught:
+        data.load("digits", channels=2)
+    assert str(caught.value).startswith("channels=2; accepted: 1, 3 or None")
+    assert "\n" not in str(caught.value)

@@ -129,7 +129,10 @@ def _unknown_source(source):
         "images per class.")
 
 
-def _check_load_settings(pixel_max, num_classes, val_fraction, test_fraction):
+def _check_load_settings(pixel_max, num_classes, val_fraction, test_fraction, channels):
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels={channels!r}; accepted: 1, 3 or None (the data "
+                         "set's own).")
     if pixel_max not in (1, 255):
         raise ValueError(f"pixel_max={pixel_max!r}; accepted: 1 (images in [0, 1]) or 255 "
                          "(in [0, 255], for a model that rescales its own input).")
@@ -157,7 +160,7 @@ def load(source="digits", *, batch_size=32, image_size=None, channels=None,
     [0, ``pixel_max``] (1 or 255). ``num_classes`` (e.g. the model's number of
     outputs): the labels must lie below it; default: the data set's own.
     """
-    _check_load_settings(pixel_max, num_classes, val_fraction, test_fraction)
+    _check_load_settings(pixel_max, num_classes, val_fraction, test_fraction, channels)
     if augment is None:
         augment = augments_by_default(source)
     common = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
@@ -672,8 +675,6 @@ def _finish(datasets, sizes, num_classes, name, batch_size, image_size, channels
             x = tf.image.grayscale_to_rgb(x)
         elif channels == 1 and x.shape[-1] == 3:
             x = tf.image.rgb_to_grayscale(x)
-        elif channels not in (None, 1, 3):
-            raise ValueError(f"channels must be 1, 3 or None, got {channels}.")
         if pixel_max != 1:
             x = x * float(pixel_max)
         return x, y
