@@ -21,7 +21,8 @@ import numpy as np
 from absl import flags
 
 __all__ = ["OUTPUT_HELP", "define_output_flag", "define_tflite_timing_flags", "Stopwatch", "median_seconds",
-           "interleaved_median_seconds", "tflite_relative_diff", "result_line",
+           "interleaved_median_seconds", "tflite_relative_diff", "dense_model_and_splits",
+           "result_line",
            "print_result", "finish"]
 
 OUTPUT_HELP = "Write the RESULT figures here as JSON."
@@ -98,6 +99,21 @@ def tflite_relative_diff(path, reference, x):
     got = benchmark.run_tflite(path, [x])[0]
     spread = float(np.ptp(want, axis=0).max())
     return float(np.abs(got - want).max() / (spread if spread > 0 else 1.0))
+
+
+def dense_model_and_splits(f):
+    """``(model, splits)`` from the compress command's flags ``f``: its dense model
+    (trained, or loaded from ``--baseline_dir``) and the data at the model's input size."""
+    from tfautocompress import data
+    from tfautocompress.app import compress_cli
+
+    model = compress_cli.load_model(f.model, f.dataset, f.data_dir, f.baseline_dir,
+                                    f.baseline_epochs, f.batch_size, f.lr, f.seed,
+                                    train_size=f.train_size, validation_freq=f.validation_freq)
+    splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
+                       image_size=tuple(model.input_shape[1:3]), channels=model.input_shape[-1],
+                       train_size=f.train_size)
+    return model, splits
 
 
 def result_line(result):

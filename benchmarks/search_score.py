@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 
 import _common
-from tfautocompress import data, keras
+from tfautocompress import keras
 from tfautocompress.app import compress_cli
 from tfautocompress.app.pipeline import Config, step_seed
 from tfautocompress.app.progressive import Recipe, partial_prune
@@ -51,12 +51,7 @@ def spearman(a, b):
 def main(argv):
     del argv
     f = FLAGS
-    model = compress_cli.load_model(f.model, f.dataset, f.data_dir, f.baseline_dir,
-                                    f.baseline_epochs, f.batch_size, f.lr, f.seed,
-                                    train_size=f.train_size, validation_freq=f.validation_freq)
-    splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
-                       image_size=tuple(model.input_shape[1:3]), channels=model.input_shape[-1],
-                       train_size=f.train_size)
+    model, splits = _common.dense_model_and_splits(f)
     config = Config(scheme_set=f.schemes, seed=f.seed)
     space = PolicySpace.from_model(model, config.scheme_set, max_fraction=config.max_fraction)
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=f.target_ratio,

@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 
 import _common
-from tfautocompress import cost, data, keras
+from tfautocompress import cost, keras
 from tfautocompress.app import compress_cli
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.app.progressive import Recipe, partial_prune
@@ -30,12 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     f = FLAGS
-    model = compress_cli.load_model(f.model, f.dataset, f.data_dir, f.baseline_dir,
-                                    f.baseline_epochs, f.batch_size, f.lr, f.seed,
-                                    train_size=f.train_size, validation_freq=f.validation_freq)
-    splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
-                       image_size=tuple(model.input_shape[1:3]), channels=model.input_shape[-1],
-                       train_size=f.train_size)
+    model, splits = _common.dense_model_and_splits(f)
     admm = {} if f.rho is None else {"rho": f.rho}
     config = Config(objective="params", target_compression_ratio=f.target_ratio,
                     round_ratio=f.target_ratio, max_rounds=1, scheme_set=f.schemes,
