@@ -188,10 +188,88 @@ def test_dropout_still_drops_when_training():
     """Keras 3 records Dropout's default ``training=False`` in the node; carried to
     tf_keras it would switch Dropout off in ``fit`` (caught by the CLI figures)."""
     inputs = keras3.Input((1000,))
-    tf_model = conversion.to_tf_keras(keras3.Model(inputs, L.Dropout(0.5)(inputs)))
-    ones = np.ones((1, 1000), "float32")
+    tf_model = conversion.to_tf_keras(keras3.Model(inputs, L.Dropout(0.2)(inputs)))
+    ones = np.ones((20, 1000), "float32")
     assert np.array_equal(tf_model(ones), ones)
-    assert 300 < int(np.sum(np.asarray(tf_model(ones, training=True)) == 0)) < 700
+    dropped = np.asarray(tf_model(ones, training=True))
+    assert 0.18 < np.mean(dropped == 0) < 0.22  # the rate, not 1 - rate (0.8)
+    np.testing.assert_allclose(dropped[dropped != 0], 1 / 0.8, rtol=1e-6)  # kept: / (1 - rate)
+
+
+# AlphaDropout's affine correction (Klambauer et al. 2017, SELU's alpha * scale):
+# kept x -> a x + b, dropped -> a alpha' + b, so that the mean and variance stay.
+_ALPHA_P = -1.6732632423543772 * 1.0507009873554805
+_A = ((1 - 0.2) * (1 + 0.2 * _ALPHA_P ** 2)) ** -0.5
+_B = -_A * _ALPHA_P * 0.2
+
+
+def _zero_share(groups):
+    """Share of the groups (rows) that are all zero; every other group is all 1.25."""
+    dropped = np.all(groups == 0, axis=1)
+    np.testing.assert_allclose(groups[~dropped], 1.25, rtol=1e-6)
+    return float(dropped.mean())
+
+
+# name: (layer at rate 0.2 / stddev 0.2, input shape, input value, check of the output)
+TRAINING_CASES = {
+    "Dropout_noise_shape": (lambda: L.Dropout(0.2, noise_shape=(None, 1)), (6,), 1.0,
+                            lambda y: 0.17 < _zero_share(y.reshape(len(y), -1)) < 0.23),
+    "SpatialDropout1D": (lambda: L.SpatialDropout1D(0.2), (5, 4), 1.0,  # whole channels
+                         lambda y: 0.17 < _zero_share(
+                             y.transpose(0, 2, 1).reshape(-1, 5)) < 0.23),
+    "SpatialDropout2D": (lambda: L.SpatialDropout2D(0.2), (3, 3, 4), 1.0,
+                         lambda y: 0.17 < _zero_share(
+                             y.transpose(0, 3, 1, 2).reshape(-1, 9)) < 0.23),
+    "SpatialDropout3D": (lambda: L.SpatialDropout3D(0.2), (2, 2, 2, 4), 1.0,
+                         lambda y: 0.17 < _zero_share(
+                             y.transpose(0, 4, 1, 2, 3).reshape(-1, 8)) < 0.23),
+    # x * N(1, rate / (1 - rate)): std 0.5 (2.0 for 1 - rate)
+    "GaussianDropout": (lambda: L.GaussianDropout(0.2), (6,), 1.0,
+                        lambda y: abs(y.mean() - 1) < 0.03 and abs(y.std() - 0.5) < 0.03),
+    "GaussianNoise": (lambda: L.GaussianNoise(0.2), (6,), 0.0,
+                      lambda y: abs(y.mean()) < 0.01 and abs(y.std() - 0.2) < 0.01),
+    "AlphaDropout": (lambda: L.AlphaDropout(0.2), (6,), 1.0,
+                     lambda y: np.allclose(np.sort(np.unique(y.round(5))),
+                                           np.round([_A * _ALPHA_P + _B, _A + _B], 5))
+                     and 0.18 < np.mean(np.isclose(y, _A * _ALPHA_P + _B)) < 0.22),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINING_CASES))
+def test_training_mode_layers_keep_their_rate(name):
+    """Converted to tf_keras, each dropout / noise layer draws in training as a Keras 3
+    layer of its settings does (the rate, not 1 - rate; whole channels where spatial),
+    on 3,000 samples, and is the identity in inference."""
+    build, shape, value, check = TRAINING_CASES[name]
+    inputs = keras3.Input(shape)
+    model3 = keras3.Model(inputs, build()(inputs))
+    tf_model = conversion.to_tf_keras(model3)
+    x = np.full((3000, *shape), value, "float32")
+    assert np.array_equal(tf_model(x), x)
+    assert check(np.asarray(tf_model(x, training=True)))
+    assert check(np.asarray(model3(x, training=True)))  # the Keras 3 layer itself agrees
+
+
+def test_batch_normalization_updates_its_moving_statistics_in_training():
+    """One training-mode call of the Keras 3 BatchNormalization and of its tf_keras
+    conversion: batch-normalized outputs and moving mean / variance moved by the
+    layer's ``momentum``, as NumPy computes them. (tf_keras' fused kernel moves the
+    variance towards the unbiased batch variance, n / (n - 1) times Keras 3's biased
+    one: 128 / 127 here, 1 + 3e-5 for a batch of 32 32x32 maps.)"""
+    inputs = keras3.Input((4, 4, 3))
+    model3 = _randomize(keras3.Model(inputs, L.BatchNormalization(
+        momentum=0.9, epsilon=1e-2, name="bn")(inputs)))
+    tf_model = conversion.to_tf_keras(model3)
+    gamma, beta, mean, var = model3.get_layer("bn").get_weights()
+    x = np.random.default_rng(2).normal(2.0, 3.0, size=(8, 4, 4, 3)).astype("float32")
+    batch_mean, batch_var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    expected = (x - batch_mean) / np.sqrt(batch_var + 1e-2) * gamma + beta
+    for model, bessel in ((model3, 1.0), (tf_model, 128 / 127)):
+        np.testing.assert_allclose(np.asarray(model(x, training=True)), expected,
+                                   rtol=1e-4, atol=1e-4)
+        _, _, moved_mean, moved_var = model.get_layer("bn").get_weights()
+        np.testing.assert_allclose(moved_mean, 0.9 * mean + 0.1 * batch_mean, rtol=1e-5)
+        np.testing.assert_allclose(moved_var, 0.9 * var + 0.1 * bessel * batch_var, rtol=1e-5)
 
 
 def test_unsupported_layers_give_one_line_naming_them():
