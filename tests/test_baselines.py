@@ -1,5 +1,6 @@
 """Non-searched baselines: train-from-scratch keeps a combined structure's column zeros."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfautocompress import keras
@@ -46,3 +47,29 @@ def test_train_from_scratch_without_masks_trains_everything():
     structure = _model()
     trained = baselines.train_from_scratch(structure, _data(), epochs=1, compile_fn=_compile)
     assert np.count_nonzero(trained.get_layer("c2").kernel.numpy()) == 3 * 3 * 6 * 4
+
+
+def test_magnitude_prune_leaves_a_quarter_of_each_conv_kernel():
+    """Target 4x: each CONV kernel keeps a quarter of its weights (TF-MOT's schedule
+    ends at sparsity 1 - 1/4 within the epoch), the Dense head all of them; the model
+    given is left as it was, the one returned has plain layers, trained."""
+    model = _model()
+    before = [w.copy() for w in model.get_weights()]
+    pruned, masks = baselines.magnitude_prune(model, _data(), target_compression_ratio=4.0,
+                                              epochs=1, compile_fn=_compile, frequency=1)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+    assert [type(layer) for layer in pruned.layers] == [type(layer) for layer in model.layers]
+    assert sorted(masks) == ["c1", "c2"]
+    for name, size in (("c1", 3 * 3 * 3 * 6), ("c2", 3 * 3 * 6 * 4)):
+        kernel = pruned.get_layer(name).kernel.numpy()
+        assert abs(np.count_nonzero(kernel) - size / 4) <= 1
+        np.testing.assert_array_equal(masks[name], kernel != 0)
+        original = model.get_layer(name).kernel.numpy()
+        assert not np.allclose(kernel[kernel != 0], original[kernel != 0])  # trained
+    assert np.all(pruned.get_layer("out").kernel.numpy() != 0)
+    with pytest.raises(ValueError, match=r"target_compression_ratio=1.0 must be > 1"):
+        baselines.magnitude_prune(model, _data(), target_compression_ratio=1.0, epochs=1,
+                                  compile_fn=_compile)
+    with pytest.raises(ValueError, match=r"known number of batches"):
+        baselines.magnitude_prune(model, _data().repeat(), target_compression_ratio=2.0,
+                                  epochs=1, compile_fn=_compile)
