@@ -5,7 +5,6 @@ import tensorflow as tf
 
 from tfautocompress._keras import keras
 from tfautocompress.callbacks.admm import ADMM
-from tfautocompress.masks import magnitude_masks
 from tfautocompress.schemes import Combined, Filter, Column
 
 POLICY = {"conv": Filter(0.5), "dense": Column(0.5)}
@@ -163,21 +162,26 @@ def test_hard_prune_projects_in_place_and_returns_masks():
     model = tiny_model()
     admm = ADMM(POLICY, hard_prune_on_train_end=True)
     compile_sgd(model)
-    model.fit(*zero_data(), verbose=0, callbacks=[admm])
+    before = {}  # the kernels at the end of fit, just before the hard prune
+    probe = keras.callbacks.LambdaCallback(on_train_end=lambda logs: before.update(kernels(model)))
+    model.fit(*zero_data(), verbose=0, callbacks=[probe, admm])
     masks = admm.masks
-    for name, scheme in POLICY.items():
-        kernel = model.get_layer(name).kernel.numpy()
-        assert masks[name].shape == kernel.shape and masks[name].dtype == np.float32
-        np.testing.assert_array_equal(kernel * (1 - masks[name]), 0)
-    # The model-level projection: "dense" reads conv's two dead channels (16 rows each
-    # after Flatten) as dead rows and removes half of its 32 live columns.
-    projected = magnitude_masks(model, POLICY)
+    # NumPy reference. conv, Filter(0.5): keep the 2 of 4 filters of largest L2 norm.
+    keep_filters = np.zeros(4, bool)
+    keep_filters[np.argsort(np.linalg.norm(before["conv"].reshape(-1, 4), axis=0))[2:]] = True
+    expected = {"conv": np.broadcast_to(keep_filters, (3, 3, 2, 4)).astype(np.float32)}
+    # dense, Column(0.5): Flatten's row r reads conv channel r % 4; the rows of the two
+    # dead channels are out, and half of the 32 live rows (largest L2 norms) stay.
+    live = np.flatnonzero(np.tile(keep_filters, 16))
+    rows = live[np.argsort(np.linalg.norm(before["dense"][live], axis=1))[16:]]
+    expected["dense"] = np.zeros((64, 3), np.float32)
+    expected["dense"][rows] = 1.0
     for name in POLICY:
-        np.testing.assert_array_equal(masks[name], projected[name])
-    dead = ~masks["conv"].reshape(-1, 4).any(axis=0)
-    assert int(dead.sum()) == 2
-    dense_rows = masks["dense"].any(axis=1).reshape(16, 4)
-    assert not dense_rows[:, dead].any() and int(dense_rows[:, ~dead].sum()) == 16
+        assert masks[name].dtype == np.float32
+        np.testing.assert_array_equal(masks[name], expected[name])
+        np.testing.assert_array_equal(model.get_layer(name).kernel.numpy(),
+                                      before[name] * expected[name])  # in place
+    assert not np.array_equal(before["dense"], before["dense"] * expected["dense"])
 
 
 class _PolicyLike:

@@ -24,9 +24,9 @@ def test_keras_resnet50_v1_matches_he_et_al(zoo_model):
     assert report.macs == pytest.approx(3.86e9, rel=0.01)
 
 
-def _tiny():
+def _tiny(filters=4):
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Conv2D(filters, 3, padding="same", name="conv")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
@@ -53,16 +53,35 @@ def test_vgg16_cifar_conv_table(zoo_model):
     assert "block5_3_conv" in table and "14,710,464" in table
 
 
+# By hand (see test_dense_counts_by_hand), with 2 conv filters instead of 4: conv
+# 54 + 2 params, 54 * 64 MACs; bn 4; dw 18 + 2 params, 18 * 16 MACs; fc 2 * 5 + 5, 10.
+_HALF = {"params": 56 + 4 + 20 + 15, "macs": 54 * 64 + 18 * 16 + 10,
+         "conv_params": 56 + 20, "conv_macs": 54 * 64 + 18 * 16}
+_DENSE = {"params": 152 + 8 + 25, "macs": 108 * 64 + 36 * 16 + 20,
+          "conv_params": 152, "conv_macs": 108 * 64 + 36 * 16}
+
+
 def test_ratios():
-    dense = cost.count(_tiny())
-    assert dense.ratios(dense) == {"params_ratio": 1.0, "macs_ratio": 1.0,
-                                   "conv_params_ratio": 1.0, "conv_macs_ratio": 1.0}
+    """dense / pruned (N x, > 1 when the pruned model is smaller), by hand."""
+    dense, half = cost.count(_tiny()), cost.count(_tiny(filters=2))
+    assert dense.ratios(half) == pytest.approx(
+        {f"{k}_ratio": _DENSE[k] / _HALF[k] for k in _DENSE}, rel=1e-12)
+    assert dense.ratios(half)["params_ratio"] == pytest.approx(185 / 95)
+    assert half.ratios(dense)["conv_params_ratio"] == pytest.approx(0.5)
 
 
 def test_report_to_dict_is_json_clean():
     import json
 
-    json.dumps(cost.count(_tiny()).to_dict())
+    report = cost.count(_tiny())
+    text = json.dumps(report.to_dict(), allow_nan=False)  # no NaN/inf, plain types only
+    loaded = json.loads(text)
+    assert {k: loaded[k] for k in _DENSE} == _DENSE
+    rows = {row["name"]: row for row in loaded["layers"]}
+    assert (rows["conv"]["params"], rows["conv"]["macs"]) == (112, 108 * 64)
+    assert (rows["dw"]["params"], rows["dw"]["macs"]) == (40, 36 * 16)
+    assert rows["conv"]["conv"] is True and rows["fc"]["conv"] is False
+    assert rows["conv"]["output_shape"] == [8, 8, 4] and rows["dw"]["output_shape"] == [4, 4, 4]
 
 
 def test_a_shared_layer_costs_its_params_once_and_its_macs_per_call():

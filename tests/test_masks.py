@@ -25,13 +25,40 @@ def _residual_model():
     return model
 
 
+def _top(values, count):
+    """Indices of the ``count`` largest ``values``."""
+    return np.argsort(values)[len(values) - count:]
+
+
+def assert_combined_block(gemm_kernel, gemm_mask, filters, columns):
+    """NumPy reference of a ``Combined`` mask on a GEMM view (columns x filters):
+    ``filters`` filters and ``columns`` columns kept, as one (columns x filters) block
+    whose energy is at least that of both greedy orders (filters then columns,
+    columns then filters)."""
+    energy = np.square(np.asarray(gemm_kernel, np.float64))
+    kept_filters, kept_columns = gemm_mask.any(axis=0), gemm_mask.any(axis=1)
+    assert kept_filters.sum() == filters and kept_columns.sum() == columns
+    np.testing.assert_array_equal(gemm_mask, np.outer(kept_columns, kept_filters))
+    f1 = _top(energy.sum(axis=0), filters)
+    c1 = _top(energy[:, f1].sum(axis=1), columns)
+    c2 = _top(energy.sum(axis=1), columns)
+    f2 = _top(energy[c2].sum(axis=0), filters)
+    greedy = max(energy[np.ix_(c1, f1)].sum(), energy[np.ix_(c2, f2)].sum())
+    assert (energy * gemm_mask).sum() >= greedy * (1 - 1e-12)
+    return kept_filters
+
+
 def test_single_layer_uses_its_scheme_on_the_current_kernel():
     model = _residual_model()
-    scheme = schemes.Combined(0.5, 0.25)
-    result = masks_lib.magnitude_masks(model, {"c": scheme})
-    kernel = model.get_layer("c").kernel.numpy()
-    np.testing.assert_array_equal(result["c"], scheme.mask(kernel, "conv"))
+    layer = model.get_layer("c")
+    layer.kernel.assign(layer.kernel.numpy() * np.arange(1, 5, dtype=np.float32))
+    result = masks_lib.magnitude_masks(model, {"c": schemes.Combined(0.5, 0.25)})
+    kernel = layer.kernel.numpy()
     assert result["c"].dtype == np.float32 and result["c"].shape == kernel.shape
+    # On the GEMM view (72 columns x 4 filters): 2 filters and 72 - 18 columns kept.
+    filters = assert_combined_block(kernel.reshape(72, 4), result["c"].reshape(72, 4), 2, 54)
+    # The current kernel: filters scaled by 1..4, so the two largest are kept here.
+    assert filters.tolist() == [False, False, True, True]
 
 
 def test_coupled_producers_drop_the_same_filters_by_summed_norms():

@@ -70,7 +70,11 @@ def test_every_action_is_guided_and_hits_the_target(tmp_path):
         assert 4.0 <= policy.compression_ratio("params") <= 4.0 * 1.01
     best = oracle.best_policy()
     assert score(encoding.to_values(best)) == max(t.score for t in oracle.trials.values())
-    assert score(encoding.to_values(best)) > score(trials[0].hyperparameters.values)
+    # The chain moves towards the optimum: its final state has lost at least 20 % of the
+    # start's loss (seeds 0-5: 29-84 %); a chain that accepts nothing ends at its start.
+    loss = lambda values: -math.log(score(values))  # noqa: E731
+    assert loss(encoding.to_values(oracle.current_policy())) <= \
+        0.8 * loss(trials[0].hyperparameters.values)
     assert oracle.temperature < oracle.stop_temperature
 
 
@@ -195,15 +199,21 @@ def test_state_is_json_clean(tmp_path):
 
 
 def test_failed_trials_are_rejected_and_search_continues(tmp_path):
-    oracle = make_oracle(tmp_path, iterations=2)
-    run_one(oracle)
-    trial = oracle.create_trial("tuner0")
-    trial.status = STATUS.FAILED
-    oracle.end_trial(trial)
-    other = run_one(oracle)
-    assert other.status == STATUS.COMPLETED
-    assert oracle.get_state()["sa"]["current"]["trial_id"] in {"00", other.trial_id}
-    assert oracle.get_state()["sa"]["level"] == 1
+    # Metropolis decides the next trial: a better score is always accepted; one 0.4
+    # worse at k T = 1e-3 * 20 only with probability exp(-20).
+    for later, accepted in ((0.9, True), (0.1, False)):
+        oracle = make_oracle(tmp_path, project=f"p{later}", iterations=2)
+        run_one(oracle, score_fn=lambda values: 0.5)
+        trial = oracle.create_trial("tuner0")
+        trial.status = STATUS.FAILED
+        oracle.end_trial(trial)
+        assert oracle.get_state()["sa"]["current"]["trial_id"] == "00"  # the failure is not taken
+        other = run_one(oracle, score_fn=lambda values: later)
+        assert other.status == STATUS.COMPLETED and other.trial_id not in {"00", trial.trial_id}
+        current = oracle.get_state()["sa"]["current"]
+        assert current["trial_id"] == (other.trial_id if accepted else "00"), later
+        assert current["score"] == (later if accepted else 0.5)
+        assert oracle.get_state()["sa"]["level"] == 1
 
 
 # ------------------------------------------------------------------ the chain schedule ---

@@ -96,10 +96,11 @@ def test_weights_are_copied_and_projected():
 
 
 def test_masked_weights_stay_exactly_zero_through_fit(trained):
-    _, masks, pruned = trained
+    model, masks, pruned = trained
     assert not masked_values(pruned, masks).any()
     kept = wrapper(pruned, "c1").layer.kernel.numpy()[..., [0, 2]]
-    assert np.all(kept != 0)  # the kept weights did train
+    initial = model.get_layer("c1").kernel.numpy()[..., [0, 2]]  # copied before fit
+    assert np.all(kept != initial)  # every kept weight did train
 
 
 def test_gradients_of_masked_weights_are_exactly_zero(trained):
@@ -138,33 +139,37 @@ def test_strip_pruning_gives_plain_layers_with_exact_zeros(trained):
 
 
 @pytest.mark.parametrize(
-    "layer, mask_shape",
+    "layer, mask_shape, kernel_attr",
     [
-        (L.Conv2D(4, 3, name="conv"), (3, 3, 3, 4)),
-        (L.DepthwiseConv2D(3, depth_multiplier=2, name="dwc"), (3, 3, 3, 2)),
-        (L.SeparableConv2D(4, 3, name="sepc"), (1, 1, 3, 4)),
-        (L.BatchNormalization(name="bn"), (3,)),
+        (L.Conv2D(4, 3, name="conv"), (3, 3, 3, 4), "kernel"),
+        (L.DepthwiseConv2D(3, depth_multiplier=2, name="dwc"), (3, 3, 3, 2), "depthwise_kernel"),
+        (L.SeparableConv2D(4, 3, name="sepc"), (1, 1, 3, 4), "pointwise_kernel"),
+        (L.BatchNormalization(name="bn"), (3,), None),
     ],
     ids=lambda v: getattr(v, "name", str(v)),
 )
-def test_wrapper_equals_the_plain_layer_on_masked_weights(layer, mask_shape):
+def test_wrapper_equals_the_plain_layer_on_masked_weights(layer, mask_shape, kernel_attr):
     mask = (RNG.random(mask_shape) > 0.4).astype(np.float32)
+    mask[..., 0] = 0  # a whole output channel (depthwise: multiplier 0 of every input)
     plain = keras.Sequential([keras.Input((6, 6, 3)), layer])
     weights = [RNG.standard_normal(w.shape).astype(np.float32) for w in layer.get_weights()]
     if isinstance(layer, L.BatchNormalization):
         weights[3] = np.abs(weights[3])  # moving variance
     layer.set_weights(weights)
     pruned = prune_structured(plain, {layer.name: mask})
-    layout, channel_attrs = wrappers._layout(layer)
     inner = pruned.layers[0].layer
-    projected = {}
-    if layout:
-        projected[layout.kernel_attr] = getattr(layer, layout.kernel_attr).numpy() * mask
-        if channel_attrs:  # bias: zero where the whole filter is pruned
-            alive = schemes.gemm_view(mask, layout.kind).max(axis=0)
-            projected["bias"] = layer.bias.numpy() * alive
+    # By hand: the kernel times the mask, and the bias zero where every kernel entry of
+    # an output channel is masked (depthwise output channel c * 2 + m: kernel[:, :, c, m]);
+    # BatchNormalization: gamma and beta times the mask.
+    if kernel_attr:
+        per_channel = (mask.reshape(9, -1) if kernel_attr == "depthwise_kernel"
+                       else mask.reshape(-1, mask.shape[-1]))
+        alive = per_channel.max(axis=0)
+        assert 0 < alive.sum() < alive.size
+        projected = {kernel_attr: getattr(layer, kernel_attr).numpy() * mask,
+                     "bias": layer.bias.numpy() * alive}
     else:
-        projected = {a: getattr(layer, a).numpy() * mask for a in channel_attrs}
+        projected = {a: getattr(layer, a).numpy() * mask for a in ("gamma", "beta")}
     for attr, value in projected.items():
         getattr(layer, attr).assign(value)
         np.testing.assert_array_equal(getattr(inner, attr).numpy(), value)
@@ -182,8 +187,12 @@ def small_dense_conv():
 
 
 def test_scheme_mode_follows_the_scheme_count_with_update_pruning_step():
+    from test_masks import assert_combined_block
+
     policy = {"c": schemes.Filter(0.5), "fc": schemes.Combined(0.34, 0.5)}
-    pruned = compiled(prune_structured(small_dense_conv(), policy, SchemeSchedule(frequency=1)))
+    model = small_dense_conv()
+    initial = {name: model.get_layer(name).kernel.numpy() for name in policy}
+    pruned = compiled(prune_structured(model, policy, SchemeSchedule(frequency=1)))
     for name in policy:
         assert wrapper(pruned, name).mask.numpy().all()  # nothing pruned before training
     pruned.fit(X, Y, batch_size=4, epochs=1, verbose=0,
@@ -198,7 +207,12 @@ def test_scheme_mode_follows_the_scheme_count_with_update_pruning_step():
     for w in (conv, fc):
         kernel = w.layer.kernel.numpy()
         assert not (kernel * (1 - w.mask.numpy())).any()
-        np.testing.assert_array_equal(w.mask.numpy(), w.scheme.mask(kernel))
+    # NumPy reference: step 1 projects the initial kernels and step 2 keeps the
+    # result (the pruned groups are zero). Filter(0.5): the 3 of 6 filters of
+    # largest L2 norm; Combined on fc's 6 x 3 kernel: 2 filters x 3 columns.
+    norms = np.linalg.norm(initial["c"].reshape(-1, 6), axis=0)
+    np.testing.assert_array_equal(filters_alive, np.isin(np.arange(6), np.argsort(norms)[3:]))
+    assert_combined_block(initial["fc"], gm, 2, 3)
 
 
 def test_scheme_mode_projects_only_when_the_schedule_says():
