@@ -49,7 +49,8 @@ def threshold_masks(model, scales, masks=None):
     result = {name: np.asarray(m, np.float32) for name, m in (masks or {}).items()}
     for name, pair in scales.items():
         filter_scale, column_scale = (float(s) for s in pair)
-        if min(filter_scale, column_scale) < 0 or not math.isfinite(filter_scale + column_scale):
+        finite = math.isfinite(filter_scale) and math.isfinite(column_scale)
+        if min(filter_scale, column_scale) < 0 or not finite:  # each finite, not their sum
             raise ValueError(f"layer {name!r}: threshold scales {pair!r} must be finite "
                              "and >= 0 (0 removes nothing).")
         layer = graph_lib.analyze(model).layers[name]

@@ -1,0 +1,66 @@
+"""PruningPolicy laws on hand-made spaces: a layer left out keeps its floor (its action
+splits back into it), equality, repr and the default objective, against values worked
+out by hand."""
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tfautocompress import policy as policy_lib, space as space_lib
+
+LayerAction, PolicySpace, LayerSpec = policy_lib.LayerAction, space_lib.PolicySpace, space_lib.LayerSpec
+LAYERS = (LayerSpec("a", "conv", 16, 27, 64), LayerSpec("b", "conv", 32, 144, 16))
+
+
+def _left_out(scheme_set, first, second):
+    """The action of a layer the policy leaves out, whose floor is ``(first, second)``."""
+    space = PolicySpace(LAYERS, scheme_set, 0.99, floors=(("a", first, second),))
+    return policy_lib.PruningPolicy(space, {}).action("a")
+
+
+@settings(max_examples=40, deadline=None)
+@given(first=st.floats(0.0, 0.9), second=st.floats(0.0, 0.9))
+def test_a_left_out_layers_action_splits_back_into_its_floor(first, second):
+    action = _left_out("filter+column", first, second)
+    assert action.split() == pytest.approx((first, second), abs=1e-9)
+    assert action.fraction == pytest.approx(1 - (1 - first) * (1 - second), abs=1e-12)
+
+
+@pytest.mark.parametrize("first, second, want", [
+    (0.5, 0.0, LayerAction(0.5, 1.0)),   # filters only: all of it is filters
+    (0.0, 0.25, LayerAction(0.25, 0.0)),  # columns only: none of it is filters
+    (0.0, 0.0, LayerAction(0.0, 1.0)),
+])
+def test_a_left_out_layers_action_on_the_axes(first, second, want):
+    space = PolicySpace(LAYERS, "filter+column", 0.99, floors=(("a", first, second),))
+    assert policy_lib.PruningPolicy(space, {}).action("a") == want
+    assert policy_lib.PruningPolicy(space, {}).action("b") == LayerAction(0.0, 1.0)
+
+
+@pytest.mark.parametrize("scheme_set", ["filter", "irregular"])
+def test_a_left_out_layer_of_a_single_fraction_space_keeps_its_fraction(scheme_set):
+    assert _left_out(scheme_set, 0.375, 0.0) == LayerAction(0.375, 1.0)
+
+
+def test_policies_are_equal_only_over_equal_spaces_with_equal_actions():
+    actions = {"a": LayerAction(0.5, 0.5)}
+    policy = policy_lib.PruningPolicy(PolicySpace(LAYERS, "filter+column", 0.9), actions)
+    same = policy_lib.PruningPolicy(PolicySpace(LAYERS, "filter+column", 0.9), dict(actions))
+    other_space = policy_lib.PruningPolicy(PolicySpace(LAYERS, "filter+column", 0.8), actions)
+    other_actions = policy_lib.PruningPolicy(PolicySpace(LAYERS, "filter+column", 0.9),
+                                             {"a": LayerAction(0.5, 0.25)})
+    assert policy == same
+    assert policy != other_space and policy != other_actions
+    assert policy != "PruningPolicy" and policy != actions
+
+
+def test_repr_lists_each_action_as_fraction_and_filter_share():
+    policy = policy_lib.PruningPolicy(PolicySpace(LAYERS, "filter+column", 0.9),
+                                      {"a": LayerAction(0.5, 0.25), "b": LayerAction(0.125)})
+    assert repr(policy) == "PruningPolicy(filter+column; a: 0.500/0.25, b: 0.125/1.00)"
+
+
+def test_remaining_cost_counts_params_unless_told_otherwise():
+    space = PolicySpace(LAYERS, "filter", 0.9, fixed_params=100, fixed_macs=1000)
+    policy = policy_lib.PruningPolicy(space, {"a": LayerAction(0.5)})
+    # a keeps 8 of its 16 filters (27 entries each); b is dense (32 x 144)
+    assert policy.remaining_cost() == 100 + 8 * 27 + 32 * 144
+    assert policy.remaining_cost("macs") == 1000 + 8 * 27 * 64 + 32 * 144 * 16
