@@ -10,7 +10,11 @@ pipeline's own step (``partial_prune``: ADMM -> hard prune -> masked retraining,
 ``--admm_epochs`` + ``--retrain_epochs``) and measures the test accuracy. It prints
 Spearman's rank correlation of each fast score with that accuracy.
 
-    python benchmarks/search_score.py --policies 20 --target_ratio 16 [--output r.json]
+    python benchmarks/search_score.py --policies 20 --target_ratio 4 [--output r.json]
+
+At 4x from the dense digits_vgg every policy's fast top-1 sits at 0.95-1.00 on the
+216 validation images (the saturated case); at 16x in one step magnitude pruning
+leaves every policy at chance, which no fast score can rank.
 """
 import os
 
@@ -54,8 +58,9 @@ def main(argv):
     model, splits = _common.dense_model_and_splits(f)
     config = Config(scheme_set=f.schemes, seed=f.seed)
     space = PolicySpace.from_model(model, config.scheme_set, max_fraction=config.max_fraction)
+    # trials the oracle refuses (a repeated policy) complete without a score: ask for more
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=f.target_ratio,
-                                        max_trials=f.policies, seed=f.seed)
+                                        max_trials=2 * f.policies, seed=f.seed)
     calibration = splits.reshuffled(f.seed).train
     tuners = {score: tuner_lib.PruningTuner(oracle, model, splits.val,
                                             calibration_data=calibration, score=score,
@@ -65,7 +70,7 @@ def main(argv):
     with _common.Stopwatch() as search:
         tuners["accuracy"].search(verbose=0)
     policies = [encoding.from_values(space, t.hyperparameters.values)
-                for t in oracle.trials.values() if t.status == "COMPLETED"]
+                for t in oracle.trials.values() if t.status == "COMPLETED"][:f.policies]
     fast = {score: [tuner.evaluate(p) for p in policies] for score, tuner in tuners.items()}
     recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
                     f.admm_epochs, f.retrain_epochs, validation_freq=0)
@@ -88,6 +93,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    compress_cli.define_flags(output_dir="runs/search_score", target_ratio=16.0,
+    compress_cli.define_flags(output_dir="runs/search_score", target_ratio=4.0,
                               admm_epochs=2, retrain_epochs=2)
     app.run(main)
