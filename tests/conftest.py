@@ -23,3 +23,17 @@ def zoo_model():
     from tfautocompress import zoo
 
     return functools.lru_cache(maxsize=None)(zoo.build)
+
+
+def litert_outputs(path, x):
+    """A float .tflite's output on ``x``, run by LiteRT's interpreter itself (the
+    reference the export and benchmark tests hold the project's runs against)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    (detail,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(detail["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"])

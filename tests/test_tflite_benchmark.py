@@ -7,6 +7,7 @@ import pytest
 
 from tfautocompress._keras import keras
 from tfautocompress.tflite_tools import benchmark, export, gpu
+from conftest import litert_outputs
 
 
 def _model(seed=0):
@@ -63,19 +64,6 @@ def test_interleaved_latency_takes_paths_and_bytes(float32_file):
         benchmark.interleaved_latency_ms([small], rounds=0)
 
 
-def _litert_outputs(path, x):
-    """The .tflite's output on ``x``, run by LiteRT's interpreter itself."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    (detail,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    interpreter.resize_tensor_input(detail["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(out["index"])
-
-
 def test_dense_vs_compact_measures_the_files_it_writes(tmp_path):
     import tensorflow as tf
 
@@ -101,7 +89,7 @@ def test_dense_vs_compact_measures_the_files_it_writes(tmp_path):
         assert entry["gpu_compatible"] is True and entry["gpu_incompatible_ops"] == []
         assert entry["latency_ms"] > 0
         # Equivalence on the first two batches, against LiteRT's own output in NumPy.
-        diff = float(np.abs(_litert_outputs(entry["path"], x[:8]) - model(x[:8]).numpy()).max())
+        diff = float(np.abs(litert_outputs(entry["path"], x[:8]) - model(x[:8]).numpy()).max())
         equivalence = entry["equivalence"]
         assert equivalence["samples"] == 8 and equivalence["mode"] == mode
         assert equivalence["max_abs_diff"] == pytest.approx(diff, rel=1e-3, abs=1e-7)

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfautocompress import artifacts, data, zoo
 from tfautocompress._keras import keras
 from tfautocompress.tflite_tools import benchmark, export, gpu
+from conftest import litert_outputs
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_every_mode_matches_the_keras_model(mode, which, trained, compacted, low
     assert result["passed"], result
     if mode == "float16":  # judged here by LiteRT's own output against Keras', in NumPy
         x = np.concatenate([x for x, _ in digits.val.as_numpy_iterator()])
-        diff = float(np.abs(_litert_outputs(path, x) - model(x, training=False).numpy()).max())
+        diff = float(np.abs(litert_outputs(path, x) - model(x, training=False).numpy()).max())
         assert diff <= 1e-2 and result["max_abs_diff"] == pytest.approx(diff, rel=1e-3)
     if mode == "float32":
         assert result["max_abs_diff"] <= 1e-4
@@ -207,7 +208,7 @@ def test_export_cli_writes_models_and_a_summary(tmp_path):
         assert entry["export"]["tflite_sha256"] == hashlib.sha256(content).hexdigest()
         assert entry["export"]["size_bytes"] == len(content) and content[4:8] == b"TFL3"
         # the file written computes the saved model (LiteRT's output against Keras')
-        assert np.abs(_litert_outputs(path, x) - model(x).numpy()).max() <= bound
+        assert np.abs(litert_outputs(path, x) - model(x).numpy()).max() <= bound
         assert entry["gpu_compatibility"]["compatible"] is True
         bench = entry["host_benchmark"]
         assert (bench["model"], bench["runs"], bench["warmup"]) == (path, 3, 1)
@@ -256,19 +257,6 @@ def _cli(args, env=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, timeout=300, env=env)
-
-
-def _litert_outputs(path, x):
-    """The float .tflite's output on ``x``, run by LiteRT's interpreter itself."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    (detail,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    interpreter.resize_tensor_input(detail["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(out["index"])
 
 
 def _tiny_model(filters=4):
