@@ -21,7 +21,8 @@ Score = killed (timeouts included, as mutmut counts them) / (mutants - equivalen
 ``EQUIVALENT`` lists the surviving mutants that no test can kill, each with why: a
 mutant is matched by its function and the lines mutmut changed, so the list holds
 across edits elsewhere; a listed mutant that is killed or gone is reported as
-stale. Every other survivor is printed with its diff.
+stale. Every other survivor is printed with its diff (``mutmut show NAME`` in
+``--workdir`` shows one).
 
     pip install mutmut
     python benchmarks/mutation.py [--modules schemes,cost] [--workdir DIR] [--output r.json]
@@ -31,7 +32,7 @@ One run: about 40 minutes on one core (``--max_children 1``).
 import collections
 import json
 import os
-import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,8 @@ MODULES = ("schemes", "masks", "space", "policy", "cost", "purification", "graph
 flags.DEFINE_list("modules", list(MODULES), "Modules to mutate (of tfautocompress).")
 flags.DEFINE_string("workdir", os.path.join(tempfile.gettempdir(), "tfautocompress-mutation"),
                     "Folder mutmut works in (emptied first).")
+flags.DEFINE_bool("rescore", False, "Score the results already in --workdir (no mutmut run): "
+                  "after editing EQUIVALENT.")
 flags.DEFINE_integer("max_children", 1, "Mutants tested at once (mutmut's --max-children).")
 _common.define_output_flag()
 
@@ -144,13 +147,35 @@ def _mutmut(workdir, *args, log=None):
                           stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def _change(workdir, name):
-    """``(function, removed lines, added lines)`` of mutant ``name`` (``mutmut show``)."""
-    diff = _mutmut(workdir, "show", name).stdout.splitlines()
-    body = [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-    removed = " / ".join(line[1:].strip() for line in body if line.startswith("-"))
-    added = " / ".join(line[1:].strip() for line in body if line.startswith("+"))
-    return name.rsplit("__mutmut_", 1)[0].split(".", 1)[1], removed, added
+def _children_cpu_seconds():
+    """CPU seconds of the finished child processes (mutmut, its fork server, the mutants)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names = json.load(sys.stdin)
+json.dump({n: get_diff_for_mutant(n, path="tfautocompress/%s.py" % n.split(".")[1])
+           for n in names}, sys.stdout)
+"""
+
+
+def _changes(workdir, names):
+    """``{mutant: (module.function, removed lines, added lines)}``, from mutmut's diffs
+    (what ``mutmut show`` prints), read in one process."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", _DIFFS], cwd=workdir, env=env, text=True,
+                          input=json.dumps(names), capture_output=True, check=True)
+    result = {}
+    for name, diff in json.loads(done.stdout).items():
+        body = [line for line in diff.splitlines()
+                if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        removed = " / ".join(line[1:].strip() for line in body if line.startswith("-"))
+        added = " / ".join(line[1:].strip() for line in body if line.startswith("+"))
+        result[name] = (name.rsplit("__mutmut_", 1)[0].split(".", 1)[1], removed, added)
+    return result
 
 
 def _results(workdir, modules):
@@ -178,25 +203,33 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--modules: {sorted(unknown)} not among {MODULES}.")
     workdir = os.path.abspath(FLAGS.workdir)
-    names = _prepare(workdir, modules)
-    print(f"mutmut works in {workdir}; its log: {workdir}/mutmut.log", flush=True)
-    with _common.Stopwatch() as watch, open(os.path.join(workdir, "mutmut.log"), "w") as log:
-        done = _mutmut(workdir, "run", "--max-children", str(FLAGS.max_children), *names, log=log)
-    if done.returncode:
-        with open(os.path.join(workdir, "mutmut.log")) as f:
-            print(f.read()[-3000:])
-        raise SystemExit(f"mutmut run failed (exit {done.returncode}).")
+    timing = {}
+    if not FLAGS.rescore:
+        names = _prepare(workdir, modules)
+        print(f"mutmut works in {workdir}; its log: {workdir}/mutmut.log", flush=True)
+        cpu = _children_cpu_seconds()
+        with _common.Stopwatch() as watch, open(os.path.join(workdir, "mutmut.log"), "w") as log:
+            done = _mutmut(workdir, "run", "--max-children", str(FLAGS.max_children), *names,
+                           log=log)
+        timing = {"minutes": round(watch.seconds / 60, 1),
+                  "cpu_minutes": round((_children_cpu_seconds() - cpu) / 60, 1)}
+        if done.returncode:
+            with open(os.path.join(workdir, "mutmut.log")) as f:
+                print(f.read()[-3000:])
+            raise SystemExit(f"mutmut run failed (exit {done.returncode}).")
     table = _results(workdir, modules)
     equivalent = {(f, a, b): why for f, a, b, why in EQUIVALENT}
     used, open_survivors, result = set(), [], {}
     print(f"\n{'module':<14}{'mutants':>9}{'killed':>8}{'equiv.':>8}{'survived':>10}"
           f"{'no tests':>10}{'score':>9}")
     totals = collections.Counter()
+    changes = _changes(workdir, [n for rows in table.values()
+                                 for n in rows["survived"] + rows["no tests"]])
     for module in modules:
         rows = table[module]
         n_equivalent = 0
         for name in rows["survived"] + rows["no tests"]:
-            change = _change(workdir, name)
+            change = changes[name]
             if change in equivalent:
                 used.add(change)
                 n_equivalent += 1
@@ -228,7 +261,7 @@ def main(argv):
             print(f"  {function}: - {removed} / + {added}")
     result = dict(score=round(overall, 1), mutants=totals["mutants"], killed=totals["killed"],
                   equivalent=totals["equivalent"], open_survivors=len(open_survivors),
-                  **result, minutes=round(watch.seconds / 60, 1))
+                  **result, **timing)
     _common.finish(result, FLAGS.output)
 
 

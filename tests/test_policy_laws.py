@@ -1,10 +1,12 @@
 """PruningPolicy laws on hand-made spaces: a layer left out keeps its floor (its action
 splits back into it), equality, repr and the default objective, against values worked
 out by hand."""
+import json
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tfautocompress import policy as policy_lib, space as space_lib
+from tfautocompress import policy as policy_lib, schemes, space as space_lib
 
 LayerAction, PolicySpace, LayerSpec = policy_lib.LayerAction, space_lib.PolicySpace, space_lib.LayerSpec
 LAYERS = (LayerSpec("a", "conv", 16, 27, 64), LayerSpec("b", "conv", 32, 144, 16))
@@ -64,3 +66,40 @@ def test_remaining_cost_counts_params_unless_told_otherwise():
     # a keeps 8 of its 16 filters (27 entries each); b is dense (32 x 144)
     assert policy.remaining_cost() == 100 + 8 * 27 + 32 * 144
     assert policy.remaining_cost("macs") == 1000 + 8 * 27 * 64 + 32 * 144 * 16
+
+
+def test_schemes_skip_only_the_layers_that_prune_nothing():
+    space = PolicySpace(LAYERS, "filter+column", 0.9)
+    policy = policy_lib.PruningPolicy(space, {"a": LayerAction(0.0), "b": LayerAction(0.25, 0.0)})
+    assert policy.schemes() == {"b": schemes.Combined(0.0, 0.25)}  # columns only
+
+
+def test_a_file_without_space_or_actions_is_read_with_load_schemes(tmp_path):
+    space = PolicySpace(LAYERS, "filter", 0.9)
+    full = policy_lib.PruningPolicy(space, {"a": LayerAction(0.5)}).to_json()
+    for missing in ("space", "actions"):
+        obj = {k: v for k, v in full.items() if k != missing}
+        with pytest.raises(ValueError, match=r"this policy file holds schemes only \(no "
+                                             r"'space'/'actions', e\.g\. written by hand\): read "
+                                             r"it with policy\.load_schemes, or use one written "
+                                             r"by the pipeline\."):
+            policy_lib.PruningPolicy.from_json(obj)
+
+
+def test_a_foreign_object_is_quoted_in_the_error_up_to_200_characters():
+    obj = {"format": "other", "payload": "x" * 300}
+    with pytest.raises(ValueError) as error:
+        policy_lib.PruningPolicy.from_json(obj)
+    assert str(error.value).endswith("): " + str(obj)[:200])
+
+
+def test_files_that_are_not_policy_files_say_how_to_write_one(tmp_path):
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"empty\.json is not a policy file: .* \(write one with "
+                                         r"PruningPolicy\.save or policy\.save_schemes\)\."):
+        policy_lib.load_schemes(tmp_path / "empty.json")
+    (tmp_path / "list.json").write_text(json.dumps({"format": "tfautocompress.PruningPolicy/1",
+                                                    "schemes": [1, 2]}))
+    with pytest.raises(ValueError, match=r"list\.json: 'schemes' must be an object \{layer: "
+                                         r"scheme config\}, got list\."):
+        policy_lib.load_schemes(tmp_path / "list.json")

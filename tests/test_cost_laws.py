@@ -1,0 +1,80 @@
+"""cost on small hand-made models and reports: every count worked out by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from tfautocompress import cost, policy as policy_lib, space as space_lib
+from tfautocompress._keras import keras
+
+L = keras.layers
+
+
+def _model(*layers_, input_shape):
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for layer in layers_:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def test_a_masked_batchnorm_counts_the_gamma_and_beta_of_live_channels_only():
+    model = _model(L.Conv2D(4, 3, name="c1"), L.BatchNormalization(name="bn"), L.ReLU(),
+                   L.Conv2D(5, 1, name="c2"), L.GlobalAveragePooling2D(), L.Dense(2, name="out"),
+                   input_shape=(6, 6, 3))
+    c1 = np.ones((3, 3, 3, 4), np.float32)
+    c1[..., [1, 3]] = 0.0  # filters 1 and 3 go: 2 channels live
+    report = {row.name: row for row in cost.count(model, {"c1": c1}).layers}
+    assert report["c1"].params == 3 * 3 * 3 * 2 + 2       # kept kernel + live biases
+    assert report["bn"].params == 2 * 2                   # gamma and beta of 2 channels
+    assert report["c2"].params == 2 * 5 + 5               # rows of the live channels
+    assert report["out"].params == 5 * 2 + 2
+    assert (report["c1"].macs, report["c2"].macs, report["out"].macs) == (54 * 16, 10 * 16, 10)
+
+
+def test_a_one_channel_batchnorm_counts_its_gamma_and_beta():
+    model = _model(L.Conv2D(1, 1, name="c"), L.BatchNormalization(name="bn"), L.Flatten(),
+                   L.Dense(2, name="out"), input_shape=(4, 4, 1))
+    report = {row.name: row for row in cost.count(model).layers}
+    assert report["bn"].params == 2 and report["c"].params == 2
+
+
+def test_the_exact_ratio_of_a_single_weight_layer_that_keeps_it_is_one():
+    model = _model(L.Conv2D(1, 1, use_bias=False, name="c"), L.Flatten(), L.Dense(2, name="out"),
+                   input_shape=(2, 2, 1))
+    space = space_lib.PolicySpace.from_model(model, "filter")
+    policy = policy_lib.PruningPolicy(space, {"c": policy_lib.LayerAction(0.5)})
+    assert cost.exact_compression_ratio(model, policy) == 1.0  # round(0.5 x 1) = 0 filters go
+    assert cost.exact_compression_ratio(model, policy, "macs") == 1.0
+
+
+def test_ratios_against_an_empty_report_are_infinite():
+    dense = cost.CostReport((cost.LayerCost("c", "Conv2D", 10, 40, (2, 2, 1), True),))
+    empty = cost.CostReport((cost.LayerCost("c", "Conv2D", 0, 0, (2, 2, 1), True),))
+    assert dense.ratios(empty) == dict.fromkeys(
+        ("params_ratio", "macs_ratio", "conv_params_ratio", "conv_macs_ratio"), math.inf)
+
+
+def test_an_unknown_objective_names_itself_and_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"objective 'flops' is not one of \('params', 'macs'\)"):
+        cost.check_objective("flops")
+
+
+def test_the_table_lists_the_layers_that_cost_something_then_the_totals():
+    report = cost.CostReport((
+        cost.LayerCost("conv", "Conv2D", 448, 28672, (8, 8, 16), True),
+        cost.LayerCost("bn", "BatchNormalization", 32, 0, (8, 8, 16), False),
+        cost.LayerCost("relu", "ReLU", 0, 0, (8, 8, 16), False),
+        cost.LayerCost("fc", "Dense", 170, 170, (10,), False)))
+    lines = report.table().split("\n")
+    assert [line.split() for line in lines] == [
+        ["layer", "type", "output", "params", "MACs"],
+        ["-" * len(lines[0])],
+        ["conv", "Conv2D", "8x8x16", "448", "28,672"],
+        ["bn", "BatchNormalization", "8x8x16", "32", "0"],
+        ["fc", "Dense", "10", "170", "170"],
+        ["-" * len(lines[0])],
+        ["CONV", "total", "448", "28,672"],
+        ["total", "650", "28,842"],
+    ]
+    assert {len(line) for line in lines} == {len(lines[0])}  # columns line up

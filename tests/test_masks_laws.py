@@ -1,0 +1,62 @@
+"""masks: ties in a coupled group, the .npz files and the uniform policy's error, each
+against a value worked out by hand."""
+import numpy as np
+import pytest
+
+from tfautocompress import masks as masks_lib
+from tfautocompress._keras import keras
+from tfautocompress.schemes import Filter
+
+L = keras.layers
+
+
+def test_ties_in_a_coupled_group_drop_the_lower_channels_first():
+    # a and b are summed (a residual): 40 coupled channels whose filter norms are
+    # 3, 1, 2, 1, ... in both, so 20 channels tie at the smallest norm.
+    inputs = keras.Input((4, 4, 2))
+    x = L.Conv2D(40, 1, use_bias=False, name="a")(inputs)
+    y = L.Conv2D(40, 1, use_bias=False, name="b")(x)
+    z = L.Conv2D(3, 1, name="c")(L.Add()([x, y]))
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(z)))
+    norms = np.tile([3.0, 1.0, 2.0, 1.0], 10).astype(np.float32)
+    a = np.zeros((1, 1, 2, 40), np.float32)
+    a[0, 0, 0] = norms
+    model.get_layer("a").kernel.assign(a)
+    model.get_layer("b").kernel.assign(np.broadcast_to(norms / np.sqrt(40), (1, 1, 40, 40)))
+    masks = masks_lib.magnitude_masks(model, {"a": Filter(0.25), "b": Filter(0.25)})
+    for name in ("a", "b"):
+        dropped = np.flatnonzero(~masks[name].reshape(-1, 40).any(axis=0))
+        np.testing.assert_array_equal(dropped, np.arange(1, 20, 2))  # 10 of the 20 ties
+
+
+def test_masks_files_read_back_as_written_and_leave_nothing_else(tmp_path):
+    masks = {"c1": np.arange(6, dtype=np.float32).reshape(2, 3) % 2,
+             "c2": np.array([[True, False]])}
+    masks_lib.save(tmp_path / "m.npz", masks)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+    back = masks_lib.load(tmp_path / "m.npz")
+    assert back.keys() == masks.keys()
+    for name, mask in masks.items():
+        assert back[name].dtype == mask.dtype
+        np.testing.assert_array_equal(back[name], mask)
+
+
+def test_a_missing_or_foreign_masks_file_is_a_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=r"masks file .*nope\.npz does not exist; rerun the "
+                                         r"step that writes it\."):
+        masks_lib.load(tmp_path / "nope.npz")
+    (tmp_path / "text.npz").write_text("not an archive")
+    np.savez(tmp_path / "objects.npz", m=np.array([None, 1], dtype=object))  # needs pickle
+    for name in ("text.npz", "objects.npz"):
+        with pytest.raises(ValueError, match=rf"masks file .*{name}: not a masks \.npz written "
+                                             "by tfautocompress"):
+            masks_lib.load(tmp_path / name)
+
+
+def test_a_model_without_a_prunable_conv_has_no_uniform_policy():
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.Dense(4, name="hidden")(inputs)),
+                        name="mlp")
+    with pytest.raises(ValueError, match="model 'mlp' has no prunable CONV layer for a uniform "
+                                         "policy"):
+        masks_lib.uniform_schemes(model, Filter(0.5))
