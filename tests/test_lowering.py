@@ -102,3 +102,29 @@ def test_lowered_convs_through_tflite_match_the_masked_keras_model():
         interpreter.invoke()
         np.testing.assert_allclose(interpreter.get_tensor(out["index"]), expected, atol=1e-5,
                                    err_msg=form)
+
+
+def test_a_saved_lowered_model_loads_in_a_fresh_interpreter(tmp_path):
+    """``final/compact.keras`` holds ColumnSparseConv2D layers: ``artifacts.load_model``
+    (what every console script reads a model with) must know them without the caller
+    importing ``lowering`` first."""
+    import os
+    import subprocess
+    import sys
+
+    rows = lowering.kept_rows(np.ones((3, 3, 2, 4), np.float32))
+    inputs = keras.Input((6, 6, 2))
+    conv = L.Conv2D(4, 3, padding="same", name="c").get_config()
+    model = keras.Model(inputs, lowering.ColumnSparseConv2D.from_conv(conv, rows, "rows")(inputs))
+    path = tmp_path / "lowered.keras"
+    model.save(path)
+    x = np.random.default_rng(0).normal(size=(1, 6, 6, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model(x).numpy())
+    code = ("import numpy as np, sys; from tfautocompress import artifacts; "
+            "m = artifacts.load_model(sys.argv[1]); "
+            "np.testing.assert_allclose(m(np.load(sys.argv[2])).numpy(), np.load(sys.argv[3]))")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"),
+                           str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -84,6 +84,9 @@ def load_model(path, what="--model", compile=True):
     tf_keras (``keras3.to_tf_keras``; one line on stderr says so).
     """
     from tfautocompress._keras import as_tf_keras, internal_layers, keras
+    # the package's own layers (a compact model's ColumnSparseConv2D, a masked
+    # LayerNormalization) are registered when their modules load: load them first
+    from tfautocompress import lowering, masked_layer_norm  # noqa: F401
 
     if not os.path.isfile(path):
         raise ValueError(f"{what} {path!r} does not exist; give a saved .keras file.")
