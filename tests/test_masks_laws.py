@@ -5,7 +5,7 @@ import pytest
 
 from tfautocompress import masks as masks_lib
 from tfautocompress._keras import keras
-from tfautocompress.schemes import Filter
+from tfautocompress.schemes import Column, Filter
 
 L = keras.layers
 
@@ -60,3 +60,37 @@ def test_a_model_without_a_prunable_conv_has_no_uniform_policy():
     with pytest.raises(ValueError, match="model 'mlp' has no prunable CONV layer for a uniform "
                                          "policy"):
         masks_lib.uniform_schemes(model, Filter(0.5))
+
+
+def _two_convs():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 5, 3))
+    x = L.Conv2D(6, 3, name="c2")(L.Conv2D(4, 1, name="c1")(inputs))
+    return keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
+
+
+def test_column_pruning_chooses_among_the_rows_upstream_filter_pruning_leaves_alive():
+    model = _two_convs()
+    c1 = model.get_layer("c1").kernel.numpy().reshape(3, 4)
+    dropped = np.argsort(np.linalg.norm(c1, axis=0))[:2]            # c1's 2 weakest filters
+    rows = model.get_layer("c2").kernel.numpy().reshape(36, 6)      # (kh, kw, cin) x filters
+    live = ~np.isin(np.arange(36) % 4, dropped)                     # 18 rows read live channels
+    norms = np.where(live, np.linalg.norm(rows, axis=1), np.inf)
+    kept = live.copy()
+    kept[np.argsort(norms)[:9]] = False                             # half of the live rows go
+    masks = masks_lib.magnitude_masks(model, {"c1": Filter(0.5), "c2": Column(0.5)})
+    np.testing.assert_array_equal(masks["c2"].reshape(36, 6), np.outer(kept, np.ones(6)))
+
+
+def test_rows_that_are_zero_already_stay_out_and_one_row_is_always_kept():
+    model = _two_convs()
+    kernel = model.get_layer("c2").kernel.numpy()
+    zero = [0, 5, 10, 17, 22, 35]                     # a previous round's 6 zero rows
+    kernel.reshape(36, 6)[zero] = 0.0
+    model.get_layer("c2").kernel.assign(kernel)
+    mask = masks_lib.magnitude_masks(model, {"c2": Column(0.1)})["c2"].reshape(36, 6)
+    # round(0.1 x 36) = 4 < 6: the 6 zero rows go, and no other
+    np.testing.assert_array_equal(np.flatnonzero(~mask.any(axis=1)), zero)
+    model.get_layer("c2").kernel.assign(np.zeros_like(kernel))  # every row is zero
+    mask = masks_lib.magnitude_masks(model, {"c2": Column(0.5)})["c2"].reshape(36, 6)
+    assert mask.any(axis=1).sum() == 1

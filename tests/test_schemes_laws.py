@@ -74,3 +74,27 @@ def test_configs_that_are_not_dicts_or_have_no_fields():
         Scheme.from_config("Filter")
     assert Scheme.from_config({"class_name": "Filter"}) == Filter(0.0)
     assert Scheme.from_config({"class_name": "Combined"}) == Combined(0.0, 0.0)
+
+
+def test_register_takes_dataclass_schemes_only_and_one_class_per_name():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class NotAScheme:
+        fraction: float = 0.0
+
+    class NotADataclass(Scheme):
+        pass
+
+    @dataclasses.dataclass(frozen=True)
+    class Filter(Scheme):  # another class under a registered name
+        fraction: float = 0.0
+
+    accepted = r"must be a dataclass subclass of tfautocompress\.schemes\.Scheme\.$"
+    for bad in (NotAScheme, NotADataclass, schemes.Filter(0.5)):
+        with pytest.raises(TypeError, match=rf"schemes\.register: .* {accepted}"):
+            schemes.register(bad)
+    with pytest.raises(ValueError, match=r"a scheme named 'Filter' is already registered; give "
+                                         r"the class another name\.$"):
+        schemes.register(Filter)
+    assert schemes.register(schemes.Filter) is schemes.Filter  # the registered class itself

@@ -65,20 +65,53 @@ def test_the_config_is_json_and_reads_back_as_the_same_space(scheme_set, floors,
 
 
 def _blocks(separable):
-    """A small net with every kind of channel link the space knows: a BN, a depthwise
-    conv, a residual Add coupling two producers, a grouped conv (blocks of 4), a
-    SeparableConv or a Conv2D, a strided conv, Flatten into a Dense layer."""
+    """A small net with every kind of channel link the space knows: a CONV layer
+    outside the space (summed with the input), a BN, a depthwise conv, a residual Add
+    coupling two producers, a grouped conv (blocks of 4) and a depthwise conv after
+    it, a SeparableConv or a Conv2D, a strided conv, Flatten into a Dense layer."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
-    x = L.ReLU()(L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", name="c1")(inputs)))
+    x = L.Add()([inputs, L.Conv2D(3, 3, padding="same", name="r0")(inputs)])
+    x = L.ReLU()(L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", name="c1")(x)))
     x = L.ReLU()(L.DepthwiseConv2D(3, padding="same", name="dw")(x))
     p = L.Conv2D(12, 1, name="pw")(x)
     x = L.Add()([p, L.Conv2D(12, 1, name="pw2")(L.ReLU()(p))])
     x = (L.SeparableConv2D if separable else L.Conv2D)(16, 3, padding="same", name="sep")(x)
     x = L.Conv2D(16, 3, padding="same", groups=4, name="gc")(x)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw2")(x)
     x = L.Conv2D(10, 3, strides=2, name="c3")(x)
     x = L.Dense(6, name="d1")(L.Flatten()(x))
     return keras.Model(inputs, L.Dense(3, name="out")(x))
+
+
+def _one_d():
+    """1-D layers (not CONV in the tables' sense, but in the space)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 3))
+    x = L.DepthwiseConv1D(3, padding="same", name="dw")(L.Conv1D(8, 3, padding="same",
+                                                                  name="c1")(inputs))
+    x = L.Conv1D(5, 3, name="c2")(L.SeparableConv1D(6, 3, padding="same", name="sep")(x))
+    return keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling1D()(x)))
+
+
+def _coupled_outside():
+    """conv's channels are summed with those of a Dense layer that a CONV space leaves
+    out, and read by late, whose own channels c3 reads."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 3, name="conv")(inputs)
+    s = L.Add()([L.GlobalAveragePooling2D()(x), L.Dense(8, name="dense")(L.Flatten()(inputs))])
+    z = L.Conv2D(4, 1, name="c3")(L.Conv2D(5, 1, name="late")(x))
+    x = L.Concatenate()([s, L.GlobalAveragePooling2D()(z)])
+    return keras.Model(inputs, L.Dense(2, name="out")(x))
+
+
+def _only_coupled():
+    """The space's two layers are the producers of one channel group."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = L.Add()([L.Conv2D(8, 3, name="a")(inputs), L.Conv2D(8, 3, name="b")(inputs)])
+    return keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
 
 
 def _random_policy(space, seed):
@@ -89,18 +122,28 @@ def _random_policy(space, seed):
         for n in space.names})
 
 
-@pytest.mark.parametrize("separable, scheme_set", [
-    (False, "filter"), (False, "filter+column"), (False, "irregular"), (True, "filter"),
-    (True, "irregular")])
-def test_the_budget_is_what_the_projection_keeps_through_every_kind_of_link(separable, scheme_set):
+MODELS = {  # builder, the space's layers, the Dense layers include_dense adds
+    "blocks": (lambda: _blocks(False), {"c1", "pw", "pw2", "sep", "c3"}, {"d1"}),
+    "separable": (lambda: _blocks(True), {"c1", "pw", "pw2", "sep", "c3"}, {"d1"}),
+    "1-D": (_one_d, {"c1", "sep", "c2"}, set()),
+    "coupled outside": (_coupled_outside, {"conv", "late", "c3"}, {"dense"}),
+    "only coupled": (_only_coupled, {"a", "b"}, set()),
+}
+
+
+@pytest.mark.parametrize("name, scheme_set", [
+    ("blocks", "filter"), ("blocks", "filter+column"), ("blocks", "irregular"),
+    ("separable", "filter"), ("separable", "irregular"), ("1-D", "filter"),
+    ("1-D", "filter+column"), ("coupled outside", "filter"), ("only coupled", "filter")])
+def test_the_budget_is_what_the_projection_keeps_through_every_kind_of_link(name, scheme_set):
     # Exact for structured pruning; irregular pruning may empty a filter by chance, which
     # the budget does not count on, so there it may only understate the compression.
     # (A separable layer ranks all its columns, live or not: filter+column is estimated.)
-    model = _blocks(separable)
+    build, names, dense = MODELS[name]
+    model = build()
     for include_dense, seed in ((False, 0), (True, 1)):
         space = PolicySpace.from_model(model, scheme_set, 0.95, include_dense=include_dense)
-        assert set(space.names) == {"c1", "pw", "pw2", "sep", "c3"} | ({"d1"} if include_dense
-                                                                       else set())
+        assert set(space.names) == names | (dense if include_dense else set())
         policy = _random_policy(space, seed)
         for objective in cost.OBJECTIVES:
             counted = cost.exact_compression_ratio(model, policy, objective)
@@ -115,3 +158,87 @@ def test_the_budget_is_what_the_projection_keeps_through_every_kind_of_link(sepa
         floors_only = policy_lib.PruningPolicy(following, {})
         assert floors_only.compression_ratio() == pytest.approx(policy.compression_ratio(),
                                                                 rel=1e-9)
+
+
+def test_a_conv_coupled_to_a_producer_outside_the_space_keeps_its_filters():
+    space = PolicySpace.from_model(_coupled_outside())
+    assert space.layer("conv").kept_filters(0.5) == 8
+    assert space.layer("late").kept_filters(0.5) == 5 - 2  # round(2.5) = 2
+    blocks = PolicySpace.from_model(_blocks(False))
+    assert blocks.layer("pw").coupled == ("pw", "pw2") and blocks.layer("c1").coupled == ()
+    assert (blocks.fixed_params, blocks.fixed_macs) == (3 * 3 * 3 * 3 + 3, 81 * 64)  # r0
+
+
+def test_a_floor_dict_with_both_fraction_keys_reads_filter_fraction():
+    space = PolicySpace(LAYERS, "filter", 0.9, floors={"a": {"fraction": 0.5,
+                                                              "filter_fraction": 0.25}})
+    assert space.floor("a") == (0.25, 0.0)
+
+
+def _previous(scheme_set, actions):
+    space = PolicySpace(LAYERS, scheme_set, 0.9)
+    return policy_lib.PruningPolicy(space, {n: policy_lib.LayerAction(f) for n, f in actions.items()})
+
+
+def test_the_next_round_floors_are_what_each_layer_lost_and_only_that():
+    # a lost nothing, b lost half its filters, d a quarter: floors for b and d only
+    previous = _previous("filter", {"a": 0.0, "b": 0.5, "d": 0.25})
+    assert PolicySpace(LAYERS, "filter", 0.9).next_round(previous).floors == (
+        ("b", 0.5, 0.0), ("d", 0.25, 0.0))
+    # a layer that lost nothing need not be in the next space
+    smaller = PolicySpace(LAYERS[1:], "filter", 0.9).next_round(previous)
+    assert smaller.floors == (("b", 0.5, 0.0), ("d", 0.25, 0.0))
+
+
+def test_the_next_round_refuses_what_does_not_chain():
+    previous = _previous("filter", {"a": 0.0, "b": 0.5})
+    with pytest.raises(ValueError, match=r"layer 'b' lost weights in the previous round but is "
+                                         r"not prunable in this space; its layers are: a, c\.$"):
+        PolicySpace((LAYERS[0], LAYERS[2]), "filter", 0.9).next_round(previous)
+    with pytest.raises(ValueError, match=r"layer 'b': the previous round was 'filter' and this "
+                                         r"one is 'irregular'; irregular and structured rounds do "
+                                         r"not chain\. Use the same kind of scheme_set\.$"):
+        PolicySpace(LAYERS, "irregular", 0.9).next_round(previous)
+    import types
+
+    for bad in (types.SimpleNamespace(space=previous.space), previous.space):
+        with pytest.raises(TypeError, match=r"previous must be the previous round's "
+                                            r"PruningPolicy \(e\.g\. PruningPolicy\.load\(path\)\), "
+                                            rf"got {type(bad).__name__}\.$"):
+            PolicySpace(LAYERS, "filter", 0.9).next_round(bad)
+
+
+@pytest.mark.parametrize("live_columns, scheme_set, args, want", [
+    (True, "irregular", (0.25,), 16 * 27 - 108),
+    (True, "irregular", (0.25, 0.0, 0.5), (16 * 27 - 108) * 0.5),
+    (True, "filter+column", (0.25,), 12 * 27),
+    (True, "filter+column", (0.25, 1 / 3), 12 * 18),
+    (True, "filter+column", (0.25, 0.5, 0.5), 12 * (14 - 7)),   # 14 live columns, 7 go
+    (True, "filter+column", (0.25, 0.5, 0.0), 0),               # no live column at all
+    (False, "filter+column", (0.25, 1 / 3, 0.5), 12 * 0.5 * 18),  # ranks all 27 columns
+])
+def test_kept_counts_the_entries_the_rounding_keeps(live_columns, scheme_set, args, want):
+    spec = LayerSpec("a", "conv", 16, 27, 64, live_columns=live_columns)
+    assert spec.kept(scheme_set, *args) == pytest.approx(want, rel=1e-12)
+
+
+def test_dense_layers_join_the_space_when_asked_or_when_they_act_on_feature_maps():
+    inputs = keras.Input((4, 4, 3))
+    x = L.Dense(6, name="pointwise")(L.Conv2D(8, 1, name="c1")(inputs))  # a 1x1 conv
+    x = L.Dense(5, name="fc")(L.GlobalAveragePooling2D()(L.Conv2D(4, 1, name="c2")(x)))
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    assert PolicySpace.from_model(model).names == ("c1", "pointwise", "c2")
+    assert PolicySpace.from_model(model, include_dense=True).names == ("c1", "pointwise", "c2",
+                                                                       "fc")
+
+
+@pytest.mark.parametrize("include_dense, what", [(False, "no CONV layer"),
+                                                 (True, "no CONV layer or Dense layer")])
+def test_a_model_with_nothing_to_prune_says_what_it_lacks(include_dense, what):
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, L.Dense(2, name="out")(inputs), name="tiny")
+    with pytest.raises(ValueError, match=rf"model 'tiny' has nothing to prune: {what} whose "
+                                         r"output channels can be removed \(a layer feeding the "
+                                         r"model's output keeps its channels\); give a model "
+                                         r"with at least one such layer\.$"):
+        PolicySpace.from_model(model, include_dense=include_dense)

@@ -65,7 +65,8 @@ class LayerSpec:
     ``live_columns``:
     the projection chooses this layer's columns among its live rows (False for
     depthwise and separable layers, which rank all of them). ``block``: filters are
-    dropped in aligned blocks of this many (its channels feed a grouped conv).
+    dropped in aligned blocks of this many (its channels feed a grouped conv; all of
+    them when a producer outside the space keeps its channels alive).
     """
 
     name: str
@@ -368,7 +369,10 @@ def _group_links(channel_graph, names, report):
     coupled, channelwise, blocks = {}, {}, {}
     for group in channel_graph.groups:
         if not set(group.producers) <= set(names):
-            continue  # a producer outside the space keeps these channels alive
+            # a producer outside the space keeps these channels alive: the space's
+            # producers of them drop no filter (all their filters are one block)
+            blocks.update({p: group.channels for p in group.producers if p in names})
+            continue
         if len(group.producers) > 1:
             coupled.update({p: group.producers for p in group.producers})
         blocks.update(dict.fromkeys(group.producers, group.block))
@@ -393,7 +397,7 @@ def _dies_with_rows(channel_graph, name, names, row):
     not count in a kernel of its own: all of a depthwise layer (its bias too), the
     depthwise part of a separable layer in the space, the kernels of a CONV layer
     outside the space."""
-    if not row.conv:
+    if not row.conv and name not in names:  # outside the scope (a layer in the space is in it)
         return 0.0, 0.0
     layer = channel_graph.layers[name]
     layout = layer_kinds.layout_of(layer)
