@@ -14,8 +14,8 @@ installed (``callbacks/`` as ``tfautocompress/callbacks``, ...), with the tests,
 ``pytest.ini`` and a ``pyproject.toml`` holding only ``[tool.mutmut]``; mutmut copies
 that again into ``WORKDIR/mutants`` and puts it first on ``sys.path``, so the tests
 import the mutated copies, not the editable install (mutmut's own "forced fail" run
-checks that they do). Hypothesis runs derandomized and without deadlines there, so
-that a kill is never a timing accident.
+checks that they do). Hypothesis runs derandomized, without deadlines and without
+shrinking there: a kill is never a timing accident, and a failing example ends its run.
 
 Score = killed (timeouts included, as mutmut counts them) / (mutants - equivalent).
 ``EQUIVALENT`` lists the surviving mutants that no test can kill, each with why: a
@@ -75,10 +75,12 @@ PRELOAD = ("numpy", "tensorflow", "tf_keras", "hypothesis", "hypothesis.extra.nu
            "tfautocompress.search.sa_oracle")
 _CONFTEST_EXTRA = '''
 
-# --- added by benchmarks/mutation.py: the same examples for every mutant, no deadlines
-from hypothesis import settings as _settings  # noqa: E402
+# --- added by benchmarks/mutation.py: the same examples for every mutant, no deadlines,
+# no database, and a failing example is not shrunk (a kill is a kill)
+from hypothesis import Phase as _Phase, settings as _settings  # noqa: E402
 
-_settings.register_profile("mutation", derandomize=True, deadline=None)
+_settings.register_profile("mutation", derandomize=True, deadline=None, database=None,
+                           phases=(_Phase.explicit, _Phase.reuse, _Phase.generate))
 _settings.load_profile("mutation")
 '''
 # mutmut's exit codes (mutmut.stats.status_by_exit_code): a timeout counts as a kill.

@@ -78,3 +78,44 @@ def test_the_table_lists_the_layers_that_cost_something_then_the_totals():
         ["total", "650", "28,842"],
     ]
     assert {len(line) for line in lines} == {len(lines[0])}  # columns line up
+
+
+def test_each_row_names_its_layer_type_says_whether_it_is_conv_and_counts_its_calls():
+    inputs = keras.Input((4, 4, 3), name="in")
+    x = L.BatchNormalization(name="bn")(L.Conv2D(8, 1, name="c")(inputs))
+    x = L.Dense(5, name="pointwise")(x)                   # a Dense on feature maps: a 1x1 conv
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D(name="gap")(x)))
+    rows = [(r.name, r.type, r.conv, r.calls) for r in cost.count(model).layers]
+    assert rows == [("in", "InputLayer", False, 1), ("c", "Conv2D", True, 1),
+                    ("bn", "BatchNormalization", False, 1), ("pointwise", "Dense", True, 1),
+                    ("gap", "GlobalAveragePooling2D", False, 1),
+                    ("out", "Dense", False, 1)]
+
+
+def test_a_dense_layer_on_a_sequence_is_conv_and_runs_once_per_step():
+    inputs = keras.Input((6, 3))
+    model = keras.Model(inputs, L.Dense(4, name="d")(inputs))
+    row = {r.name: r for r in cost.count(model).layers}["d"]
+    assert row.conv and row.output_shape == (6, 4)
+    assert (row.params, row.macs) == (3 * 4 + 4, 6 * 3 * 4)
+
+
+def test_a_layer_shared_after_an_input_counts_its_macs_per_call():
+    # s is called twice; its second call sits at the depth of input b
+    a, b = keras.Input((4, 4, 3), name="a"), keras.Input((4, 4, 3), name="b")
+    shared = L.Conv2D(3, 1, name="s")
+    x = L.Add()([b, shared(shared(a))])
+    model = keras.Model([a, b], L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
+    row = {r.name: r for r in cost.count(model).layers}["s"]
+    assert (row.calls, row.params, row.macs) == (2, 9 + 3, 2 * 16 * 9)
+
+
+def test_a_shared_kernel_free_layer_counts_its_calls_and_a_shape_changing_one_its_first():
+    a, b = keras.Input((8, 8, 3), name="a"), keras.Input((4, 4, 3), name="b")
+    pool = L.GlobalAveragePooling2D(name="pool")
+    conv = L.Conv2D(2, 1, name="conv")             # called on 8x8 and on 4x4 inputs
+    x = L.Concatenate()([pool(conv(a)), pool(conv(b))])
+    model = keras.Model([a, b], L.Dense(2, name="out")(x))
+    rows = {r.name: r for r in cost.count(model).layers}
+    assert rows["pool"].calls == 2 and rows["pool"].output_shape == (2,)
+    assert rows["conv"].calls == 2 and rows["conv"].output_shape == (8, 8, 2)  # the first call's

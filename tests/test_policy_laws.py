@@ -103,3 +103,62 @@ def test_files_that_are_not_policy_files_say_how_to_write_one(tmp_path):
     with pytest.raises(ValueError, match=r"list\.json: 'schemes' must be an object \{layer: "
                                          r"scheme config\}, got list\."):
         policy_lib.load_schemes(tmp_path / "list.json")
+
+
+def test_a_policy_names_what_it_was_given_instead_of_a_space_or_an_action():
+    with pytest.raises(TypeError, match=r"space must be a PolicySpace, got dict\.$"):
+        policy_lib.PruningPolicy({}, {})
+    space = PolicySpace(LAYERS, "filter", 0.9)
+    with pytest.raises(TypeError, match=r"action for layer 'a' must be a LayerAction, got "
+                                        r"float\.$"):
+        policy_lib.PruningPolicy(space, {"a": 0.5})
+    with pytest.raises(ValueError, match=r"filter_share=0\.5 with scheme_set='filter'; only "
+                                         r"'filter\+column' splits, the others accept "
+                                         r"filter_share=1\.0\.$"):
+        policy_lib.PruningPolicy(space, {"a": LayerAction(0.5, 0.5)})
+    assert policy_lib.PruningPolicy(space, {"a": LayerAction(0.9)}).actions  # max_fraction itself
+
+
+@pytest.mark.parametrize("scheme_set, floor, action, key, value, below", [
+    ("filter+column", (0.0, 0.5), LayerAction(0.5, 1.0), "column_fraction", "0", "0.5"),
+    ("filter+column", (0.25, 0.0), LayerAction(0.5, 0.0), "filter_fraction", "0", "0.25"),
+    ("irregular", (0.5, 0.0), LayerAction(0.25), "fraction", "0.25", "0.5"),
+    ("filter", (0.5, 0.0), LayerAction(0.25), "filter_fraction", "0.25", "0.5"),
+])
+def test_an_action_below_its_floor_names_the_fraction_it_lacks(scheme_set, floor, action, key,
+                                                               value, below):
+    space = PolicySpace(LAYERS, scheme_set, 0.9, floors=(("a",) + floor,))
+    with pytest.raises(ValueError, match=rf"layer 'a': {key}={value} is below its floor {below} "
+                                         r"\(what the previous round already removed\); "
+                                         rf"accepted: {key} >= {below} "):
+        policy_lib.PruningPolicy(space, {"a": action})
+
+
+def test_an_action_a_rounding_below_its_floor_is_accepted():
+    space = PolicySpace(LAYERS, "filter", 0.9, floors=(("a", 0.5, 0.0),))
+    assert policy_lib.PruningPolicy(space, {"a": LayerAction(0.5 - 1e-9)}).actions
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((1.0,), ValueError, r"LayerAction: fraction=1\.0 would remove the whole layer; accepted: "
+                         r"\[0, 1\)\.$"),
+    ((1.5,), ValueError, r"LayerAction: fraction=1\.5 is outside the accepted range \[0\.0, 1\.0\]\.$"),
+    ((0.5, 1.5), ValueError, r"LayerAction: filter_share=1\.5 is outside the accepted range "
+                             r"\[0\.0, 1\.0\]\.$"),
+    (("0.5",), TypeError, r"LayerAction: fraction must be a real number in \[0\.0, 1\.0\], got "
+                          r"'0\.5' \(str\)\.$"),
+    ((0.5, None), TypeError, r"LayerAction: filter_share must be a real number in \[0\.0, 1\.0\], "
+                             r"got None \(NoneType\)\.$"),
+    ((True,), TypeError, r"LayerAction: fraction must be a real number .* got True \(bool\)\.$"),
+])
+def test_a_bad_action_names_the_field_the_value_and_the_range(args, error, message):
+    with pytest.raises(error, match=message):
+        LayerAction(*args)
+
+
+def test_an_action_holds_python_floats():
+    import numpy as np
+
+    action = LayerAction(np.float32(0.25), 1)
+    assert (type(action.fraction), type(action.filter_share)) == (float, float)
+    assert (action.fraction, action.filter_share) == (0.25, 1.0)

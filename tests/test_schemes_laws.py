@@ -98,3 +98,16 @@ def test_register_takes_dataclass_schemes_only_and_one_class_per_name():
                                          r"the class another name\.$"):
         schemes.register(Filter)
     assert schemes.register(schemes.Filter) is schemes.Filter  # the registered class itself
+
+
+def test_as_schemes_names_what_is_not_a_policy_or_not_a_scheme():
+    with pytest.raises(TypeError, match=r"expected a PruningPolicy \(or an object with "
+                                        r"\.schemes\(\)\) or a mapping \{layer name: Scheme\}, got "
+                                        r"int\.$"):
+        schemes.as_schemes(42)
+    with pytest.raises(TypeError, match=r"layer 'a': 0\.5 is a float, not a Scheme; accepted: "
+                                        r"tfautocompress\.schemes Filter, Column, Channel, "
+                                        r"Combined, Irregular or a registered one "
+                                        r"\(schemes\.register\)\.$"):
+        schemes.as_schemes({"a": 0.5})
+    assert schemes.as_schemes({1: Filter(0.5)}) == {"1": Filter(0.5)}

@@ -114,6 +114,16 @@ def _only_coupled():
     return keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
 
 
+def _shared():
+    """s is called twice (on c1's channels and on their ReLU), its outputs summed."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    shared = L.Conv2D(4, 1, name="s")
+    x = L.Conv2D(5, 1, name="c2")(L.Add()([shared(x), shared(L.ReLU()(x))]))
+    return keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
+
+
 def _random_policy(space, seed):
     rng = np.random.default_rng(seed)
     split = space.scheme_set == "filter+column"
@@ -128,13 +138,15 @@ MODELS = {  # builder, the space's layers, the Dense layers include_dense adds
     "1-D": (_one_d, {"c1", "sep", "c2"}, set()),
     "coupled outside": (_coupled_outside, {"conv", "late", "c3"}, {"dense"}),
     "only coupled": (_only_coupled, {"a", "b"}, set()),
+    "shared": (_shared, {"c1", "s", "c2"}, set()),
 }
 
 
 @pytest.mark.parametrize("name, scheme_set", [
     ("blocks", "filter"), ("blocks", "filter+column"), ("blocks", "irregular"),
     ("separable", "filter"), ("separable", "irregular"), ("1-D", "filter"),
-    ("1-D", "filter+column"), ("coupled outside", "filter"), ("only coupled", "filter")])
+    ("1-D", "filter+column"), ("coupled outside", "filter"), ("only coupled", "filter"),
+    ("shared", "filter+column")])
 def test_the_budget_is_what_the_projection_keeps_through_every_kind_of_link(name, scheme_set):
     # Exact for structured pruning; irregular pruning may empty a filter by chance, which
     # the budget does not count on, so there it may only understate the compression.
@@ -166,6 +178,8 @@ def test_a_conv_coupled_to_a_producer_outside_the_space_keeps_its_filters():
     assert space.layer("late").kept_filters(0.5) == 5 - 2  # round(2.5) = 2
     blocks = PolicySpace.from_model(_blocks(False))
     assert blocks.layer("pw").coupled == ("pw", "pw2") and blocks.layer("c1").coupled == ()
+    assert blocks.layer("c1").kind == "conv"
+    assert PolicySpace.from_model(_blocks(False), include_dense=True).layer("d1").kind == "dense"
     assert (blocks.fixed_params, blocks.fixed_macs) == (3 * 3 * 3 * 3 + 3, 81 * 64)  # r0
 
 
@@ -242,3 +256,54 @@ def test_a_model_with_nothing_to_prune_says_what_it_lacks(include_dense, what):
                                          r"model's output keeps its channels\); give a model "
                                          r"with at least one such layer\.$"):
         PolicySpace.from_model(model, include_dense=include_dense)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"layers": ()}, ValueError, r"PolicySpace needs at least one prunable layer, got none\.$"),
+    ({"scheme_set": "bogus"}, ValueError, r"scheme_set 'bogus' is not one of \('filter', "
+                                          r"'filter\+column', 'irregular'\)\.$"),
+    ({"max_fraction": "0.5"}, TypeError, r"PolicySpace: max_fraction must be a real number in "
+                                         r"\[0\.0, 1\.0\], got '0\.5' \(str\)\.$"),
+    ({"max_fraction": 1.5}, ValueError, r"PolicySpace: max_fraction=1\.5 is outside the "
+                                        r"accepted range \[0\.0, 1\.0\]\.$"),
+    ({"max_fraction": 1.0}, ValueError, r"PolicySpace: max_fraction=1\.0 would allow removing "
+                                        r"whole layers; accepted: \[0, 1\)\.$"),
+    ({"floors": (("a", "0.5", 0.0),)}, TypeError, r"PolicySpace floor of layer 'a': "
+                                                  r"filter_fraction must be a real number in "
+                                                  r"\[0\.0, 1\.0\], got '0\.5' \(str\)\.$"),
+    ({"floors": (("a", 0.0, 1.5),)}, ValueError, r"PolicySpace floor of layer 'a': "
+                                                 r"column_fraction=1\.5 is outside the accepted "
+                                                 r"range \[0\.0, 1\.0\]\.$"),
+    ({"floors": (("a", 1.5, 0.0),)}, ValueError, r"filter_fraction=1\.5 is outside"),
+    ({"scheme_set": "filter", "floors": (("a", 0.0, 0.5),)}, ValueError,
+     r"layer 'a': floor column_fraction=0\.5 with scheme_set='filter'; only 'filter\+column' "
+     r"prunes columns\. Search this round with 'filter\+column'\.$"),
+    ({"floors": (("a", 0.5, 0.8),)}, ValueError,
+     r"layer 'a': its floor \(fraction 0\.9 already lost in the previous round\) exceeds "
+     r"max_fraction=0\.8; accepted: a max_fraction >= 0\.9\.$"),
+])
+def test_a_bad_space_names_what_is_wrong_and_what_is_accepted(kwargs, error, message):
+    config = dict({"layers": LAYERS, "scheme_set": "filter+column", "max_fraction": 0.8}, **kwargs)
+    with pytest.raises(error, match=message):
+        PolicySpace(**config)
+
+
+def test_floors_of_exactly_max_fraction_are_kept_and_empty_ones_dropped():
+    space = PolicySpace(LAYERS, "filter+column", np.float32(0.75),
+                        floors=(("a", 0.5, 0.5), ("b", 0.0, 0.0)))
+    assert type(space.max_fraction) is float and space.max_fraction == 0.75
+    assert space.floors == (("a", 0.5, 0.5),)
+    with pytest.raises(ValueError, match=r"unknown layer 'zzz'; the policy's layers are: a, b, c, "
+                                         r"d\.$"):
+        space.floor("zzz")
+
+
+def test_the_space_counts_params_unless_told_otherwise():
+    space = PolicySpace(LAYERS[:2], "filter", 0.9, fixed_params=100, fixed_macs=1000)
+    dense = 100 + 16 * 27 + 32 * 144
+    assert space.remaining_cost({}) == dense
+    # a keeps 8 of its 16 filters; b keeps the 72 of its 144 rows that read them
+    assert space.compression_ratio({"a": policy_lib.LayerAction(0.5)}) == dense / (
+        100 + 8 * 27 + 32 * 72)
+    single = PolicySpace((LayerSpec("w", "conv", 1, 1, 1),), "filter")
+    assert single.compression_ratio({}) == 1.0  # one weight, kept
