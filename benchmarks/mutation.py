@@ -18,11 +18,11 @@ checks that they do). Hypothesis runs derandomized, without deadlines and withou
 shrinking there: a kill is never a timing accident, and a failing example ends its run.
 
 Score = killed (timeouts included, as mutmut counts them) / (mutants - equivalent).
-``EQUIVALENT`` lists the surviving mutants that no test can kill, each with why: a
-mutant is matched by its function and the lines mutmut changed, so the list holds
-across edits elsewhere; a listed mutant that is killed or gone is reported as
-stale. Every other survivor is printed with its diff (``mutmut show NAME`` in
-``--workdir`` shows one).
+``_mutation_equivalent.EQUIVALENT`` lists the surviving mutants that no test can
+kill, each with why: a mutant is matched by its function and the lines mutmut
+changed, so the list holds across edits elsewhere; a listed mutant that is killed or
+gone is reported as stale. Every other survivor is printed with its diff (``mutmut
+show NAME`` in ``--workdir`` shows one again).
 
     pip install mutmut
     python benchmarks/mutation.py [--modules schemes,cost] [--workdir DIR] [--output r.json]
@@ -41,6 +41,7 @@ import tempfile
 from absl import app, flags
 
 import _common
+from _mutation_equivalent import EQUIVALENT
 
 FLAGS = flags.FLAGS
 MODULES = ("schemes", "masks", "space", "policy", "cost", "purification", "graph")
@@ -86,11 +87,6 @@ _settings.load_profile("mutation")
 # mutmut's exit codes (mutmut.stats.status_by_exit_code): a timeout counts as a kill.
 _KILLED = {1, 3, 36, -24, 24, 152, 255}
 _SURVIVED = {0}
-
-# (module.function as mutmut names it, original line(s), mutated line(s), why no test
-# can tell them apart).
-EQUIVALENT = (
-)
 
 
 def _prepare(workdir, modules):
