@@ -298,11 +298,11 @@ def run_autocompress(bench, scheme_set):
     row["trials"] = evaluated
 
 
-def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds):
+def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **settings):
     """Run (or, from ``folder``'s state, finish) the progressive pipeline on the
     bench's dense model: filter+column rounds of ~``round_ratio`` x each up to
-    ``target``, with the bench's epochs and trials per round. Returns
-    ``(report, wall_s, trials evaluated per round)``."""
+    ``target``, with the bench's epochs and trials per round (``settings``: other
+    ``Config`` fields). Returns ``(report, wall_s, trials evaluated per round)``."""
     from tfautocompress import keras
     from tfautocompress.app.pipeline import AutoCompress, Config
 
@@ -316,7 +316,7 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds):
                     search_trials=budget["trials"], search_subset=FLAGS.search_subset,
                     admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
                     lr=FLAGS.lr, seed=FLAGS.seed, validation_freq=FLAGS.validation_freq,
-                    export_tflite=False)
+                    export_tflite=False, **settings)
     keras.utils.set_random_seed(FLAGS.seed)
     with _common.Stopwatch() as watch:
         # a fresh shuffle: the rounds' data order does not depend on what read it before
