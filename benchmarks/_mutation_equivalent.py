@@ -10,6 +10,14 @@ defaults or branches that the callers never reach.
 """
 
 EQUIVALENT = (
+    ('masks.x__project',
+     'return np.outer(columns, filters).astype(np.float32).reshape(kernel.shape)',
+     'return np.outer(columns, filters).astype(None).reshape(kernel.shape)',
+     '0/1 values are exact in float32 and float64, and every mask made from them is cast to float32 (close makes them float32)'),
+    ('space.xǁPolicySpaceǁ_check_floors',
+     'if total > self.max_fraction + 1e-12:',
+     'if total >= self.max_fraction + 1e-12:',
+     'a floor sum that lands exactly on max_fraction + 1e-12 is not a float any floor file holds: > and >= decide alike'),
     ('schemes.x__as_kernel',
      'kernel = kernel.reshape((-1, 1) + kernel.shape[-2:])',
      'kernel = kernel.reshape((-2, 1) + kernel.shape[-2:])',

@@ -33,7 +33,8 @@ def test_conv1d_and_conv3d_kernels_keep_their_shape_and_lose_their_weakest_group
 
 
 def test_a_kernel_of_no_known_rank_names_what_is_accepted():
-    with pytest.raises(ValueError, match=r"expected a 2-D \(dense\) or 4-D \(conv\) kernel"):
+    with pytest.raises(ValueError, match=r"shape \(6,\): expected a 2-D \(dense\) or 4-D "
+                       r"\(conv\) kernel, or pass kind= one of \("):
         Filter(0.5).mask(np.ones(6, np.float32))
 
 

@@ -124,6 +124,20 @@ def _shared():
     return keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(x)))
 
 
+def _heads_outside():
+    """The CONV layers that feed the output keep their filters and stay out of the
+    space, but their rows die with the channels they read: a Conv2D without a bias
+    (3x3, on c1) and a SeparableConv2D with one and two filters per channel (on c2)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    c1 = L.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    a = L.Conv2D(4, 3, padding="same", use_bias=False, name="head_a")(c1)
+    b = L.SeparableConv2D(4, 3, padding="same", depth_multiplier=2,
+                          name="head_b")(L.Conv2D(6, 1, name="c2")(c1))
+    return keras.Model(inputs, L.Add()([L.GlobalAveragePooling2D()(a),
+                                        L.GlobalAveragePooling2D()(b)]))
+
+
 def _random_policy(space, seed):
     rng = np.random.default_rng(seed)
     split = space.scheme_set == "filter+column"
@@ -139,6 +153,7 @@ MODELS = {  # builder, the space's layers, the Dense layers include_dense adds
     "coupled outside": (_coupled_outside, {"conv", "late", "c3"}, {"dense"}),
     "only coupled": (_only_coupled, {"a", "b"}, set()),
     "shared": (_shared, {"c1", "s", "c2"}, set()),
+    "heads outside": (_heads_outside, {"c1", "c2"}, set()),
 }
 
 
@@ -146,7 +161,8 @@ MODELS = {  # builder, the space's layers, the Dense layers include_dense adds
     ("blocks", "filter"), ("blocks", "filter+column"), ("blocks", "irregular"),
     ("separable", "filter"), ("separable", "irregular"), ("1-D", "filter"),
     ("1-D", "filter+column"), ("coupled outside", "filter"), ("only coupled", "filter"),
-    ("shared", "filter+column")])
+    ("shared", "filter+column"), ("heads outside", "filter"),
+    ("heads outside", "filter+column")])
 def test_the_budget_is_what_the_projection_keeps_through_every_kind_of_link(name, scheme_set):
     # Exact for structured pruning; irregular pruning may empty a filter by chance, which
     # the budget does not count on, so there it may only understate the compression.
