@@ -6,6 +6,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _latency_cache(tmp_path_factory):
+    """The lowering's latency measurements go to a folder of the session's, never to the
+    user's ``~/.cache`` (console scripts run by the tests inherit it), so a run measures
+    what CI measures."""
+    old = os.environ.get("TFAUTOCOMPRESS_CACHE_DIR")
+    os.environ["TFAUTOCOMPRESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("latency_cache"))
+    yield
+    if old is None:
+        del os.environ["TFAUTOCOMPRESS_CACHE_DIR"]
+    else:
+        os.environ["TFAUTOCOMPRESS_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     from tfautocompress._keras import keras

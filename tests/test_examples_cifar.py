@@ -16,7 +16,8 @@ with tfds.testing.mock_data(num_examples=12):
 """
 TINY = ["--steps_per_epoch=1", "--baseline_epochs=1", "--batch_size=4", "--rounds=1",
         "--admm_epochs=1", "--retrain_epochs=1", "--search_trials=1",
-        "--purification_trials=1", "--max_accuracy_drop=100", "--noexport_tflite"]
+        "--purification_trials=1", "--max_accuracy_drop=100", "--noexport_tflite",
+        "--columns=keep"]
 
 
 def test_example_runs_the_paper_recipe(tmp_path):

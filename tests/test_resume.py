@@ -14,7 +14,7 @@ import pytest
 # to be killed inside.
 TINY = ["--rounds=2", "--admm_epochs=2", "--retrain_epochs=2", "--search_trials=3",
         "--purification_trials=2", "--steps_per_epoch=4", "--max_accuracy_drop=100",
-        "--export_tflite=false", "--seed=1"]
+        "--export_tflite=false", "--columns=keep", "--seed=1"]
 # Where each stage is when its file appears (the kill lands right after).
 STAGES = {"search trial": "round_1/search/trial_*/trial.json",
           "ADMM epoch": "round_1/train/admm/checkpoint.json",

@@ -12,7 +12,8 @@ from tfautocompress.baseline import compile_for_training
 from tfautocompress.app.pipeline import AutoCompress, Config
 
 TINY = Config(max_rounds=1, admm_epochs=1, retrain_epochs=1, search_trials=2,
-              purification_trials=2, max_accuracy_drop=100.0, export_tflite=False, seed=3)
+              purification_trials=2, max_accuracy_drop=100.0, export_tflite=False,
+              columns="keep", seed=3)
 
 
 def _twins(model):
