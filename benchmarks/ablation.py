@@ -88,8 +88,8 @@ def markdown(rows, dense, targets):
         figures = " | ".join(
             f"{100 * row[k]['test_accuracy']:.2f} ({row[k]['conv_params_ratio']:.1f}x)"
             if k in row else "not reached" for k in (f"{t:g}x" for t in targets))
-        lines.append(f"| {name} | {figures} | {row['max_residual']:.3f} | "
-                     f"{row['max_cut']:.3f} | {row['wall_s'] / 60:.1f} min |")
+        lines.append(f"| {name} | {figures} | {row['max_residual']:.4f} | "
+                     f"{row['max_cut']:.4f} | {row['wall_s'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
 
