@@ -10,6 +10,18 @@ defaults or branches that the callers never reach.
 """
 
 EQUIVALENT = (
+    ('space.x__dies_with_rows',
+     'channels = layer.depthwise_kernel.shape[-2]',
+     'channels = layer.depthwise_kernel.shape[+2]',
+     'only a DepthwiseConv2D reaches this line (a 1-D one is not CONV and never in the space, so it returns before): its 4-D kernel has axis 2 = axis -2'),
+    ('space.x__dies_with_rows',
+     'channels = getattr(layer, "depthwise_kernel", layer_kinds.kernel_of(layer)).shape[-2]',
+     'channels = getattr(layer, "depthwise_kernel", layer_kinds.kernel_of(layer)).shape[+2]',
+     'only CONV layers of the tables reach this line (others return before), and their kernels are 4-D: axis 2 = axis -2'),
+    ('space.x__dies_with_rows',
+     'bias = 0 if getattr(layer, "bias", None) is None else int(layer.bias.shape[0])',
+     'bias = 0 if getattr(layer, "bias", ) is None else int(layer.bias.shape[0])',
+     'every Conv layer has a bias attribute (None without a bias)'),
     ('masks.x__project',
      'return np.outer(columns, filters).astype(np.float32).reshape(kernel.shape)',
      'return np.outer(columns, filters).astype(None).reshape(kernel.shape)',
