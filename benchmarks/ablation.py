@@ -37,7 +37,6 @@ import table
 FLAGS = flags.FLAGS
 
 
-
 def variants(batches):
     """``{variant: Config fields}`` (see the module's doc); ``batches``: steps an epoch."""
     updates4 = {"update_every": max(1, batches // 4)}
