@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 # Two rounds of 2 ADMM + 2 retraining epochs, so that every stage lasts long enough
@@ -75,20 +76,6 @@ def uninterrupted(baseline, tmp_path_factory):
     return out, done.stdout + done.stderr
 
 
-def test_same_seed_gives_the_same_report(baseline, uninterrupted, tmp_path):
-    out, _ = uninterrupted
-    run_to_end(baseline, str(tmp_path))
-    assert report(str(tmp_path)) == report(out)
-    for name in ("round_1/policy.json", "round_2/policy.json"):
-        with open(os.path.join(out, name)) as a, open(tmp_path / name) as b:
-            assert json.load(a) == json.load(b), name
-    import numpy as np
-
-    with np.load(os.path.join(out, "final", "masks.npz")) as a, \
-            np.load(tmp_path / "final" / "masks.npz") as b:
-        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
-
-
 def test_the_console_output_follows_the_run(uninterrupted):
     _, output = uninterrupted
     assert "[autocompress] trial 3/3: score" in output  # one line per search trial
@@ -113,7 +100,14 @@ def test_a_kill_at_any_stage_resumes_to_the_same_report(baseline, uninterrupted,
         process.wait()
     assert len(killed) >= 4, killed  # each of those was killed inside its stage
     run_to_end(baseline, out)
+    # the same command and seed: the uninterrupted run's report, policies and masks
     assert report(out) == report(uninterrupted[0])
+    for name in ("round_1/policy.json", "round_2/policy.json"):
+        with open(os.path.join(uninterrupted[0], name)) as a, open(os.path.join(out, name)) as b:
+            assert json.load(a) == json.load(b), name
+    with np.load(os.path.join(uninterrupted[0], "final", "masks.npz")) as a, \
+            np.load(os.path.join(out, "final", "masks.npz")) as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     assert not glob.glob(os.path.join(out, "round_*", "train"))  # checkpoints cleaned up
 
 
