@@ -113,20 +113,19 @@ class PurificationTuner(base_tuner.BaseTuner):
     validation accuracy stays >= ``min_accuracy``, else minus the shortfall."""
 
     def __init__(self, oracle, model, masks, validation_data, min_accuracy,
-                 objective="params", **kwargs):
+                 objective="params", latency=None, **kwargs):
         self.model, self.masks = model, dict(masks)
         self.validation_data, self.min_accuracy = validation_data, float(min_accuracy)
-        self._attr = {"params": "conv_params", "macs": "conv_macs"}[
-            cost.check_objective(objective)]
+        self._cost = _cost_of(objective, latency)
         self._graph = graph_lib.analyze(model)
-        self._start_cost = getattr(cost.count(model, self.masks), self._attr)
+        self._start_cost = self._cost(cost.count(model, self.masks))
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
 
     def evaluate(self, scales):
         """``(score, val_accuracy, masks)`` of ``scales``."""
         masks = purification.purify(self.model, self.masks, scales, self._graph)
         acc = evaluate.accuracy(apply_masks(self.model, masks), self.validation_data)
-        removed = 1.0 - getattr(cost.count(self.model, masks), self._attr) / max(self._start_cost, 1)
+        removed = 1.0 - self._cost(cost.count(self.model, masks)) / max(self._start_cost, 1e-9)
         score = removed if acc >= self.min_accuracy else acc - self.min_accuracy
         return float(score), float(acc), masks
 
@@ -142,18 +141,30 @@ class PurificationTuner(base_tuner.BaseTuner):
         return ThresholdOracle.scales(trials[0].hyperparameters.values)
 
 
+def _cost_of(objective, latency):
+    """What purification removes a share of: CONV params or MACs of a ``cost.count``,
+    or the ms ``latency`` (a ``LatencyModel``) predicts for it."""
+    if cost.check_objective(objective) != "latency":
+        attr = {"params": "conv_params", "macs": "conv_macs"}[objective]
+        return lambda report: getattr(report, attr)
+    if latency is None:
+        raise ValueError("objective 'latency' needs latency= (the model's LatencyModel).")
+    return latency.predict_report
+
+
 def search_thresholds(model, masks, validation_data, min_accuracy, *, objective="params",
-                      max_trials=12, max_scale=1.0, seed=0, directory=None,
+                      latency=None, max_trials=12, max_scale=1.0, seed=0, directory=None,
                       project_name="purification", verbose=0):
     """Search per-layer scales; returns ``(purified masks, scales, val_accuracy)``.
 
     The layers are those with a mask. The result keeps validation accuracy >=
     ``min_accuracy`` (the untouched masks, closed, if no setting does).
+    ``latency``: the model's ``LatencyModel`` when ``objective="latency"``.
     """
     names = [n for n in masks if np.ndim(masks[n]) > 1]
     oracle = ThresholdOracle(names, max_scale=max_scale, max_trials=max_trials, seed=seed)
     tuner = PurificationTuner(oracle, model, masks, validation_data, min_accuracy,
-                              objective=objective, directory=directory,
+                              objective=objective, latency=latency, directory=directory,
                               project_name=project_name, overwrite=False)
     tuner.search(verbose=verbose)
     scales = tuner.best_scales()

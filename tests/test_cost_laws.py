@@ -56,8 +56,34 @@ def test_ratios_against_an_empty_report_are_infinite():
 
 
 def test_an_unknown_objective_names_itself_and_the_accepted_ones():
-    with pytest.raises(ValueError, match=r"objective 'flops' is not one of \('params', 'macs'\)"):
+    with pytest.raises(ValueError, match=r"objective 'flops' is not one of "
+                                         r"\('params', 'macs', 'latency'\)"):
         cost.check_objective("flops")
+
+
+def test_each_kernel_counts_its_live_filters_and_the_inputs_it_still_reads():
+    """Two filters of conv_a pruned: conv_b reads 6 of its 8 channels, the Dense after
+    Flatten 6 of every 8 inputs; the latency model times exactly these GEMMs."""
+    import numpy as np
+
+    from tfautocompress._keras import keras
+
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(4, 1, name="conv_b")(x)
+    x = keras.layers.Conv2D(8, 1, name="conv_c")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="fc")(x))
+    mask = np.ones((3, 3, 3, 8), np.float32)
+    mask[..., :2] = 0.0
+    rows = {r.name: (r.filters, r.inputs) for r in cost.count(model, {"conv_a": mask}).layers}
+    assert rows["conv_a"] == (6, 3) and rows["conv_b"] == (4, 6) and rows["fc"] == (5, 128)
+    dense = {r.name: (r.filters, r.inputs) for r in cost.count(model).layers}
+    assert dense["conv_a"] == (8, 3) and dense["conv_c"] == (8, 4)
+    masks = {"conv_c": np.concatenate([np.zeros((1, 1, 4, 2)), np.ones((1, 1, 4, 6))], -1)}
+    assert {r.name: r.inputs for r in cost.count(model, masks).layers}["fc"] == 96
+    with pytest.raises(ValueError, match="objective 'latency' is predicted, not counted"):
+        cost.exact_compression_ratio(model, None, "latency")
 
 
 def test_the_table_lists_the_layers_that_cost_something_then_the_totals():

@@ -1,5 +1,6 @@
 """A run you can trust: the same command and seed give the same report, and a run
-killed (SIGKILL) at any stage and rerun ends with the uninterrupted run's report."""
+killed (SIGKILL) at any stage and rerun ends with the uninterrupted run's report.
+The runs search a latency target: the latency model, timed once, is part of the run."""
 import glob
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 # to be killed inside.
 TINY = ["--rounds=2", "--admm_epochs=2", "--retrain_epochs=2", "--search_trials=3",
         "--purification_trials=2", "--steps_per_epoch=4", "--max_accuracy_drop=100",
-        "--export_tflite=false", "--columns=keep", "--seed=1"]
+        "--export_tflite=false", "--columns=keep", "--seed=1", "--objective=latency"]
 # Where each stage is when its file appears (the kill lands right after).
 STAGES = {"search trial": "round_1/search/trial_*/trial.json",
           "ADMM epoch": "round_1/train/admm/checkpoint.json",
@@ -23,7 +24,8 @@ STAGES = {"search trial": "round_1/search/trial_*/trial.json",
           "round written, state not": "round_2/metrics.json",
           "purification search": "purification_1/*"}
 # Figures that are measurements of the machine, not results of the run.
-UNTIMED = ("wall_s", "decision_wall_s")
+UNTIMED = ("wall_s", "decision_wall_s", "measured_ms", "dense_ms", "compact_ms",
+           "measured_speedup", "error")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,23 @@ def test_the_console_output_follows_the_run(uninterrupted):
     assert "task_loss" in output and "admm_penalty" in output  # ADMM's loss, apart
     assert "admm_res/" not in output  # per-layer logs stay out of the epoch line
     assert "retracing" not in output
+    assert "timing 6 layers alone for the latency model" in output
+
+
+def test_the_latency_target_is_predicted_and_checked(uninterrupted):
+    out, _ = uninterrupted
+    with open(os.path.join(out, "report.json")) as f:
+        final = json.load(f)["final"]
+    latency, last_round = final["latency"], final["purification"]
+    convs = {f"block{b}_{k}_conv" for b in (1, 2, 3) for k in (1, 2)}
+    assert set(latency["layers"]) == convs  # every CONV layer, each timed alone
+    for name, layer in latency["layers"].items():
+        assert layer["predicted_ms"] > 0 and layer["measured_ms"] > 0, name
+        assert layer["filters"] <= 128 and layer["inputs"] >= 1, name
+    # the purified model's predicted ratio is what the final step predicts for its compact model
+    assert latency["predicted_speedup"] == pytest.approx(last_round["objective_ratio"], rel=1e-6)
+    with open(os.path.join(out, "report.md")) as f:
+        assert "## Latency: predicted vs measured" in f.read()
 
 
 def test_a_kill_at_any_stage_resumes_to_the_same_report(baseline, uninterrupted, tmp_path):

@@ -36,7 +36,8 @@ import numpy as np
 from tfautocompress import graph as graph_lib, layer_kinds, masks as masks_lib
 from tfautocompress._keras import as_tf_keras, keras
 
-OBJECTIVES = ("params", "macs")
+COUNTED = ("params", "macs")  # what ``count`` counts; latency is predicted (``latency_model``)
+OBJECTIVES = COUNTED + ("latency",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,10 @@ class LayerCost:
     output_shape: tuple
     conv: bool
     calls: int = 1  # how often the model calls the layer (shared layers: more than once)
+    # The kernel's live filters and live input channels (units, for Dense): the GEMM
+    # that ``latency_model`` times; 0 for layers without a (filters-last) kernel.
+    filters: int = 0
+    inputs: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +119,9 @@ def exact_compression_ratio(model, policy, objective="params"):
     """Dense / remaining (N x) of ``policy`` over its space's scope (every CONV layer
     and the space's layers), counted on ``model`` with the policy's magnitude masks
     (the exact count that ``space.PolicySpace``'s analytic estimate approximates)."""
-    check_objective(objective)
+    if check_objective(objective) not in COUNTED:
+        raise ValueError(f"objective {objective!r} is predicted, not counted: use "
+                         "PolicySpace.compression_ratio with the space's latency model.")
     dense = count(model)
     pruned = count(model, masks_lib.magnitude_masks(model, policy))
     scope = {r.name for r in dense.layers if r.conv} | set(policy.space.names)
@@ -193,7 +200,11 @@ def _layer_cost(layer, mask, calls=1, kept_inputs=1.0):
         params += n
     # A Dense applied to feature maps is a 1×1 conv (ConvNeXt's pointwise layers).
     conv = layout.conv or (layout.kind == "dense" and len(out_shape) > 1)
-    return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape, conv, calls)
+    inputs = 0
+    if layout.filter_axes == (-1,):  # (..., inputs, filters): conv, separable, dense
+        inputs = int(np.any(kept, axis=tuple(range(kept.ndim - 2)) + (kept.ndim - 1,)).sum())
+    return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape, conv, calls,
+                     int(live.sum()), inputs)
 
 
 def _parameters(layer):

@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from tfautocompress import cost, graph as graph_lib, layer_kinds, schemes as schemes_lib
+from tfautocompress import cost, graph as graph_lib, latency_model, layer_kinds, schemes as schemes_lib
 
 __all__ = ["SCHEME_SETS", "check_real", "LayerSpec", "PolicySpace"]
 
@@ -130,10 +130,16 @@ class PolicySpace:
     fixed_params: int = 0
     fixed_macs: int = 0
     floors: tuple = ()
+    latency: latency_model.LatencyModel = None  # what objective "latency" predicts with
 
     def __post_init__(self):
         layers = tuple(l if isinstance(l, LayerSpec) else LayerSpec(**l) for l in self.layers)
         object.__setattr__(self, "layers", layers)
+        if isinstance(self.latency, dict):
+            object.__setattr__(self, "latency", latency_model.LatencyModel.from_config(self.latency))
+        if self.latency is not None:
+            for name in self.names:
+                self.latency.layer(name)  # raises, naming the layers it has
         if not layers:
             raise ValueError("PolicySpace needs at least one prunable layer, got none.")
         if self.scheme_set not in SCHEME_SETS:
@@ -185,7 +191,7 @@ class PolicySpace:
 
     @classmethod
     def from_model(cls, model, scheme_set="filter+column", max_fraction=0.99,
-                   include_dense=False, previous=None):
+                   include_dense=False, previous=None, latency=None):
         """The space of ``model``'s prunable CONV layers (and Dense with ``include_dense``).
 
         Prunable = producers of channel groups that ``graph.analyze`` may prune
@@ -196,6 +202,9 @@ class PolicySpace:
         policy removed (``PruningPolicy.effective``), so this round only prunes more.
         Mixing irregular with structured rounds, or a filter-only round after a
         column-pruning one, raises ValueError naming the layer.
+
+        ``latency``: a ``latency_model.LatencyModel`` of the dense model (timings of
+        every layer of the space), for ``objective="latency"``.
         """
         report = {row.name: row for row in cost.count(model).layers}
         channel_graph = graph_lib.analyze(model)
@@ -215,7 +224,7 @@ class PolicySpace:
         fixed_params = sum(r.params for r in scope) - sum(s.dense("params") for s in specs)
         fixed_macs = sum(r.macs for r in scope) - sum(s.dense("macs") for s in specs)
         space = cls(tuple(specs), scheme_set, max_fraction, int(round(fixed_params)),
-                    int(round(fixed_macs)))
+                    int(round(fixed_macs)), latency=latency)
         return space if previous is None else space.next_round(previous)
 
     def next_round(self, previous):
@@ -287,9 +296,23 @@ class PolicySpace:
         return self._layer_kept({}, "params")
 
     def dense_cost(self, objective="params"):
-        """Params or MACs of the scope in the dense model."""
-        fixed = self.fixed_params if cost.check_objective(objective) == "params" else self.fixed_macs
+        """Params or MACs of the scope in the dense model (latency: the whole model's ms)."""
+        fixed = self._fixed(objective)
+        if objective == "latency":
+            return fixed + sum(self.latency.layer_ms(s.name, s.filters, s.in_size)
+                               for s in self.layers)
         return fixed + sum(s.dense(objective) for s in self.layers)
+
+    def _fixed(self, objective):
+        """The cost outside the space's kernels (ValueError for a latency objective
+        without a latency model)."""
+        if cost.check_objective(objective) == "latency":
+            if self.latency is None:
+                raise ValueError("objective 'latency' needs the model's latency model: "
+                                 "PolicySpace.from_model(model, ..., latency=LatencyModel) "
+                                 "(tflite_tools.latency.measure_latency_model measures one).")
+            return self.latency.fixed_ms
+        return self.fixed_params if objective == "params" else self.fixed_macs
 
     def remaining_cost(self, actions, objective="params"):
         """Analytic params or MACs left by ``{name: LayerAction}`` (missing = dense).
@@ -298,12 +321,12 @@ class PolicySpace:
         channels survive their producers' filter pruning (coupled producers drop
         the filters of the largest fraction, as ``masks.magnitude_masks`` does).
         """
-        cost.check_objective(objective)
-        total = self.fixed_params if objective == "params" else self.fixed_macs
-        return total + sum(self._layer_kept(actions, objective).values())
+        return self._fixed(objective) + sum(self._layer_kept(actions, objective).values())
 
     def _layer_kept(self, actions, objective):
-        """``{name: kept params or MACs}``; missing actions prune only the floors."""
+        """``{name: kept params, MACs or predicted ms}``; missing actions prune only the
+        floors. Latency counts kept filters and live input channels only
+        (``latency_model``: a layer keeps its pruned columns' multiplications)."""
         result = {}
         for spec in self.layers:
             action = actions.get(spec.name)
@@ -318,6 +341,9 @@ class PolicySpace:
             filters = spec.filters if self.scheme_set == "irregular" else spec.kept_filters(first)
             if objective == "params":
                 result[spec.name] = kept + filters * (spec.bias + spec.channelwise[0])
+            elif objective == "latency":
+                result[spec.name] = self.latency.layer_ms(spec.name, filters,
+                                                          spec.in_size * alive_in)
             else:
                 result[spec.name] = kept * spec.positions + filters * spec.channelwise[1]
         return result
@@ -339,7 +365,8 @@ class PolicySpace:
 
     def compression_ratio(self, actions, objective="params"):
         """Analytic dense / remaining (N x) of ``{name: LayerAction}``."""
-        return self.dense_cost(objective) / max(self.remaining_cost(actions, objective), 1)
+        smallest = 1e-9 if objective == "latency" else 1  # ms, or a count
+        return self.dense_cost(objective) / max(self.remaining_cost(actions, objective), smallest)
 
     def get_config(self):
         layers = [dict(dataclasses.asdict(s), reads=[[list(p), c, r] for p, c, r in s.reads],
@@ -347,6 +374,8 @@ class PolicySpace:
         config = {"layers": layers,
                   "scheme_set": self.scheme_set, "max_fraction": self.max_fraction,
                   "fixed_params": self.fixed_params, "fixed_macs": self.fixed_macs}
+        if self.latency is not None:
+            config["latency"] = self.latency.get_config()
         if self.floors:
             config["floors"] = {
                 name: ({"fraction": first} if self.scheme_set == "irregular" else

@@ -1,5 +1,12 @@
-"""Host TFLite latency of one column-sparse Conv2D in each form: what ``compact``'s
-``columns="auto"`` chooses by (``lowering.decide``'s ``measure``).
+"""Host TFLite latency of single layers: the timings behind ``objective="latency"``
+(``measure_latency_model``) and behind ``compact``'s ``columns="auto"``
+(``LayerLatency``, ``lowering.decide``'s ``measure``).
+
+``measure_latency_model`` times each prunable Conv2D or Dense layer alone at a
+quarter, half and all of its filters and of its input channels
+(``latency_model.GRID``, 9 single-layer models), fits each layer's
+``LayerLatencyModel`` and times the whole model once; every timing is cached
+per machine like the lowering's, so the same command gives the same model.
 
 ``LayerLatency`` times the layer alone in host TFLite (LiteRT, XNNPACK, 1 thread)
 in the kept form and both lowered forms (``lowering.FORMS``), in alternating
@@ -18,12 +25,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging as absl_logging
 
-from tfautocompress import artifacts
+from tfautocompress import artifacts, latency_model
 from tfautocompress._keras import keras
 from tfautocompress.lowering import FORMS, KEEP, ColumnSparseConv2D, Decision
 from tfautocompress.tflite_tools import benchmark
 
-__all__ = ["machine_cache_path", "LatencyCache", "LayerLatency"]
+__all__ = ["machine_cache_path", "LatencyCache", "LayerLatency", "measure_latency_model",
+           "filter_tile", "predicted_vs_measured"]
 
 # A lowered form must beat the kept conv by this share to be chosen: single-layer
 # timings on a shared CPU jitter by 5-10 % between runs, the lowered graph's extra
@@ -113,6 +121,147 @@ def _measure(config, input_shape, rows, threads, runs, rounds):
     medians = benchmark.interleaved_latency_ms(list(contents.values()), threads=threads,
                                                runs=runs, rounds=rounds)
     return dict(zip(contents, medians))
+
+
+# The parts of a layer's config that its timing depends on (beside its input shape).
+_TIMED = ("filters", "units", "kernel_size", "strides", "padding", "dilation_rate", "groups",
+          "use_bias", "activation", "data_format")
+
+
+def measure_latency_model(model, names, threads=1, cache=None, runs=50, rounds=5):
+    """The ``latency_model.LatencyModel`` of ``model`` (built, static input shape) on
+    this host: each of layers ``names`` (Conv2D with ``groups=1``, or Dense) timed
+    alone in TFLite (LiteRT, XNNPACK, ``threads``) at the ``GRID``'s kept filters ×
+    input channels and fitted; ``fixed_ms``: the whole model's timing minus the
+    layers' dense predictions. ``cache`` as ``LayerLatency``'s."""
+    cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
+    grids = {}
+    for name in names:
+        layer = model.get_layer(name)
+        filters, channels = _geometry(layer)
+        grids[name] = [(layer, f, c) for f in latency_model.grid_counts(filters)
+                       for c in latency_model.grid_counts(channels)]
+    points = [point for grid in grids.values() for point in grid]
+    timed = _timed_points(points, threads, cache, runs, rounds)
+    tile = filter_tile(threads, cache, runs, rounds)
+    layers, at = {}, 0
+    for name, grid in grids.items():
+        layers[name] = latency_model.LayerLatencyModel.fit(
+            [(latency_model.tiled(f, tile), c, ms)
+             for (_, f, c), ms in zip(grid, timed[at:at + len(grid)])])
+        at += len(grid)
+    key = json.dumps(["model", hashlib.sha256(model.to_json().encode()).hexdigest()[:16],
+                      threads])
+    whole = cache.get(key)
+    if whole is None:
+        with _quiet_tf_logs():
+            content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        whole = benchmark.interleaved_latency_ms([content], threads=threads, runs=runs,
+                                                 rounds=rounds)[0]
+        cache.put(key, whole)
+    timed_model = latency_model.LatencyModel(layers, 0.0, filter_tile=tile)
+    dense = timed_model.predict({n: _geometry(model.get_layer(n)) for n in names})
+    return latency_model.LatencyModel(
+        layers, whole - dense, f"host TFLite (LiteRT, XNNPACK), {threads} thread(s)", tile)
+
+
+# The tile probe: a 3x3 conv on a 16x16x32 input keeping 32 filters, and 32 - t + 1
+# (the first count of the tile below 32 if tiles were t wide) for each candidate t.
+_TILES = (2, 4, 8, 16, 32)
+_SAME_TILE = 0.93  # a count in the same tile runs at least this share of 32's time
+
+
+def filter_tile(threads=1, cache=None, runs=50, rounds=5):
+    """How many filters this host's TFLite computes at once (``latency_model``'s
+    ``filter_tile``): the widest ``t`` of ``_TILES`` for which a conv keeping
+    ``32 - t + 1`` filters runs as long as one keeping 32 (1 if none does)."""
+    probe = keras.layers.Conv2D(32, 3, padding="same", name="probe")
+    probe(keras.Input((16, 16, 32)))  # its input shape
+    counts = [32] + [32 - t + 1 for t in _TILES]
+    full, *others = _timed_points([(probe, f, 32) for f in counts], threads, cache, runs, rounds)
+    tile = 1
+    for t, ms in zip(_TILES, others):
+        if ms < _SAME_TILE * full:
+            break
+        tile = t
+    return tile
+
+
+def predicted_vs_measured(dense_model, compact_model, model, threads=1, runs=100, rounds=5):
+    """How well ``model`` (a ``LatencyModel`` of ``dense_model``) predicted
+    ``compact_model`` (``compact(..., columns="keep")``: the same layer names): the
+    two whole models timed in alternating rounds, and each timed layer of the compact
+    model alone at its filters and input channels (not cached: measured now)."""
+    names = list(model.layers)
+    points = [(compact_model.get_layer(n), *_geometry(compact_model.get_layer(n)))
+              for n in names]
+    with _quiet_tf_logs():
+        contents = [tf.lite.TFLiteConverter.from_keras_model(m).convert()
+                    for m in (dense_model, compact_model)]
+    *layers_ms, dense_ms, compact_ms = benchmark.interleaved_latency_ms(
+        [_convert_single(*point) for point in points] + contents, threads=threads,
+        runs=runs, rounds=rounds)
+    layers = {}
+    for name, (_, f, c), ms in zip(names, points, layers_ms):
+        predicted = model.layer_ms(name, f, c)
+        layers[name] = {"filters": f, "inputs": c, "predicted_ms": predicted, "measured_ms": ms,
+                        "error": predicted / ms - 1.0}
+    predicted_compact = model.predict({n: (f, c) for n, (_, f, c) in zip(names, points)})
+    predicted_dense = model.predict({n: _geometry(dense_model.get_layer(n)) for n in names})
+    return {"device": model.device, "dense_ms": dense_ms, "compact_ms": compact_ms,
+            "measured_speedup": dense_ms / compact_ms,
+            "predicted_speedup": predicted_dense / predicted_compact,
+            "predicted_compact_ms": predicted_compact, "layers": layers}
+
+
+def _timed_points(points, threads=1, cache=None, runs=50, rounds=5):
+    """Median ms of each ``(layer, filters, input_channels)`` of ``points``: the layer
+    alone in TFLite with that many filters (units) and input channels, timed in
+    alternating rounds (the cached ones are not timed again)."""
+    cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
+    keys, contents = [], {}
+    for layer, filters, channels in points:
+        config, shape = _single_layer(layer, filters, channels)
+        key = json.dumps([type(layer).__name__, shape, {k: config[k] for k in _TIMED
+                                                        if k in config}, threads],
+                         sort_keys=True, default=list)
+        keys.append(key)
+        if cache.get(key) is None and key not in contents:
+            contents[key] = _convert_single(layer, filters, channels)
+    if contents:
+        medians = benchmark.interleaved_latency_ms(list(contents.values()), threads=threads,
+                                                   runs=runs, rounds=rounds)
+        for key, ms in zip(contents, medians):
+            cache.put(key, ms)
+    return [cache.get(key) for key in keys]
+
+
+def _convert_single(layer, filters, channels):
+    """``.tflite`` bytes of ``layer`` alone with ``filters`` and ``channels`` (batch 1)."""
+    config, shape = _single_layer(layer, filters, channels)
+    inputs = keras.Input(batch_shape=shape)
+    single = keras.Model(inputs, type(layer).from_config(config)(inputs))
+    with _quiet_tf_logs():
+        return tf.lite.TFLiteConverter.from_keras_model(single).convert()
+
+
+def _geometry(layer):
+    """``(filters, input channels)`` of a plain Conv2D or a Dense layer."""
+    plain_conv = type(layer) is keras.layers.Conv2D and layer.groups == 1
+    if not (plain_conv or type(layer) is keras.layers.Dense):
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): objective 'latency' "
+                         "times Conv2D (groups=1) and Dense layers only; use objective "
+                         "'params' or 'macs' for this model.")
+    units = layer.filters if plain_conv else layer.units
+    return int(units), int(layer.input_shape[-1])
+
+
+def _single_layer(layer, filters, channels):
+    """The config and batch-1 input shape of ``layer`` with ``filters`` and ``channels``."""
+    _geometry(layer)
+    config = dict(layer.get_config(), name="layer")
+    config["filters" if "filters" in config else "units"] = int(filters)
+    return config, (1,) + tuple(layer.input_shape[1:-1]) + (int(channels),)
 
 
 @contextlib.contextmanager

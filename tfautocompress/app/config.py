@@ -15,7 +15,7 @@ from absl import flags
 __all__ = ["Config", "define_flags", "round_seed", "step_seed", "OBJECTIVES", "SCHEME_SETS",
            "COLUMNS", "DISTRIBUTIONS", "SEARCH_SCORES"]
 
-OBJECTIVES = ("params", "macs")
+OBJECTIVES = ("params", "macs", "latency")
 SCHEME_SETS = ("filter", "filter+column", "irregular")
 COLUMNS = ("keep", "lower", "auto", "rows", "slices")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
@@ -64,14 +64,19 @@ class Config:
     it to the number of keras-tuner search workers (the same value gives the same
     trials in one process).
     ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
-    ``"auto"`` lowers the column-sparse convolutions that run faster in host TFLite).
+    ``"auto"`` lowers the column-sparse convolutions that run faster in host TFLite;
+    ``objective="latency"`` compacts with ``"keep"``, the form its latency model times).
     ``validation_freq``: the training phases' per-epoch validation
     (``evaluate.fit_validation``: every this many epochs, 0: none); the rounds and
     bounds use the validation accuracy measured after each phase either way.
     """
 
-    objective: str = _setting("params", "What the compression ratio counts (CONV layers).",
-                              choices=OBJECTIVES)
+    objective: str = _setting(
+        "params", "What the compression ratio counts: CONV params or MACs, or latency (dense / "
+        "compact latency in TFLite, predicted from single-layer timings on this host).",
+        choices=OBJECTIVES)
+    latency_threads: int = _setting(
+        1, "Threads of the host TFLite timings behind --objective=latency.", lower_bound=1)
     target_compression_ratio: float = _setting(
         None, "Stop Phase I at this compression ratio (dense / kept, N x); default: as far "
         "as the accuracy bound allows.", flag="target_ratio")
@@ -130,7 +135,11 @@ class Config:
             if getattr(self, name) not in accepted:
                 raise ValueError(f"Config.{name}={getattr(self, name)!r}; accepted: "
                                  f"{', '.join(map(repr, accepted))}.")
-        checks = {"max_rounds": self.max_rounds >= 1, "search_trials": self.search_trials >= 1,
+        if self.objective == "latency" and self.scheme_set == "irregular":
+            raise ValueError("Config.objective='latency' with scheme_set='irregular': scattered "
+                             "zeros run as fast as dense weights; use scheme_set 'filter' or "
+                             "'filter+column'.")
+        checks = {"max_rounds": self.max_rounds >= 1, "latency_threads": self.latency_threads >= 1, "search_trials": self.search_trials >= 1,
                   "search_parallel": self.search_parallel >= 1,
                   "validation_freq": self.validation_freq >= 0,
                   "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,

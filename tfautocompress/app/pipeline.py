@@ -10,7 +10,9 @@ from the previous round. A round is kept if its validation accuracy stays within
 ``max_accuracy_drop`` (percentage points) of the baseline's; the first round that
 breaks the bound is rejected and Phase I ends with the previous round. Phase I also
 ends at ``target_compression_ratio`` (objective ``params`` or ``macs``, counted on
-the CONV layers as the paper's tables), at ``max_rounds``, or when the target is
+the CONV layers as the paper's tables, or ``latency``: dense / compact TFLite latency
+as predicted by the ``LatencyModel`` timed on this host, which the final step checks
+against the measured speedup), at ``max_rounds``, or when the target is
 infeasible. Phase II (``purification``) removes near-zero filters/columns and unused
 weights under the same bound; ``compact`` builds the smaller dense model, with its
 column-sparse convolutions lowered where that is faster (``Config.columns``); optionally
@@ -48,6 +50,7 @@ from tfautocompress.app.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks, compact, compact_lowered, flatten
 from tfautocompress.evaluate import accuracy
+from tfautocompress.latency_model import LatencyModel
 from tfautocompress.schemes import Scheme
 from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, workers
 from tfautocompress.search.oracle import InfeasibleTargetError
@@ -91,7 +94,8 @@ class AutoCompress:
                                  "resume, or choose a new output_dir.")
         else:
             self.state = {"config": dataclasses.asdict(self.config), "baseline": None,
-                          "rounds": [], "phase1_end": None, "purification": None, "final": None}
+                          "rounds": [], "phase1_end": None, "purification": None, "final": None,
+                          "latency_model": None}
 
     # ------------------------------------------------------------ helpers ---
     def reload_state(self):
@@ -114,8 +118,27 @@ class AutoCompress:
                 "wall_s": float(wall_s)}
 
     def _ratio(self, counted):
+        if self.config.objective == "latency":
+            model = self._latency_model()
+            return model.predict_report(self._dense) / model.predict_report(counted)
         attr = "conv_params" if self.config.objective == "params" else "conv_macs"
         return getattr(self._dense, attr) / max(getattr(counted, attr), 1)
+
+    def _latency_model(self):
+        """``objective="latency"``: the dense model's ``LatencyModel``, timed on this host
+        once and kept in the state (a resumed run and the search workers use the same
+        one); None for the counted objectives."""
+        if self.config.objective != "latency":
+            return None
+        if self.state.get("latency_model") is None:
+            names = space_lib.PolicySpace.from_model(self.model, self.config.scheme_set).names
+            self._log(f"timing {len(names)} layers alone for the latency model")
+            measured = latency.measure_latency_model(self.model, names,
+                                                     self.config.latency_threads,
+                                                     latency.machine_cache_path())
+            self.state["latency_model"] = measured.get_config()
+            self._save_state()
+        return LatencyModel.from_config(self.state["latency_model"])
 
     def _floor(self):
         return self.state["baseline"]["val_accuracy"] - self.config.max_accuracy_drop / 100.0
@@ -217,7 +240,8 @@ class AutoCompress:
             kwargs["target_compression_ratio"] = target
         # This round's space (§3.5): floors at what the last accepted round removed.
         space = space_lib.PolicySpace.from_model(model, cfg.scheme_set, cfg.max_fraction,
-                                                 previous=current.policy if current else None)
+                                                 previous=current.policy if current else None,
+                                                 latency=self._latency_model())
         oracle = sa_oracle.EnhancedSAOracle(
             space, cfg.objective, previous_compression_ratio=previous,
             round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
@@ -294,7 +318,7 @@ class AutoCompress:
             with workers.local_search():  # search workers serve Phase I only
                 found, scales, _ = thresholds.search_thresholds(
                     model, masks, self.splits.val, bound, objective=cfg.objective,
-                    max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
+                    latency=self._latency_model(), max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
                     seed=cfg.seed + r - 1, directory=self.output_dir,
                     project_name=f"purification_{r}")
             reached = self._ratio(cost.count(model, found))
@@ -312,7 +336,9 @@ class AutoCompress:
             model, masks = purified.model, purified.masks
             path = os.path.join(self.output_dir, "final")
             measure = latency.LayerLatency(latency.machine_cache_path())
-            small, small_masks, lowered = compact_lowered(model, masks, self.config.columns,
+            # the latency model times each conv as it is kept: its compact model keeps them
+            columns = "keep" if self.config.objective == "latency" else self.config.columns
+            small, small_masks, lowered = compact_lowered(model, masks, columns,
                                                           measure, verbose=self.verbose)
             # Keras 3 has no twin of the lowered layer yet: its compact model keeps the
             # zero columns (the TFLite export below runs the lowered one).
@@ -333,6 +359,9 @@ class AutoCompress:
             if self.config.export_tflite:
                 record["tflite"] = benchmark.dense_vs_compact(self.model, small, path,
                                                               self.splits.val)
+            if self.config.objective == "latency":
+                record["latency"] = latency.predicted_vs_measured(
+                    self.model, small, self._latency_model(), self.config.latency_threads)
             record["wall_s"] = time.perf_counter() - start
             self.state["final"] = record
             self._save_state()

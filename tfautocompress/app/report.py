@@ -24,7 +24,7 @@ from tfautocompress import schemes as schemes_lib
 __all__ = ["layer_summary", "scheme_split", "lowering_summary", "build", "write", "subplots"]
 
 KEYS = ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
-        "params_ratio", "macs_ratio", "wall_s")
+        "params_ratio", "macs_ratio", "objective_ratio", "wall_s")
 
 # A round's ADMM figures per layer (report field: prefix of the per-layer ADMM logs).
 RESIDUALS = {"admm_residuals": "admm_res/", "admm_dual_residuals": "admm_dual/",
@@ -101,6 +101,21 @@ def _lowering_lines(lowering):
     return lines
 
 
+def _latency_lines(latency):
+    """The latency model's prediction of the compact model against its timings."""
+    lines = ["", f"## Latency: predicted vs measured ({latency['device']})", "",
+             "| layer | filters | inputs | predicted ms | measured ms (alone) | error |",
+             "|---|---|---|---|---|---|"]
+    for name, v in latency["layers"].items():
+        lines.append(f"| {name} | {v['filters']} | {v['inputs']} | {v['predicted_ms']:.4f} | "
+                     f"{v['measured_ms']:.4f} | {100 * v['error']:+.1f} % |")
+    lines.append(f"\nWhole model: dense {latency['dense_ms']:.3f} ms, compact "
+                 f"{latency['compact_ms']:.3f} ms (predicted {latency['predicted_compact_ms']:.3f}"
+                 f"): speedup {latency['measured_speedup']:.2f}x measured, "
+                 f"{latency['predicted_speedup']:.2f}x predicted.")
+    return lines
+
+
 def _entry(record):
     entry = {key: record.get(key) for key in KEYS}
     entry["layers"] = record.get("layers", {})
@@ -126,7 +141,7 @@ def build(state):
     final["purification"] = {k: state["purification"][k] for k in KEYS}
     final["purification"]["rounds"] = state["purification"].get("rounds", [])
     for key in ("tflite", "max_abs_diff_vs_masked", "keras3_max_abs_diff", "compact_params",
-                "lowering"):
+                "lowering", "latency"):
         if key in state["final"]:
             final[key] = state["final"][key]
     final["wall_s"] = (sum(r["wall_s"] for r in rounds) + state["purification"]["wall_s"]
@@ -138,7 +153,9 @@ def build(state):
 def _budget_lines(report):
     """Each round's hard constraint: search target, analytic budget of the chosen
     policy, ratio reached after ADMM + masked retraining, and the SA schedule."""
-    lines = ["## Phase I: search target vs reached", "",
+    objective = (report.get("config") or {}).get("objective", "params")
+    predicted = " (predicted by the latency model)" if objective == "latency" else ""
+    lines = [f"## Phase I: search target vs reached, objective {objective}{predicted}", "",
              "| round | search target | chosen policy (analytic) | reached | SA trials / temperatures |",
              "|---|---|---|---|---|"]
     for r in report["rounds"]:
@@ -160,18 +177,22 @@ def _budget_lines(report):
 
 
 def _markdown(report):
+    latency = (report.get("config") or {}).get("objective") == "latency"
     lines = ["# AutoCompress report", "",
-             "Ratios are dense / kept (N x) over CONV layers; accuracies in %.", "",
-             "| step | val acc | test acc | CONV params | CONV MACs | filter / column share | wall s |",
-             "|---|---|---|---|---|---|---|"]
+             "Ratios are dense / kept (N x) over CONV layers; accuracies in %"
+             + ("; latency: dense / compact, predicted by the latency model." if latency else "."),
+             "", "| step | val acc | test acc | CONV params | CONV MACs | "
+             + ("latency | " if latency else "") + "filter / column share | wall s |",
+             "|---" * (7 + latency) + "|"]
     steps = [("baseline", report["baseline"])]
     steps += [(f"round {r['round']}{'' if r['accepted'] else ' (rejected)'}", r)
               for r in report["rounds"]]
     steps.append(("final (purified, compact)", report["final"]))
     for name, e in steps:
         split = e["scheme_split"]
+        speedup = f"| {e['objective_ratio']:.2f}x " if latency else ""
         lines.append(f"| {name} | {100 * e['val_accuracy']:.2f} | {100 * e['test_accuracy']:.2f} "
-                     f"| {e['conv_params_ratio']:.2f}x | {e['conv_macs_ratio']:.2f}x "
+                     f"| {e['conv_params_ratio']:.2f}x | {e['conv_macs_ratio']:.2f}x {speedup}"
                      f"| {split['filter']:.2f} / {split['column']:.2f} | {e['wall_s']:.1f} |")
     lines += ["", f"Phase I ended: {report.get('phase1_end')}", ""]
     lines += _budget_lines(report)
@@ -200,6 +221,8 @@ def _markdown(report):
                     if layer in e["admm_residuals"] else "-" for _, e in rounds) + " |")
     if report["final"].get("lowering"):
         lines += _lowering_lines(report["final"]["lowering"])
+    if report["final"].get("latency"):
+        lines += _latency_lines(report["final"]["latency"])
     tflite = report["final"].get("tflite")
     if tflite:
         lines += ["", "## TFLite (host, 1 thread)", "",

@@ -1,0 +1,56 @@
+"""The latency model measured in host TFLite: every layer kind it times, its fit
+against its own timings, the cache that makes it reproducible, and clear errors."""
+import json
+
+import pytest
+
+from tfautocompress import artifacts, latency_model
+from tfautocompress._keras import keras
+from tfautocompress.tflite_tools import latency
+
+FAST = {"runs": 5, "rounds": 1}
+
+
+def small_model():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(24, 3, strides=2, name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+
+
+def test_each_layer_is_fitted_to_its_grid_and_the_rest_is_fixed(tmp_path):
+    model = small_model()
+    cache = tmp_path / "latency.json"
+    measured = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], cache=cache,
+                                             **FAST)
+    assert measured.filter_tile in (1, 2, 4, 8, 16, 32)
+    geometry = {"conv_a": (16, 3), "conv_b": (24, 16), "fc": (32, 24)}
+    for name, (filters, channels) in geometry.items():
+        layer = model.get_layer(name)
+        grid = [(layer, f, c) for f in latency_model.grid_counts(filters)
+                for c in latency_model.grid_counts(channels)]
+        timings = latency._timed_points(grid, cache=cache)  # noqa: SLF001 - cached: no timing
+        fit = measured.layers[name]
+        for (_, f, c), ms in zip(grid, timings):
+            predicted = measured.layer_ms(name, f, c)
+            assert abs(predicted - ms) <= fit.error * ms + 1e-9, (name, f, c)
+    # fixed_ms: the whole model's timing less its timed layers, dense
+    whole = [ms for key, ms in artifacts.read_json(cache).items() if json.loads(key)[0] == "model"]
+    assert len(whole) == 1
+    assert measured.predict(geometry) == pytest.approx(whole[0])
+
+    latency.LatencyCache._memory.clear()  # a new process: only the file remembers  # noqa: SLF001
+    again = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], cache=cache,
+                                          **FAST)
+    assert again == measured  # read back, not timed again: the same run gives the same model
+
+
+def test_a_layer_it_cannot_time_is_named():
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="pw")(x))
+    with pytest.raises(ValueError, match="layer 'dw' \\(DepthwiseConv2D\\): objective 'latency' "
+                                         "times Conv2D \\(groups=1\\) and Dense"):
+        latency.measure_latency_model(model, ["pw", "dw"], **FAST)

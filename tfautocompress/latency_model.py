@@ -1,0 +1,142 @@
+"""Latency as a cost next to params and MACs (``objective="latency"``).
+
+A compact layer's latency on a device is predicted from the two numbers that
+filter and channel pruning change: the filters it keeps ``f`` and the input
+channels (units, for Dense) it still reads ``c``. A GEMM layer costs a fixed
+overhead, writing its outputs (``∝ f``), reading its inputs (``∝ c``) and its
+multiply-adds (``∝ f·c``), so one layer's latency is modelled as
+
+    ms(f, c) = a + b·f + d·c + e·f·c        (``LayerLatencyModel``)
+
+fitted by least squares to single-layer timings on a grid of ``(f, c)``
+(``GRID``: a quarter, half and all of each), measured where the model will run
+(``tflite_tools.latency.measure_latency_model``: host LiteRT or a phone). The
+coefficients are clipped at zero, so the prediction never grows when a layer
+loses filters or input channels.
+
+A model's latency is the sum of its prunable layers' predictions plus
+``fixed_ms``: the dense model's measured latency minus its layers' predicted
+dense latency (the layers outside the space, the interpreter's per-invoke cost).
+
+Filters are computed in tiles: XNNPACK's GEMM micro-kernels produce a block of
+``filter_tile`` output channels at a time (16 on an AVX-512 host, 8 on most ARM
+phones), so a layer with 17 filters costs what one with 32 costs. A layer's
+filters count as ``ceil(f / filter_tile) · filter_tile`` in the fit and the
+prediction; the tile is measured once per device (``tflite_tools.latency``).
+
+Column pruning is not counted: a column-sparse layer kept as a dense
+convolution multiplies its pruned columns too, so only whole filters and whole
+input channels save time under this objective.
+"""
+import dataclasses
+
+import numpy as np
+
+__all__ = ["GRID", "grid_counts", "tiled", "LayerLatencyModel", "LatencyModel"]
+
+# Shares of a layer's filters and of its input channels timed to fit its model.
+GRID = (0.25, 0.5, 1.0)
+
+
+def grid_counts(size):
+    """The distinct kept counts (at least 1) of ``size`` at the ``GRID`` shares."""
+    return sorted({max(1, int(round(share * size))) for share in GRID})
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerLatencyModel:
+    """``ms(f, c) = a + b·f + d·c + e·f·c`` (module doc); ``error``: the fit's
+    largest relative error over the points it was fitted to."""
+
+    a: float
+    b: float
+    d: float
+    e: float
+    error: float = 0.0
+
+    @classmethod
+    def fit(cls, points):
+        """The model of ``points``: ``[(filters, channels, ms), ...]``, at least 2 (a
+        grid with one channel count, as a first layer reading an image's channels
+        has, fits ``a + b·f`` at that count: the least-norm solution)."""
+        points = np.asarray(points, np.float64)
+        if points.ndim != 2 or points.shape[1] != 3 or len(points) < 2:
+            raise ValueError(f"LayerLatencyModel.fit needs at least 2 (filters, channels, ms) "
+                             f"points, got {points.tolist()!r}.")
+        f, c, ms = points.T
+        design = np.stack([np.ones_like(f), f, c, f * c], axis=1)
+        coefficients = np.linalg.lstsq(design, ms, rcond=None)[0]
+        if np.any(coefficients < 0):  # refit without the terms that came out negative
+            keep = coefficients > 0
+            coefficients = np.zeros(4)
+            if keep.any():
+                coefficients[keep] = np.clip(
+                    np.linalg.lstsq(design[:, keep], ms, rcond=None)[0], 0.0, None)
+        fitted = design @ coefficients
+        error = float(np.max(np.abs(fitted - ms) / np.maximum(ms, 1e-12)))
+        return cls(*(float(x) for x in coefficients), error=error)
+
+    def __call__(self, filters, channels):
+        return self.a + self.b * filters + self.d * channels + self.e * filters * channels
+
+
+def tiled(filters, tile):
+    """``filters`` rounded up to whole tiles of ``tile`` (what the GEMM computes)."""
+    return -(-filters // tile) * tile if tile > 1 else filters
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyModel:
+    """A model's latency in ms: ``fixed_ms`` plus each layer's ``LayerLatencyModel``
+    (``layers``: name → model) at its kept filters (in whole tiles of ``filter_tile``) and
+    input channels; ``device``: where the timings were taken."""
+
+    layers: dict
+    fixed_ms: float
+    device: str = ""
+    filter_tile: int = 1
+
+    def __post_init__(self):
+        layers = {name: (m if isinstance(m, LayerLatencyModel) else LayerLatencyModel(**m))
+                  for name, m in dict(self.layers).items()}
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "fixed_ms", float(self.fixed_ms))
+        object.__setattr__(self, "filter_tile", int(self.filter_tile))
+
+    def layer(self, name):
+        """Layer ``name``'s model; ValueError naming the layers timed when absent."""
+        if name not in self.layers:
+            raise ValueError(f"the latency model has no timings for layer {name!r}; it has "
+                             f"{', '.join(self.layers) or 'none'}. Measure it for this model "
+                             "(tflite_tools.latency.measure_latency_model).")
+        return self.layers[name]
+
+    def layer_ms(self, name, filters, channels):
+        """Predicted ms of layer ``name`` keeping ``filters`` and ``channels``."""
+        return self.layer(name)(tiled(filters, self.filter_tile), channels)
+
+    def predict(self, kept):
+        """Predicted ms of the model whose layers keep ``{name: (filters, channels)}``
+        (every layer of the model)."""
+        return self.fixed_ms + sum(self.layer_ms(n, f, c) for n, (f, c) in kept.items())
+
+    def predict_report(self, report):
+        """Predicted ms of the model that ``report`` (``cost.count``) counts, from its
+        layers' live filters and inputs (``LayerCost.filters``, ``.inputs``)."""
+        kept = {row.name: (row.filters, row.inputs) for row in report.layers
+                if row.name in self.layers}
+        missing = [name for name in self.layers if name not in kept]
+        if missing:
+            raise ValueError(f"the latency model times layers {', '.join(missing)}, which the "
+                             "counted model does not have; count the model it was measured on "
+                             "(or its masked or compact form, which keeps the layer names).")
+        return self.predict(kept)
+
+    def get_config(self):
+        return {"layers": {n: dataclasses.asdict(m) for n, m in self.layers.items()},
+                "fixed_ms": self.fixed_ms, "device": self.device,
+                "filter_tile": self.filter_tile}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
