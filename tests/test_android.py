@@ -214,3 +214,40 @@ def test_cli_runs_cpu_and_gpu_and_writes_the_output(fake_adb, tmp_path):
     shells = [c for c in fake_adb.calls() if " shell /data/local/tmp/benchmark_model" in c]
     assert [c.split("--graph=/data/local/tmp/m.tflite ")[1] for c in shells] == [
         "--num_threads=2 --use_gpu=false", "--num_threads=2 --use_gpu=true"]
+
+
+def test_a_phone_s_latency_model_is_timed_over_adb_and_cached_per_device(fake_adb, tmp_path,
+                                                                         monkeypatch):
+    """--latency_device=adb: each single-layer model, the tile probe and the whole
+    model run through benchmark_model on the phone; the fake serves one real log, so
+    every timing is its median and the fitted model is flat at it."""
+    from tfautocompress._keras import keras
+    from tfautocompress.tflite_tools import latency
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv_a")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="conv_b")(x))
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M123\tdevice\n")
+    timer = android.AndroidTimer(fake_adb.binary, threads=4, runs=20)
+    cache = tmp_path / "latency.json"
+    measured = latency.measure_latency_model(model, ["conv_a"], timer, cache)
+    median = CPU_FIGURES["latency_ms"]["median"]
+    assert measured.device == "Android R58M123, benchmark_model, CPU (XNNPACK), 4 thread(s)"
+    assert measured.filter_tile == 32  # every probe count ran as long as 32 filters
+    assert measured.layer_ms("conv_a", 2, 1) == pytest.approx(median)
+    assert measured.layer_ms("conv_a", 8, 3) == pytest.approx(median)
+    assert measured.fixed_ms == pytest.approx(0.0, abs=1e-6)  # the whole model: one layer more
+    runs = [c for c in fake_adb.calls() if " shell /data/local/tmp/benchmark_model " in c]
+    graphs = {c.split("--graph=")[1].split()[0] for c in runs}
+    # conv_a's grid (8 filters: 1, 2, 4, 8; 3 channels: 1, 2, 3), the probe's 6, the model
+    assert len(runs) == len(graphs) == 12 + 6 + 1
+    assert all(c.endswith("--num_threads=4 --use_gpu=false --num_runs=20") for c in runs)
+
+    latency.LatencyCache._memory.clear()  # noqa: SLF001 - a new process: the file remembers
+    again = latency.measure_latency_model(model, ["conv_a"], timer, cache)
+    assert again == measured
+    assert len([c for c in fake_adb.calls() if "benchmark_model --graph" in c]) == len(runs)
+    gpu = android.AndroidTimer(fake_adb.binary, use_gpu=True)  # another setting: timed anew
+    on_gpu = latency.measure_latency_model(model, ["conv_a"], gpu, cache)
+    assert on_gpu.layer_ms("conv_a", 8, 3) == pytest.approx(GPU_FIGURES["latency_ms"]["median"])
+    assert on_gpu.device == "Android R58M123, benchmark_model, GPU delegate"

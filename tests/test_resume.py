@@ -44,17 +44,17 @@ def baseline(tmp_path_factory):
     return str(path)
 
 
-def command(model, out):
+def command(model, out, *extra):
     exe = os.path.join(os.path.dirname(sys.executable), "tfautocompress-compress")
-    return [exe, f"--model={model}", f"--output_dir={out}", *TINY]
+    return [exe, f"--model={model}", f"--output_dir={out}", *TINY, *extra]
 
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
-def run_to_end(model, out):
-    done = subprocess.run(command(model, out), capture_output=True, text=True, env=ENV,
-                          timeout=600)
+def run_to_end(model, out, *extra):
+    done = subprocess.run(command(model, out, *extra), capture_output=True, text=True,
+                          env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -68,7 +68,9 @@ def report(out):
         return value
 
     with open(os.path.join(out, "report.json")) as f:
-        return strip(json.load(f))
+        figures = strip(json.load(f))
+    del figures["config"]["latency_table"]  # where the latency model came from
+    return figures
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +106,13 @@ def test_the_latency_target_is_predicted_and_checked(uninterrupted):
 
 
 def test_a_kill_at_any_stage_resumes_to_the_same_report(baseline, uninterrupted, tmp_path):
+    """The same command and seed, given the first run's latency model as a table
+    (--latency_table), killed at every stage and rerun: the first run's report."""
     out = str(tmp_path)
+    table = f"--latency_table={uninterrupted[0]}/latency_model.json"
     killed = []
     for stage, pattern in STAGES.items():
-        process = subprocess.Popen(command(baseline, out), stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(command(baseline, out, table), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, env=ENV)
         deadline = time.time() + 600
         while process.poll() is None and not glob.glob(os.path.join(out, pattern)):
@@ -118,8 +123,8 @@ def test_a_kill_at_any_stage_resumes_to_the_same_report(baseline, uninterrupted,
             killed.append(stage)
         process.wait()
     assert len(killed) >= 4, killed  # each of those was killed inside its stage
-    run_to_end(baseline, out)
-    # the same command and seed: the uninterrupted run's report, policies and masks
+    run_to_end(baseline, out, table)
+    # the same command, seed and latency model: the uninterrupted run's report, policies, masks
     assert report(out) == report(uninterrupted[0])
     for name in ("round_1/policy.json", "round_2/policy.json"):
         with open(os.path.join(uninterrupted[0], name)) as a, open(os.path.join(out, name)) as b:

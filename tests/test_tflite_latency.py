@@ -8,7 +8,7 @@ from tfautocompress import artifacts, latency_model
 from tfautocompress._keras import keras
 from tfautocompress.tflite_tools import latency
 
-FAST = {"runs": 5, "rounds": 1}
+FAST = latency.HostTimer(runs=5, rounds=1)
 
 
 def small_model():
@@ -23,15 +23,14 @@ def small_model():
 def test_each_layer_is_fitted_to_its_grid_and_the_rest_is_fixed(tmp_path):
     model = small_model()
     cache = tmp_path / "latency.json"
-    measured = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], cache=cache,
-                                             **FAST)
+    measured = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], FAST, cache)
     assert measured.filter_tile in (1, 2, 4, 8, 16, 32)
     geometry = {"conv_a": (16, 3), "conv_b": (24, 16), "fc": (32, 24)}
     for name, (filters, channels) in geometry.items():
         layer = model.get_layer(name)
         grid = [(layer, f, c) for f in latency_model.grid_counts(filters)
                 for c in latency_model.grid_counts(channels)]
-        timings = latency._timed_points(grid, cache=cache)  # noqa: SLF001 - cached: no timing
+        timings = latency._timed_points(grid, FAST, cache)  # noqa: SLF001 - cached: no timing
         fit = measured.layers[name]
         for (_, f, c), ms in zip(grid, timings):
             predicted = measured.layer_ms(name, f, c)
@@ -42,8 +41,7 @@ def test_each_layer_is_fitted_to_its_grid_and_the_rest_is_fixed(tmp_path):
     assert measured.predict(geometry) == pytest.approx(whole[0])
 
     latency.LatencyCache._memory.clear()  # a new process: only the file remembers  # noqa: SLF001
-    again = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], cache=cache,
-                                          **FAST)
+    again = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], FAST, cache)
     assert again == measured  # read back, not timed again: the same run gives the same model
 
 
@@ -53,4 +51,4 @@ def test_a_layer_it_cannot_time_is_named():
     model = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="pw")(x))
     with pytest.raises(ValueError, match="layer 'dw' \\(DepthwiseConv2D\\): objective 'latency' "
                                          "times Conv2D \\(groups=1\\) and Dense"):
-        latency.measure_latency_model(model, ["pw", "dw"], **FAST)
+        latency.measure_latency_model(model, ["pw", "dw"], FAST)

@@ -9,7 +9,8 @@ multiply-adds (``∝ f·c``), so one layer's latency is modelled as
     ms(f, c) = a + b·f + d·c + e·f·c        (``LayerLatencyModel``)
 
 fitted by least squares to single-layer timings on a grid of ``(f, c)``
-(``GRID``: a quarter, half and all of each), measured where the model will run
+(``GRID``: an eighth, a quarter, half and all of each, as deep pruning keeps
+an eighth of a layer and less), measured where the model will run
 (``tflite_tools.latency.measure_latency_model``: host LiteRT or a phone). The
 coefficients are clipped at zero, so the prediction never grows when a layer
 loses filters or input channels.
@@ -35,7 +36,7 @@ import numpy as np
 __all__ = ["GRID", "grid_counts", "tiled", "LayerLatencyModel", "LatencyModel"]
 
 # Shares of a layer's filters and of its input channels timed to fit its model.
-GRID = (0.25, 0.5, 1.0)
+GRID = (0.125, 0.25, 0.5, 1.0)
 
 
 def grid_counts(size):
@@ -139,4 +140,9 @@ class LatencyModel:
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        try:
+            return cls(**config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"not a latency model ({err}); expected a dict of layers, "
+                             "fixed_ms, device and filter_tile, as latency_model.json holds."
+                             ) from None

@@ -7,9 +7,11 @@ binary (build it with ``bazel build -c opt --config=android_arm64
 and parses its log with ``parse_benchmark_output`` into the keys that
 ``benchmark.benchmark`` reports on the host. Every adb call has a timeout.
 """
+import hashlib
 import os
 import re
 import subprocess
+import tempfile
 
 DEVICE_DIR = "/data/local/tmp"
 PLATFORM_TOOLS_URL = "https://developer.android.com/tools/releases/platform-tools"
@@ -90,6 +92,49 @@ def run_android_benchmark(tflite_path, benchmark_binary, threads=1, use_gpu=Fals
     result = parse_benchmark_output(output)
     result.update(device=serial, model=os.fspath(tflite_path))
     return result
+
+
+class AndroidTimer:
+    """Times ``.tflite`` models on an Android device: ``benchmark_model`` over adb
+    (``run_android_benchmark``), the median of ``runs`` runs each, on the CPU
+    (XNNPACK, ``threads``) or with ``use_gpu`` the GPU delegate. What
+    ``tflite_tools.latency.measure_latency_model`` times a phone's latency model with
+    (the host's twin is ``latency.HostTimer``)."""
+
+    def __init__(self, benchmark_binary, threads=1, use_gpu=False, device=None, runs=50,
+                 timeout_s=600):
+        self.binary, self.threads, self.use_gpu = os.fspath(benchmark_binary), int(threads), use_gpu
+        self.runs, self.timeout_s, self._device, self._serial = int(runs), timeout_s, device, None
+
+    @property
+    def serial(self):
+        if self._serial is None:
+            self._serial = _device(self._device, self.timeout_s)
+        return self._serial
+
+    @property
+    def device(self):
+        where = "GPU delegate" if self.use_gpu else f"CPU (XNNPACK), {self.threads} thread(s)"
+        return f"Android {self.serial}, benchmark_model, {where}"
+
+    def key(self):
+        """What a timing is cached under beside the model: this device and setting."""
+        return ["adb", self.serial, "gpu" if self.use_gpu else "cpu", self.threads]
+
+    def __call__(self, contents):
+        """Median ms of each model of ``contents`` (``.tflite`` bytes) on the device."""
+        medians = []
+        with tempfile.TemporaryDirectory() as folder:
+            for content in contents:
+                name = f"tfac_{hashlib.sha256(content).hexdigest()[:16]}.tflite"
+                path = os.path.join(folder, name)
+                with open(path, "wb") as f:
+                    f.write(content)
+                result = run_android_benchmark(path, self.binary, self.threads, self.use_gpu,
+                                               self.serial, self.timeout_s,
+                                               (f"--num_runs={self.runs}",))
+                medians.append(result["latency_ms"]["median"])
+        return medians
 
 
 def _device(device, timeout_s):

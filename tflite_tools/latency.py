@@ -2,9 +2,9 @@
 (``measure_latency_model``) and behind ``compact``'s ``columns="auto"``
 (``LayerLatency``, ``lowering.decide``'s ``measure``).
 
-``measure_latency_model`` times each prunable Conv2D or Dense layer alone at a
-quarter, half and all of its filters and of its input channels
-(``latency_model.GRID``, 9 single-layer models), fits each layer's
+``measure_latency_model`` times each prunable Conv2D or Dense layer alone at an
+eighth, a quarter, half and all of its filters and of its input channels
+(``latency_model.GRID``, 16 single-layer models), fits each layer's
 ``LayerLatencyModel`` and times the whole model once; every timing is cached
 per machine like the lowering's, so the same command gives the same model.
 
@@ -30,8 +30,8 @@ from tfautocompress._keras import keras
 from tfautocompress.lowering import FORMS, KEEP, ColumnSparseConv2D, Decision
 from tfautocompress.tflite_tools import benchmark
 
-__all__ = ["machine_cache_path", "LatencyCache", "LayerLatency", "measure_latency_model",
-           "filter_tile", "predicted_vs_measured"]
+__all__ = ["machine_cache_path", "LatencyCache", "LayerLatency", "HostTimer",
+           "measure_latency_model", "filter_tile", "predicted_vs_measured"]
 
 # A lowered form must beat the kept conv by this share to be chosen: single-layer
 # timings on a shared CPU jitter by 5-10 % between runs, the lowered graph's extra
@@ -128,12 +128,32 @@ _TIMED = ("filters", "units", "kernel_size", "strides", "padding", "dilation_rat
           "use_bias", "activation", "data_format")
 
 
-def measure_latency_model(model, names, threads=1, cache=None, runs=50, rounds=5):
-    """The ``latency_model.LatencyModel`` of ``model`` (built, static input shape) on
-    this host: each of layers ``names`` (Conv2D with ``groups=1``, or Dense) timed
-    alone in TFLite (LiteRT, XNNPACK, ``threads``) at the ``GRID``'s kept filters ×
-    input channels and fitted; ``fixed_ms``: the whole model's timing minus the
-    layers' dense predictions. ``cache`` as ``LayerLatency``'s."""
+class HostTimer:
+    """Times ``.tflite`` models on this host: LiteRT with XNNPACK, ``threads``, in
+    ``rounds`` alternating rounds of ``runs`` (``benchmark.interleaved_latency_ms``)."""
+
+    def __init__(self, threads=1, runs=50, rounds=5):
+        self.threads, self.runs, self.rounds = int(threads), int(runs), int(rounds)
+        self.device = f"host TFLite (LiteRT, XNNPACK), {self.threads} thread(s)"
+
+    def key(self):
+        """What a timing is cached under beside the model (the same on every run here)."""
+        return ["host", self.threads]
+
+    def __call__(self, contents):
+        """Median ms of each model of ``contents`` (``.tflite`` bytes)."""
+        return benchmark.interleaved_latency_ms(contents, threads=self.threads, runs=self.runs,
+                                                rounds=self.rounds)
+
+
+def measure_latency_model(model, names, timer=None, cache=None):
+    """The ``latency_model.LatencyModel`` of ``model`` (built, static input shape)
+    where ``timer`` runs (``HostTimer()`` by default; ``android.AndroidTimer`` for a
+    phone): each of layers ``names`` (Conv2D with ``groups=1``, or Dense) timed alone
+    at the ``GRID``'s kept filters × input channels and fitted, filters in the
+    device's tiles (``filter_tile``); ``fixed_ms``: the whole model's timing minus
+    the layers' dense predictions. ``cache`` as ``LayerLatency``'s."""
+    timer = timer or HostTimer()
     cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
     grids = {}
     for name in names:
@@ -142,8 +162,8 @@ def measure_latency_model(model, names, threads=1, cache=None, runs=50, rounds=5
         grids[name] = [(layer, f, c) for f in latency_model.grid_counts(filters)
                        for c in latency_model.grid_counts(channels)]
     points = [point for grid in grids.values() for point in grid]
-    timed = _timed_points(points, threads, cache, runs, rounds)
-    tile = filter_tile(threads, cache, runs, rounds)
+    timed = _timed_points(points, timer, cache)
+    tile = filter_tile(timer, cache)
     layers, at = {}, 0
     for name, grid in grids.items():
         layers[name] = latency_model.LayerLatencyModel.fit(
@@ -151,18 +171,14 @@ def measure_latency_model(model, names, threads=1, cache=None, runs=50, rounds=5
              for (_, f, c), ms in zip(grid, timed[at:at + len(grid)])])
         at += len(grid)
     key = json.dumps(["model", hashlib.sha256(model.to_json().encode()).hexdigest()[:16],
-                      threads])
+                      timer.key()])
     whole = cache.get(key)
     if whole is None:
-        with _quiet_tf_logs():
-            content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-        whole = benchmark.interleaved_latency_ms([content], threads=threads, runs=runs,
-                                                 rounds=rounds)[0]
+        whole = timer([_convert(model)])[0]
         cache.put(key, whole)
     timed_model = latency_model.LatencyModel(layers, 0.0, filter_tile=tile)
     dense = timed_model.predict({n: _geometry(model.get_layer(n)) for n in names})
-    return latency_model.LatencyModel(
-        layers, whole - dense, f"host TFLite (LiteRT, XNNPACK), {threads} thread(s)", tile)
+    return latency_model.LatencyModel(layers, whole - dense, timer.device, tile)
 
 
 # The tile probe: a 3x3 conv on a 16x16x32 input keeping 32 filters, and 32 - t + 1
@@ -171,14 +187,14 @@ _TILES = (2, 4, 8, 16, 32)
 _SAME_TILE = 0.93  # a count in the same tile runs at least this share of 32's time
 
 
-def filter_tile(threads=1, cache=None, runs=50, rounds=5):
-    """How many filters this host's TFLite computes at once (``latency_model``'s
+def filter_tile(timer=None, cache=None):
+    """How many filters ``timer``'s device computes at once (``latency_model``'s
     ``filter_tile``): the widest ``t`` of ``_TILES`` for which a conv keeping
     ``32 - t + 1`` filters runs as long as one keeping 32 (1 if none does)."""
     probe = keras.layers.Conv2D(32, 3, padding="same", name="probe")
     probe(keras.Input((16, 16, 32)))  # its input shape
     counts = [32] + [32 - t + 1 for t in _TILES]
-    full, *others = _timed_points([(probe, f, 32) for f in counts], threads, cache, runs, rounds)
+    full, *others = _timed_points([(probe, f, 32) for f in counts], timer or HostTimer(), cache)
     tile = 1
     for t, ms in zip(_TILES, others):
         if ms < _SAME_TILE * full:
@@ -187,20 +203,18 @@ def filter_tile(threads=1, cache=None, runs=50, rounds=5):
     return tile
 
 
-def predicted_vs_measured(dense_model, compact_model, model, threads=1, runs=100, rounds=5):
+def predicted_vs_measured(dense_model, compact_model, model, timer=None):
     """How well ``model`` (a ``LatencyModel`` of ``dense_model``) predicted
     ``compact_model`` (``compact(..., columns="keep")``: the same layer names): the
-    two whole models timed in alternating rounds, and each timed layer of the compact
-    model alone at its filters and input channels (not cached: measured now)."""
+    two whole models timed together, and each timed layer of the compact model alone
+    at its filters and input channels (not cached: measured now). ``timer``: where
+    (``HostTimer(runs=100)`` by default)."""
     names = list(model.layers)
     points = [(compact_model.get_layer(n), *_geometry(compact_model.get_layer(n)))
               for n in names]
-    with _quiet_tf_logs():
-        contents = [tf.lite.TFLiteConverter.from_keras_model(m).convert()
-                    for m in (dense_model, compact_model)]
-    *layers_ms, dense_ms, compact_ms = benchmark.interleaved_latency_ms(
-        [_convert_single(*point) for point in points] + contents, threads=threads,
-        runs=runs, rounds=rounds)
+    *layers_ms, dense_ms, compact_ms = (timer or HostTimer(runs=100))(
+        [_convert_single(*point) for point in points]
+        + [_convert(m) for m in (dense_model, compact_model)])
     layers = {}
     for name, (_, f, c), ms in zip(names, points, layers_ms):
         predicted = model.layer_ms(name, f, c)
@@ -214,35 +228,37 @@ def predicted_vs_measured(dense_model, compact_model, model, threads=1, runs=100
             "predicted_compact_ms": predicted_compact, "layers": layers}
 
 
-def _timed_points(points, threads=1, cache=None, runs=50, rounds=5):
+def _timed_points(points, timer, cache=None):
     """Median ms of each ``(layer, filters, input_channels)`` of ``points``: the layer
-    alone in TFLite with that many filters (units) and input channels, timed in
-    alternating rounds (the cached ones are not timed again)."""
+    alone with that many filters (units) and input channels, timed by ``timer`` (the
+    cached ones are not timed again)."""
     cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
     keys, contents = [], {}
     for layer, filters, channels in points:
         config, shape = _single_layer(layer, filters, channels)
         key = json.dumps([type(layer).__name__, shape, {k: config[k] for k in _TIMED
-                                                        if k in config}, threads],
+                                                        if k in config}, timer.key()],
                          sort_keys=True, default=list)
         keys.append(key)
         if cache.get(key) is None and key not in contents:
             contents[key] = _convert_single(layer, filters, channels)
     if contents:
-        medians = benchmark.interleaved_latency_ms(list(contents.values()), threads=threads,
-                                                   runs=runs, rounds=rounds)
-        for key, ms in zip(contents, medians):
+        for key, ms in zip(contents, timer(list(contents.values()))):
             cache.put(key, ms)
     return [cache.get(key) for key in keys]
+
+
+def _convert(model):
+    """``.tflite`` bytes of ``model`` (float32, as ``export`` converts it)."""
+    with _quiet_tf_logs():
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def _convert_single(layer, filters, channels):
     """``.tflite`` bytes of ``layer`` alone with ``filters`` and ``channels`` (batch 1)."""
     config, shape = _single_layer(layer, filters, channels)
     inputs = keras.Input(batch_shape=shape)
-    single = keras.Model(inputs, type(layer).from_config(config)(inputs))
-    with _quiet_tf_logs():
-        return tf.lite.TFLiteConverter.from_keras_model(single).convert()
+    return _convert(keras.Model(inputs, type(layer).from_config(config)(inputs)))
 
 
 def _geometry(layer):

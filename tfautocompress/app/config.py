@@ -13,13 +13,14 @@ import dataclasses
 from absl import flags
 
 __all__ = ["Config", "define_flags", "round_seed", "step_seed", "OBJECTIVES", "SCHEME_SETS",
-           "COLUMNS", "DISTRIBUTIONS", "SEARCH_SCORES"]
+           "COLUMNS", "DISTRIBUTIONS", "SEARCH_SCORES", "LATENCY_DEVICES"]
 
 OBJECTIVES = ("params", "macs", "latency")
 SCHEME_SETS = ("filter", "filter+column", "irregular")
 COLUMNS = ("keep", "lower", "auto", "rows", "slices")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 SEARCH_SCORES = ("accuracy", "probability")  # search.tuner.SCORES
+LATENCY_DEVICES = ("host", "adb", "adb_gpu")
 # settings a run may resume under another value of (they do not change its result)
 RUNTIME = ("distribution", "validation_freq")
 
@@ -75,8 +76,17 @@ class Config:
         "params", "What the compression ratio counts: CONV params or MACs, or latency (dense / "
         "compact latency in TFLite, predicted from single-layer timings on this host).",
         choices=OBJECTIVES)
+    latency_device: str = _setting(
+        "host", "Where --objective=latency times the layers: this host (LiteRT), or the "
+        "Android device on adb (benchmark_model on its CPU, or adb_gpu: its GPU delegate).",
+        choices=LATENCY_DEVICES)
     latency_threads: int = _setting(
-        1, "Threads of the host TFLite timings behind --objective=latency.", lower_bound=1)
+        1, "CPU threads of the timings behind --objective=latency.", lower_bound=1)
+    benchmark_binary: str = _setting(
+        "", "TFLite's benchmark_model for the phone (--latency_device=adb or adb_gpu).")
+    latency_table: str = _setting(
+        "", "A latency model to use instead of timing the layers: the latency_model.json "
+        "an earlier run (on this host or a phone) wrote for the same model.")
     target_compression_ratio: float = _setting(
         None, "Stop Phase I at this compression ratio (dense / kept, N x); default: as far "
         "as the accuracy bound allows.", flag="target_ratio")
@@ -131,6 +141,7 @@ class Config:
     def __post_init__(self):
         for name, accepted in (("objective", OBJECTIVES), ("scheme_set", SCHEME_SETS),
                                ("search_score", SEARCH_SCORES),
+                               ("latency_device", LATENCY_DEVICES),
                                ("columns", COLUMNS), ("distribution", DISTRIBUTIONS)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"Config.{name}={getattr(self, name)!r}; accepted: "
@@ -139,7 +150,12 @@ class Config:
             raise ValueError("Config.objective='latency' with scheme_set='irregular': scattered "
                              "zeros run as fast as dense weights; use scheme_set 'filter' or "
                              "'filter+column'.")
-        checks = {"max_rounds": self.max_rounds >= 1, "latency_threads": self.latency_threads >= 1, "search_trials": self.search_trials >= 1,
+        if self.latency_device != "host" and not self.benchmark_binary:
+            raise ValueError(f"Config.latency_device={self.latency_device!r} needs "
+                             "benchmark_binary: the path of TFLite's benchmark_model for "
+                             "the phone (tflite_tools.android).")
+        checks = {"max_rounds": self.max_rounds >= 1, "latency_threads": self.latency_threads >= 1,
+                  "search_trials": self.search_trials >= 1,
                   "search_parallel": self.search_parallel >= 1,
                   "validation_freq": self.validation_freq >= 0,
                   "admm_epochs": self.admm_epochs >= 1, "retrain_epochs": self.retrain_epochs >= 0,
@@ -192,5 +208,5 @@ def define_flags(names=None, flag_values=flags.FLAGS):
                               flag_values=flag_values)
             continue
         define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
-                  float: flags.DEFINE_float}[field.type]
+                  float: flags.DEFINE_float, str: flags.DEFINE_string}[field.type]
         define(name, field.default, meta["help"], flag_values=flag_values, **meta["bounds"])

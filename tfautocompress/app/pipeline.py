@@ -54,7 +54,7 @@ from tfautocompress.latency_model import LatencyModel
 from tfautocompress.schemes import Scheme
 from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, workers
 from tfautocompress.search.oracle import InfeasibleTargetError
-from tfautocompress.tflite_tools import benchmark, latency
+from tfautocompress.tflite_tools import android, benchmark, latency
 
 __all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 
@@ -125,20 +125,38 @@ class AutoCompress:
         return getattr(self._dense, attr) / max(getattr(counted, attr), 1)
 
     def _latency_model(self):
-        """``objective="latency"``: the dense model's ``LatencyModel``, timed on this host
-        once and kept in the state (a resumed run and the search workers use the same
-        one); None for the counted objectives."""
-        if self.config.objective != "latency":
+        """``objective="latency"``: the dense model's ``LatencyModel`` (``latency_table``,
+        or timed where ``latency_device`` says), made once and kept in the state (a
+        resumed run and the search workers use the same one) and in
+        ``latency_model.json`` (a ``--latency_table`` for later runs); None for the
+        counted objectives."""
+        cfg = self.config
+        if cfg.objective != "latency":
             return None
         if self.state.get("latency_model") is None:
-            names = space_lib.PolicySpace.from_model(self.model, self.config.scheme_set).names
-            self._log(f"timing {len(names)} layers alone for the latency model")
-            measured = latency.measure_latency_model(self.model, names,
-                                                     self.config.latency_threads,
-                                                     latency.machine_cache_path())
-            self.state["latency_model"] = measured.get_config()
+            if cfg.latency_table:
+                try:
+                    model = LatencyModel.from_config(artifacts.read_json(cfg.latency_table))
+                except ValueError as err:
+                    raise ValueError(f"--latency_table {cfg.latency_table}: {err}") from None
+            else:
+                names = space_lib.PolicySpace.from_model(self.model, cfg.scheme_set).names
+                self._log(f"timing {len(names)} layers alone for the latency model")
+                model = latency.measure_latency_model(self.model, names, self._timer(),
+                                                      latency.machine_cache_path())
+            self.state["latency_model"] = model.get_config()
+            artifacts.write_json(os.path.join(self.output_dir, "latency_model.json"),
+                                 self.state["latency_model"])
             self._save_state()
         return LatencyModel.from_config(self.state["latency_model"])
+
+    def _timer(self, runs=50):
+        """Where ``objective="latency"`` times models (``Config.latency_device``)."""
+        cfg = self.config
+        if cfg.latency_device == "host":
+            return latency.HostTimer(cfg.latency_threads, runs)
+        return android.AndroidTimer(cfg.benchmark_binary, cfg.latency_threads,
+                                    use_gpu=cfg.latency_device == "adb_gpu", runs=runs)
 
     def _floor(self):
         return self.state["baseline"]["val_accuracy"] - self.config.max_accuracy_drop / 100.0
@@ -361,7 +379,7 @@ class AutoCompress:
                                                               self.splits.val)
             if self.config.objective == "latency":
                 record["latency"] = latency.predicted_vs_measured(
-                    self.model, small, self._latency_model(), self.config.latency_threads)
+                    self.model, small, self._latency_model(), self._timer(runs=100))
             record["wall_s"] = time.perf_counter() - start
             self.state["final"] = record
             self._save_state()
