@@ -218,7 +218,7 @@ def test_cli_runs_cpu_and_gpu_and_writes_the_output(fake_adb, tmp_path):
 
 def test_a_phone_s_latency_model_is_timed_over_adb_and_cached_per_device(fake_adb, tmp_path,
                                                                          monkeypatch):
-    """--latency_device=adb: each single-layer model, the tile probe and the whole
+    """--latency_device=adb: each single-layer model, the filter-cost probe and the whole
     model run through benchmark_model on the phone; the fake serves one real log, so
     every timing is its median and the fitted model is flat at it."""
     from tfautocompress._keras import keras
@@ -233,14 +233,14 @@ def test_a_phone_s_latency_model_is_timed_over_adb_and_cached_per_device(fake_ad
     measured = latency.measure_latency_model(model, ["conv_a"], timer, cache)
     median = CPU_FIGURES["latency_ms"]["median"]
     assert measured.device == "Android R58M123, benchmark_model, CPU (XNNPACK), 4 thread(s)"
-    assert measured.filter_tile == 32  # every probe count ran as long as 32 filters
+    assert measured.filter_costs == (32.0,) * 32  # every probe count ran as long as 32
     assert measured.layer_ms("conv_a", 2, 1) == pytest.approx(median)
     assert measured.layer_ms("conv_a", 8, 3) == pytest.approx(median)
     assert measured.fixed_ms == pytest.approx(0.0, abs=1e-6)  # the whole model: one layer more
     runs = [c for c in fake_adb.calls() if " shell /data/local/tmp/benchmark_model " in c]
     graphs = {c.split("--graph=")[1].split()[0] for c in runs}
-    # conv_a's grid (8 filters: 1, 2, 4, 8; 3 channels: 1, 2, 3), the probe's 6, the model
-    assert len(runs) == len(graphs) == 12 + 6 + 1
+    # conv_a's grid (8 filters: 1, 2, 4, 8; 3 channels: 1, 2, 3), the probe's 32, the model
+    assert len(runs) == len(graphs) == 12 + 32 + 1
     assert all(c.endswith("--num_threads=4 --use_gpu=false --num_runs=20") for c in runs)
 
     latency.LatencyCache._memory.clear()  # noqa: SLF001 - a new process: the file remembers

@@ -92,10 +92,15 @@ def test_latency_without_a_model_names_what_to_do():
             {"conv_a": LayerLatencyModel(0.1, 0, 0, 0)}, 0.0))
 
 
-def test_filters_count_in_whole_tiles():
-    assert [latency_model.tiled(f, 16) for f in (1, 16, 17, 32, 33)] == [16, 16, 32, 32, 48]
-    assert latency_model.tiled(17, 1) == 17
-    model = LatencyModel({"conv": LayerLatencyModel(0.1, 0.01, 0.0, 0.0)}, 0.0, filter_tile=8)
+def test_filters_count_as_the_device_computes_them():
+    """A device whose GEMM computes 8 filters at once: 1..8 filters cost 8, 9..16 cost
+    16 (``filter_costs`` over a period of 16), and whole periods add up."""
+    costs = (8.0,) * 8 + (16.0,) * 8
+    assert [latency_model.effective_filters(f, costs) for f in (1, 8, 9, 16, 17, 40)] == \
+        [8.0, 8.0, 16.0, 16.0, 24.0, 40.0]
+    assert latency_model.effective_filters(17, ()) == 17  # no costs: the count itself
+    model = LatencyModel({"conv": LayerLatencyModel(0.1, 0.01, 0.0, 0.0)}, 0.0,
+                         filter_costs=costs)
     assert model.layer_ms("conv", 9, 4) == model.layer_ms("conv", 16, 4) == pytest.approx(0.26)
-    assert model.layer_ms("conv", 8, 4) == pytest.approx(0.18)
-    assert LatencyModel.from_config(model.get_config()).filter_tile == 8
+    assert model.layer_ms("conv", 3, 4) == pytest.approx(0.18)
+    assert LatencyModel.from_config(model.get_config()) == model

@@ -8,7 +8,7 @@ multiply-adds (``∝ f·c``), so one layer's latency is modelled as
 
     ms(f, c) = a + b·f + d·c + e·f·c        (``LayerLatencyModel``)
 
-fitted by least squares to single-layer timings on a grid of ``(f, c)``
+fitted by least squares in relative error to single-layer timings on a grid of ``(f, c)``
 (``GRID``: an eighth, a quarter, half and all of each, as deep pruning keeps
 an eighth of a layer and less), measured where the model will run
 (``tflite_tools.latency.measure_latency_model``: host LiteRT or a phone). The
@@ -19,11 +19,14 @@ A model's latency is the sum of its prunable layers' predictions plus
 ``fixed_ms``: the dense model's measured latency minus its layers' predicted
 dense latency (the layers outside the space, the interpreter's per-invoke cost).
 
-Filters are computed in tiles: XNNPACK's GEMM micro-kernels produce a block of
-``filter_tile`` output channels at a time (16 on an AVX-512 host, 8 on most ARM
-phones), so a layer with 17 filters costs what one with 32 costs. A layer's
-filters count as ``ceil(f / filter_tile) · filter_tile`` in the fit and the
-prediction; the tile is measured once per device (``tflite_tools.latency``).
+Filters are computed in blocks: XNNPACK's GEMM micro-kernels produce a tile of
+output channels at a time (on this AVX-512 host 16, with an 8-wide kernel for a
+remainder of up to 8), so a layer keeping 17 filters runs as long as one keeping
+32, and one keeping 15 longer than one keeping 16. ``filter_costs`` holds what
+``k = 1..P`` filters cost on the device, in filters (``P`` for ``P``), timed once
+per device on a probe conv (``tflite_tools.latency``); a layer's filters count as
+``effective_filters(f)`` (whole periods of ``P``, then the remainder's cost) in the
+fit and the prediction.
 
 Column pruning is not counted: a column-sparse layer kept as a dense
 convolution multiplies its pruned columns too, so only whole filters and whole
@@ -33,7 +36,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["GRID", "grid_counts", "tiled", "LayerLatencyModel", "LatencyModel"]
+__all__ = ["GRID", "grid_counts", "effective_filters", "LayerLatencyModel", "LatencyModel"]
 
 # Shares of a layer's filters and of its input channels timed to fit its model.
 GRID = (0.125, 0.25, 0.5, 1.0)
@@ -66,13 +69,16 @@ class LayerLatencyModel:
                              f"points, got {points.tolist()!r}.")
         f, c, ms = points.T
         design = np.stack([np.ones_like(f), f, c, f * c], axis=1)
-        coefficients = np.linalg.lstsq(design, ms, rcond=None)[0]
+        # relative errors: a layer's small counts (a few us) weigh as much as its dense one
+        weights = 1.0 / np.maximum(ms, 1e-12)
+        scaled, target = design * weights[:, None], ms * weights
+        coefficients = np.linalg.lstsq(scaled, target, rcond=None)[0]
         if np.any(coefficients < 0):  # refit without the terms that came out negative
             keep = coefficients > 0
             coefficients = np.zeros(4)
             if keep.any():
                 coefficients[keep] = np.clip(
-                    np.linalg.lstsq(design[:, keep], ms, rcond=None)[0], 0.0, None)
+                    np.linalg.lstsq(scaled[:, keep], target, rcond=None)[0], 0.0, None)
         fitted = design @ coefficients
         error = float(np.max(np.abs(fitted - ms) / np.maximum(ms, 1e-12)))
         return cls(*(float(x) for x in coefficients), error=error)
@@ -81,28 +87,34 @@ class LayerLatencyModel:
         return self.a + self.b * filters + self.d * channels + self.e * filters * channels
 
 
-def tiled(filters, tile):
-    """``filters`` rounded up to whole tiles of ``tile`` (what the GEMM computes)."""
-    return -(-filters // tile) * tile if tile > 1 else filters
+def effective_filters(filters, costs):
+    """``filters`` as the device computes them: ``costs[k - 1]`` is what ``k`` filters
+    cost (``costs[-1] == len(costs)``), repeating every ``len(costs)`` filters; no
+    ``costs``: ``filters`` itself."""
+    if not costs:
+        return filters
+    period = len(costs)
+    whole, rest = divmod(int(round(filters)), period)
+    return whole * period + (costs[rest - 1] if rest else 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class LatencyModel:
     """A model's latency in ms: ``fixed_ms`` plus each layer's ``LayerLatencyModel``
-    (``layers``: name → model) at its kept filters (in whole tiles of ``filter_tile``) and
-    input channels; ``device``: where the timings were taken."""
+    (``layers``: name → model) at its kept filters (``effective_filters`` by
+    ``filter_costs``) and input channels; ``device``: where the timings were taken."""
 
     layers: dict
     fixed_ms: float
     device: str = ""
-    filter_tile: int = 1
+    filter_costs: tuple = ()
 
     def __post_init__(self):
         layers = {name: (m if isinstance(m, LayerLatencyModel) else LayerLatencyModel(**m))
                   for name, m in dict(self.layers).items()}
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "fixed_ms", float(self.fixed_ms))
-        object.__setattr__(self, "filter_tile", int(self.filter_tile))
+        object.__setattr__(self, "filter_costs", tuple(float(c) for c in self.filter_costs))
 
     def layer(self, name):
         """Layer ``name``'s model; ValueError naming the layers timed when absent."""
@@ -114,7 +126,7 @@ class LatencyModel:
 
     def layer_ms(self, name, filters, channels):
         """Predicted ms of layer ``name`` keeping ``filters`` and ``channels``."""
-        return self.layer(name)(tiled(filters, self.filter_tile), channels)
+        return self.layer(name)(effective_filters(filters, self.filter_costs), channels)
 
     def predict(self, kept):
         """Predicted ms of the model whose layers keep ``{name: (filters, channels)}``
@@ -136,7 +148,7 @@ class LatencyModel:
     def get_config(self):
         return {"layers": {n: dataclasses.asdict(m) for n, m in self.layers.items()},
                 "fixed_ms": self.fixed_ms, "device": self.device,
-                "filter_tile": self.filter_tile}
+                "filter_costs": list(self.filter_costs)}
 
     @classmethod
     def from_config(cls, config):
@@ -144,5 +156,5 @@ class LatencyModel:
             return cls(**config)
         except (TypeError, ValueError) as err:
             raise ValueError(f"not a latency model ({err}); expected a dict of layers, "
-                             "fixed_ms, device and filter_tile, as latency_model.json holds."
+                             "fixed_ms, device and filter_costs, as latency_model.json holds."
                              ) from None

@@ -31,7 +31,7 @@ from tfautocompress.lowering import FORMS, KEEP, ColumnSparseConv2D, Decision
 from tfautocompress.tflite_tools import benchmark
 
 __all__ = ["machine_cache_path", "LatencyCache", "LayerLatency", "HostTimer",
-           "measure_latency_model", "filter_tile", "predicted_vs_measured"]
+           "measure_latency_model", "filter_costs", "predicted_vs_measured"]
 
 # A lowered form must beat the kept conv by this share to be chosen: single-layer
 # timings on a shared CPU jitter by 5-10 % between runs, the lowered graph's extra
@@ -151,7 +151,7 @@ def measure_latency_model(model, names, timer=None, cache=None):
     where ``timer`` runs (``HostTimer()`` by default; ``android.AndroidTimer`` for a
     phone): each of layers ``names`` (Conv2D with ``groups=1``, or Dense) timed alone
     at the ``GRID``'s kept filters × input channels and fitted, filters in the
-    device's tiles (``filter_tile``); ``fixed_ms``: the whole model's timing minus
+    device's blocks (``filter_costs``); ``fixed_ms``: the whole model's timing minus
     the layers' dense predictions. ``cache`` as ``LayerLatency``'s."""
     timer = timer or HostTimer()
     cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
@@ -163,11 +163,11 @@ def measure_latency_model(model, names, timer=None, cache=None):
                        for c in latency_model.grid_counts(channels)]
     points = [point for grid in grids.values() for point in grid]
     timed = _timed_points(points, timer, cache)
-    tile = filter_tile(timer, cache)
+    costs = filter_costs(timer, cache)
     layers, at = {}, 0
     for name, grid in grids.items():
         layers[name] = latency_model.LayerLatencyModel.fit(
-            [(latency_model.tiled(f, tile), c, ms)
+            [(latency_model.effective_filters(f, costs), c, ms)
              for (_, f, c), ms in zip(grid, timed[at:at + len(grid)])])
         at += len(grid)
     key = json.dumps(["model", hashlib.sha256(model.to_json().encode()).hexdigest()[:16],
@@ -176,31 +176,25 @@ def measure_latency_model(model, names, timer=None, cache=None):
     if whole is None:
         whole = timer([_convert(model)])[0]
         cache.put(key, whole)
-    timed_model = latency_model.LatencyModel(layers, 0.0, filter_tile=tile)
+    timed_model = latency_model.LatencyModel(layers, 0.0, filter_costs=costs)
     dense = timed_model.predict({n: _geometry(model.get_layer(n)) for n in names})
-    return latency_model.LatencyModel(layers, whole - dense, timer.device, tile)
+    return latency_model.LatencyModel(layers, whole - dense, timer.device, costs)
 
 
-# The tile probe: a 3x3 conv on a 16x16x32 input keeping 32 filters, and 32 - t + 1
-# (the first count of the tile below 32 if tiles were t wide) for each candidate t.
-_TILES = (2, 4, 8, 16, 32)
-_SAME_TILE = 0.93  # a count in the same tile runs at least this share of 32's time
+# The probe of the filter costs: a 3x3 conv on a 16x16x32 input keeping 1..32 filters
+# (a multiple of the GEMM tiles: 4 to 16 on CPUs, 4 on GPUs).
+_PERIOD = 32
 
 
-def filter_tile(timer=None, cache=None):
-    """How many filters ``timer``'s device computes at once (``latency_model``'s
-    ``filter_tile``): the widest ``t`` of ``_TILES`` for which a conv keeping
-    ``32 - t + 1`` filters runs as long as one keeping 32 (1 if none does)."""
-    probe = keras.layers.Conv2D(32, 3, padding="same", name="probe")
+def filter_costs(timer=None, cache=None):
+    """What ``k = 1.._PERIOD`` filters cost where ``timer`` runs, in filters
+    (``latency_model.LatencyModel.filter_costs``): a probe conv's time keeping ``k``
+    filters over its time keeping all ``_PERIOD``, times ``_PERIOD``."""
+    probe = keras.layers.Conv2D(_PERIOD, 3, padding="same", name="probe")
     probe(keras.Input((16, 16, 32)))  # its input shape
-    counts = [32] + [32 - t + 1 for t in _TILES]
-    full, *others = _timed_points([(probe, f, 32) for f in counts], timer or HostTimer(), cache)
-    tile = 1
-    for t, ms in zip(_TILES, others):
-        if ms < _SAME_TILE * full:
-            break
-        tile = t
-    return tile
+    ms = _timed_points([(probe, k, 32) for k in range(1, _PERIOD + 1)], timer or HostTimer(),
+                       cache)
+    return tuple(_PERIOD * m / ms[-1] for m in ms)
 
 
 def predicted_vs_measured(dense_model, compact_model, model, timer=None):

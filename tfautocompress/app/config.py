@@ -95,8 +95,10 @@ class Config:
         lower_bound=0.0, upper_bound=100.0)
     max_rounds: int = _setting(5, "Maximum Phase I rounds.", flag="rounds", lower_bound=1)
     round_ratio: float = _setting(2.0, "Each round's target / the previous round's.")
-    scheme_set: str = _setting("filter+column", "Structured pruning schemes.", flag="schemes",
-                               choices=SCHEME_SETS)
+    scheme_set: str = _setting(
+        None, "Structured pruning schemes; default: filter+column, and filter for "
+        "--objective=latency (a kept conv multiplies its pruned columns: they save no time).",
+        flag="schemes", choices=SCHEME_SETS)
     max_fraction: float = _setting(0.95)
     search_trials: int = _setting(24, "Fast-evaluation trials per round.", lower_bound=1)
     search_subset: int = _setting(None)
@@ -139,6 +141,8 @@ class Config:
         lower_bound=0)
 
     def __post_init__(self):
+        if self.scheme_set is None:
+            self.scheme_set = "filter" if self.objective == "latency" else "filter+column"
         for name, accepted in (("objective", OBJECTIVES), ("scheme_set", SCHEME_SETS),
                                ("search_score", SEARCH_SCORES),
                                ("latency_device", LATENCY_DEVICES),
