@@ -104,3 +104,22 @@ def test_filters_count_as_the_device_computes_them():
     assert model.layer_ms("conv", 9, 4) == model.layer_ms("conv", 16, 4) == pytest.approx(0.26)
     assert model.layer_ms("conv", 3, 4) == pytest.approx(0.18)
     assert LatencyModel.from_config(model.get_config()) == model
+
+
+def test_a_latency_space_keeps_the_filters_the_device_computes_anyway():
+    """8-wide tiles: a layer of 16 filters told to keep 12 keeps all 16 (the same two
+    tiles), told to keep 8 keeps 8; a floor is never revived; params count the same."""
+    costs = (8.0,) * 8 + (16.0,) * 8
+    laws = {"conv_a": LayerLatencyModel(0.0, 0.01, 0.0, 0.0)}
+    layers = (space_lib.LayerSpec("conv_a", "conv", 16, 36, 64, in_size=4),)
+    space = space_lib.PolicySpace(layers, "filter", latency=LatencyModel(laws, 0.0, "", costs))
+    assert space.effective("conv_a", policy_lib.LayerAction(0.25)) == (0.0, 0.0)
+    assert space.effective("conv_a", policy_lib.LayerAction(0.5)) == (0.5, 0.0)
+    assert space.effective("conv_a", policy_lib.LayerAction(0.75)) == (0.5, 0.0)  # 4 -> 8
+    floored = space_lib.PolicySpace(layers, "filter", floors={"conv_a": {"fraction": 0.25}},
+                                    latency=space.latency)
+    assert floored.effective("conv_a", policy_lib.LayerAction(0.3)) == (0.25, 0.0)
+    half = {"conv_a": policy_lib.LayerAction(0.5)}
+    assert space.compression_ratio(half, "params") == pytest.approx(2.0)
+    assert space.compression_ratio({"conv_a": policy_lib.LayerAction(0.25)}, "params") == 1.0
+    assert policy_lib.PruningPolicy(space, half).schemes()["conv_a"].fraction == 0.5

@@ -20,7 +20,7 @@ def small_model():
     return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
 
 
-def test_each_layer_is_fitted_to_its_grid_and_the_rest_is_fixed(tmp_path):
+def test_each_layer_is_fitted_to_its_grid_and_the_rest_to_the_whole_model(tmp_path):
     model = small_model()
     cache = tmp_path / "latency.json"
     measured = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], FAST, cache)
@@ -36,10 +36,17 @@ def test_each_layer_is_fitted_to_its_grid_and_the_rest_is_fixed(tmp_path):
         for (_, f, c), ms in zip(grid, timings):
             predicted = measured.layer_ms(name, f, c)
             assert abs(predicted - ms) <= fit.error * ms + 1e-9, (name, f, c)
-    # fixed_ms: the whole model's timing less its timed layers, dense
-    whole = [ms for key, ms in artifacts.read_json(cache).items() if json.loads(key)[0] == "model"]
-    assert len(whole) == 1
-    assert measured.predict(geometry) == pytest.approx(whole[0])
+    # the rest of the model (the whole less its layers alone, timed together at all,
+    # half and a quarter of the filters) fitted by least squares: residuals sum to zero
+    assert {n: m.positions for n, m in measured.layers.items()} == {
+        "conv_a": 64, "conv_b": 9, "fc": 1}
+    (rests,) = [v for k, v in artifacts.read_json(cache).items() if json.loads(k)[0] == "rest"]
+    volumes = [16 * 64 + 24 * 9 + 32, 8 * 64 + 12 * 9 + 16, 4 * 64 + 6 * 9 + 8]
+    assert [v for v, _ in rests] == volumes and measured.volume_ms >= 0
+    residuals = [rest - measured.fixed_ms - measured.volume_ms * v for v, rest in rests]
+    assert sum(residuals) == pytest.approx(0.0, abs=1e-9)
+    assert measured.predict(geometry) == pytest.approx(
+        measured.fixed_ms + sum(measured.share_ms(n, *g) for n, g in geometry.items()))
 
     latency.LatencyCache._memory.clear()  # a new process: only the file remembers  # noqa: SLF001
     again = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], FAST, cache)

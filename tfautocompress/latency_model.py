@@ -15,9 +15,11 @@ an eighth of a layer and less), measured where the model will run
 coefficients are clipped at zero, so the prediction never grows when a layer
 loses filters or input channels.
 
-A model's latency is the sum of its prunable layers' predictions plus
-``fixed_ms``: the dense model's measured latency minus its layers' predicted
-dense latency (the layers outside the space, the interpreter's per-invoke cost).
+A model's latency is the sum of its prunable layers' predictions, plus what the
+rest of the model spends on their feature maps (pooling, activations: ``volume_ms``
+per kept filter and output position), plus ``fixed_ms`` (the layers outside the
+space, the interpreter's per-invoke cost): the two fitted to the whole model timed
+at all, half and a quarter of every layer's filters.
 
 Filters are computed in blocks: XNNPACK's GEMM micro-kernels produce a tile of
 output channels at a time (on this AVX-512 host 16, with an 8-wide kernel for a
@@ -28,6 +30,13 @@ per device on a probe conv (``tflite_tools.latency``); a layer's filters count a
 ``effective_filters(f)`` (whole periods of ``P``, then the remainder's cost) in the
 fit and the prediction.
 
+A pruned layer therefore keeps, for free, every filter up to the most that
+cost no more than the filters its policy keeps (``spared``): keeping 32 of 32
+filters instead of 20 costs no time here, and neither does 16 instead of 15.
+The search space applies this to every policy of a latency target
+(``space.PolicySpace.effective``), so the budget, the projection and the masks
+agree on it.
+
 Column pruning is not counted: a column-sparse layer kept as a dense
 convolution multiplies its pruned columns too, so only whole filters and whole
 input channels save time under this objective.
@@ -37,6 +46,9 @@ import dataclasses
 import numpy as np
 
 __all__ = ["GRID", "grid_counts", "effective_filters", "LayerLatencyModel", "LatencyModel"]
+
+# Filter counts within this share of one another's cost run as fast (timing noise).
+_SAME_COST = 1.03
 
 # Shares of a layer's filters and of its input channels timed to fit its model.
 GRID = (0.125, 0.25, 0.5, 1.0)
@@ -50,13 +62,15 @@ def grid_counts(size):
 @dataclasses.dataclass(frozen=True)
 class LayerLatencyModel:
     """``ms(f, c) = a + b·f + d·c + e·f·c`` (module doc); ``error``: the fit's
-    largest relative error over the points it was fitted to."""
+    largest relative error over the points it was fitted to; ``positions``: the
+    layer's output positions (what its filters' feature maps hold)."""
 
     a: float
     b: float
     d: float
     e: float
     error: float = 0.0
+    positions: int = 1
 
     @classmethod
     def fit(cls, points):
@@ -83,6 +97,10 @@ class LayerLatencyModel:
         error = float(np.max(np.abs(fitted - ms) / np.maximum(ms, 1e-12)))
         return cls(*(float(x) for x in coefficients), error=error)
 
+    def located(self, positions):
+        """This model for a layer with ``positions`` output positions."""
+        return dataclasses.replace(self, positions=int(positions))
+
     def __call__(self, filters, channels):
         return self.a + self.b * filters + self.d * channels + self.e * filters * channels
 
@@ -108,12 +126,14 @@ class LatencyModel:
     fixed_ms: float
     device: str = ""
     filter_costs: tuple = ()
+    volume_ms: float = 0.0
 
     def __post_init__(self):
         layers = {name: (m if isinstance(m, LayerLatencyModel) else LayerLatencyModel(**m))
                   for name, m in dict(self.layers).items()}
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "fixed_ms", float(self.fixed_ms))
+        object.__setattr__(self, "volume_ms", float(self.volume_ms))
         object.__setattr__(self, "filter_costs", tuple(float(c) for c in self.filter_costs))
 
     def layer(self, name):
@@ -128,10 +148,28 @@ class LatencyModel:
         """Predicted ms of layer ``name`` keeping ``filters`` and ``channels``."""
         return self.layer(name)(effective_filters(filters, self.filter_costs), channels)
 
+    def spared(self, kept, most, step=1):
+        """The most filters from ``kept`` up to ``most`` (in steps of ``step``) that cost no
+        more than ``kept`` (within timing noise, ``_SAME_COST``): what a pruned layer
+        keeps for free, as its GEMM computes whole tiles anyway."""
+        limit = effective_filters(kept, self.filter_costs) * _SAME_COST
+        best = kept
+        for count in range(kept + step, most + 1, step):
+            if effective_filters(count, self.filter_costs) <= limit:
+                best = count
+        return best
+
+    def share_ms(self, name, filters, channels):
+        """Layer ``name``'s share of the model's time: the layer itself, and what the
+        rest of the model spends on its feature maps (pooling, activations, ...):
+        ``volume_ms`` per output entry (filter × position)."""
+        return (self.layer_ms(name, filters, channels)
+                + self.volume_ms * filters * self.layer(name).positions)
+
     def predict(self, kept):
         """Predicted ms of the model whose layers keep ``{name: (filters, channels)}``
         (every layer of the model)."""
-        return self.fixed_ms + sum(self.layer_ms(n, f, c) for n, (f, c) in kept.items())
+        return self.fixed_ms + sum(self.share_ms(n, f, c) for n, (f, c) in kept.items())
 
     def predict_report(self, report):
         """Predicted ms of the model that ``report`` (``cost.count``) counts, from its
@@ -148,7 +186,7 @@ class LatencyModel:
     def get_config(self):
         return {"layers": {n: dataclasses.asdict(m) for n, m in self.layers.items()},
                 "fixed_ms": self.fixed_ms, "device": self.device,
-                "filter_costs": list(self.filter_costs)}
+                "filter_costs": list(self.filter_costs), "volume_ms": self.volume_ms}
 
     @classmethod
     def from_config(cls, config):

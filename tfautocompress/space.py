@@ -281,14 +281,30 @@ class PolicySpace:
     def effective(self, name, action=None):
         """``(filter_fraction, column_fraction)`` that ``action`` (None: the floor)
         prunes in layer ``name``: each at least the floor's; irregular spaces
-        give ``(fraction, 0.0)``."""
+        give ``(fraction, 0.0)``. With a latency model the filter fraction keeps the
+        filters the device computes anyway (``_spared``)."""
         first, second = self.floor(name)
         if action is None:
             return first, second
-        if self.scheme_set != "filter+column":
+        if self.scheme_set == "irregular":
             return max(action.fraction, first), 0.0
+        if self.scheme_set == "filter":
+            return self._spared(name, max(action.fraction, first), first), 0.0
         own_first, own_second = action.split()
-        return max(own_first, first), max(own_second, second)
+        return self._spared(name, max(own_first, first), first), max(own_second, second)
+
+    def _spared(self, name, fraction, floor):
+        """The filter fraction that keeps, with a latency model, the most filters that
+        cost no more time than ``fraction`` keeps (``LatencyModel.spared``), never
+        reviving what the ``floor`` removed; ``fraction`` itself otherwise."""
+        if self.latency is None or fraction <= 0.0:
+            return fraction
+        spec = self.layer(name)
+        blocks = spec.filters // spec.block
+        kept = spec.block * (blocks - schemes_lib.prune_count(fraction, blocks))
+        most = spec.block * (blocks - schemes_lib.prune_count(floor, blocks))
+        spared = self.latency.spared(kept, most, spec.block)
+        return fraction if spared == kept else 1.0 - spared / spec.filters
 
     def remaining_weights(self):
         """``{name: kernel entries left after the floors}`` (dense when no floors):
@@ -299,7 +315,7 @@ class PolicySpace:
         """Params or MACs of the scope in the dense model (latency: the whole model's ms)."""
         fixed = self._fixed(objective)
         if objective == "latency":
-            return fixed + sum(self.latency.layer_ms(s.name, s.filters, s.in_size)
+            return fixed + sum(self.latency.share_ms(s.name, s.filters, s.in_size)
                                for s in self.layers)
         return fixed + sum(s.dense(objective) for s in self.layers)
 
@@ -342,7 +358,7 @@ class PolicySpace:
             if objective == "params":
                 result[spec.name] = kept + filters * (spec.bias + spec.channelwise[0])
             elif objective == "latency":
-                result[spec.name] = self.latency.layer_ms(spec.name, filters,
+                result[spec.name] = self.latency.share_ms(spec.name, filters,
                                                           spec.in_size * alive_in)
             else:
                 result[spec.name] = kept * spec.positions + filters * spec.channelwise[1]

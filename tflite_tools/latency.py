@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging as absl_logging
 
-from tfautocompress import artifacts, latency_model
+from tfautocompress import artifacts, compact, latency_model, masks as masks_lib, schemes
 from tfautocompress._keras import keras
 from tfautocompress.lowering import FORMS, KEEP, ColumnSparseConv2D, Decision
 from tfautocompress.tflite_tools import benchmark
@@ -151,8 +151,9 @@ def measure_latency_model(model, names, timer=None, cache=None):
     where ``timer`` runs (``HostTimer()`` by default; ``android.AndroidTimer`` for a
     phone): each of layers ``names`` (Conv2D with ``groups=1``, or Dense) timed alone
     at the ``GRID``'s kept filters × input channels and fitted, filters in the
-    device's blocks (``filter_costs``); ``fixed_ms``: the whole model's timing minus
-    the layers' dense predictions. ``cache`` as ``LayerLatency``'s."""
+    device's blocks (``filter_costs``); ``fixed_ms`` and ``volume_ms``: the rest of
+    the model, from its timings at all, half and a quarter of the layers' filters
+    (``_rest_of_the_model``). ``cache`` as ``LayerLatency``'s."""
     timer = timer or HostTimer()
     cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
     grids = {}
@@ -168,17 +169,54 @@ def measure_latency_model(model, names, timer=None, cache=None):
     for name, grid in grids.items():
         layers[name] = latency_model.LayerLatencyModel.fit(
             [(latency_model.effective_filters(f, costs), c, ms)
-             for (_, f, c), ms in zip(grid, timed[at:at + len(grid)])])
+             for (_, f, c), ms in zip(grid, timed[at:at + len(grid)])]
+        ).located(_positions(model.get_layer(name)))
         at += len(grid)
-    key = json.dumps(["model", hashlib.sha256(model.to_json().encode()).hexdigest()[:16],
-                      timer.key()])
-    whole = cache.get(key)
-    if whole is None:
-        whole = timer([_convert(model)])[0]
-        cache.put(key, whole)
     timed_model = latency_model.LatencyModel(layers, 0.0, filter_costs=costs)
-    dense = timed_model.predict({n: _geometry(model.get_layer(n)) for n in names})
-    return latency_model.LatencyModel(layers, whole - dense, timer.device, costs)
+    fixed_ms, volume_ms = _rest_of_the_model(model, timed_model, timer, cache)
+    return latency_model.LatencyModel(timed_model.layers, fixed_ms, timer.device, costs,
+                                      volume_ms)
+
+
+# The whole model is timed at these shares of every timed layer's filters, with its
+# layers alone, in batches whose median per model is taken.
+_SHARES = (1.0, 0.5, 0.25)
+_REPEATS = 3
+
+
+def _rest_of_the_model(model, timed_model, timer, cache):
+    """``(fixed_ms, volume_ms)``: what the whole model, at each of ``_SHARES`` of every
+    timed layer's filters (magnitude-pruned, compacted), spends beyond its timed
+    layers alone, fitted as ``fixed_ms + volume_ms · Σ filters × positions``. Each
+    whole model and its layers are timed in alternating batches (``_REPEATS``, the
+    median taken): the rest is a small difference of large timings, which load
+    drifting between batches would swamp."""
+    names = list(timed_model.layers)
+    key = json.dumps(["rest", hashlib.sha256(model.to_json().encode()).hexdigest()[:16],
+                      timer.key()])
+    if cache.get(key) is None:
+        contents, volumes = [], []
+        for share in _SHARES:
+            small = model
+            if share < 1.0:
+                kept = {n: schemes.Filter(1.0 - share) for n in names}
+                small = compact.compact(model, masks_lib.magnitude_masks(model, kept))
+            layers = [small.get_layer(n) for n in names]
+            contents += [_convert(small)] + [_convert_single(l, *_geometry(l)) for l in layers]
+            volumes.append(sum(_geometry(l)[0] * _positions(l) for l in layers))
+        timed = np.median([timer(contents) for _ in range(_REPEATS)], axis=0)
+        timed = timed.reshape(len(_SHARES), len(names) + 1)
+        cache.put(key, [[v, float(t[0] - t[1:].sum())] for v, t in zip(volumes, timed)])
+    volume, rest = np.asarray(cache.get(key)).T
+    slope, intercept = np.polyfit(volume, rest, 1)
+    if slope < 0:  # noise: no share of the rest follows the feature maps
+        slope, intercept = 0.0, float(np.mean(rest))
+    return float(intercept), float(slope)
+
+
+def _positions(layer):
+    """Output positions of ``layer`` per example (1 for a Dense on vectors)."""
+    return int(np.prod(layer.output_shape[1:-1])) if len(layer.output_shape) > 2 else 1
 
 
 # The probe of the filter costs: a 3x3 conv on a 16x16x32 input keeping 1..32 filters

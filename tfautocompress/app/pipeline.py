@@ -140,7 +140,7 @@ class AutoCompress:
                 except ValueError as err:
                     raise ValueError(f"--latency_table {cfg.latency_table}: {err}") from None
             else:
-                names = space_lib.PolicySpace.from_model(self.model, cfg.scheme_set).names
+                names = self._space(self.model).names
                 self._log(f"timing {len(names)} layers alone for the latency model")
                 model = latency.measure_latency_model(self.model, names, self._timer(),
                                                       latency.machine_cache_path())
@@ -149,6 +149,15 @@ class AutoCompress:
                                  self.state["latency_model"])
             self._save_state()
         return LatencyModel.from_config(self.state["latency_model"])
+
+    def _space(self, model, previous=None, latency_model=None):
+        """The search space of ``model`` (floors at ``previous``). A latency target
+        prunes the Dense layers too: they read the pruned channels, and their time
+        counts as much as the convolutions'."""
+        cfg = self.config
+        return space_lib.PolicySpace.from_model(
+            model, cfg.scheme_set, cfg.max_fraction, include_dense=cfg.objective == "latency",
+            previous=previous, latency=latency_model)
 
     def _timer(self, runs=50):
         """Where ``objective="latency"`` times models (``Config.latency_device``)."""
@@ -257,9 +266,7 @@ class AutoCompress:
         if target is not None and previous * cfg.round_ratio * 1.05 >= target:
             kwargs["target_compression_ratio"] = target
         # This round's space (§3.5): floors at what the last accepted round removed.
-        space = space_lib.PolicySpace.from_model(model, cfg.scheme_set, cfg.max_fraction,
-                                                 previous=current.policy if current else None,
-                                                 latency=self._latency_model())
+        space = self._space(model, current.policy if current else None, self._latency_model())
         oracle = sa_oracle.EnhancedSAOracle(
             space, cfg.objective, previous_compression_ratio=previous,
             round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
