@@ -1,11 +1,12 @@
 """Enhanced simulated annealing as a keras-tuner Oracle (AutoCompress Algorithm 1).
 
 One oracle searches one progressive round. The round's target compression
-ratio (dense / kept, N x, on ``objective`` params or MACs) is about
+ratio (dense / kept, N x, on ``objective`` params, MACs or latency) is about
 ``round_ratio`` times the previous round's, with a small seeded variance, and is
 a hard constraint: every proposed action reaches it (by ``space.PolicySpace``'s
 exact budget of the projection). Proposals follow the guided heuristic — a layer with more weights
-never gets a smaller prune fraction — and are normalised to the target by a
+(for a latency target: more time) never gets a smaller prune fraction — and are
+normalised to the target by a
 bounded bisection on a common scale of the fractions.
 
 The chain. Trial 0 is the initial action; then, at each temperature of the
@@ -102,9 +103,10 @@ def follows_size_order(policy):
     """True iff no layer with more (remaining) weights has a smaller prune fraction.
 
     With floors, "weights" are those left after the previous round and the
-    fraction is this round's increment over the floor (``increment``)."""
+    fraction is this round's increment over the floor (``increment``); with a
+    latency model, a layer's time stands for its weights (``remaining_sizes``)."""
     space = policy.space
-    remaining = space.remaining_weights()
+    remaining = space.remaining_sizes()
     names = sorted(space.names, key=remaining.__getitem__)
     fractions = [increment(space, n, policy.action(n))[0] for n in names]
     return all(fractions[i] <= fractions[j] + _TOLERANCE
@@ -160,7 +162,7 @@ class GuidedHeuristic:
 
     def __init__(self, space, objective):
         self.space, self.objective = space, objective
-        self.remaining = space.remaining_weights()
+        self.remaining = space.remaining_sizes()
         self.caps = self._increment_caps()
 
     def _increment_caps(self):

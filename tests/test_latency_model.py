@@ -123,3 +123,15 @@ def test_a_latency_space_keeps_the_filters_the_device_computes_anyway():
     assert space.compression_ratio(half, "params") == pytest.approx(2.0)
     assert space.compression_ratio({"conv_a": policy_lib.LayerAction(0.25)}, "params") == 1.0
     assert policy_lib.PruningPolicy(space, half).schemes()["conv_a"].fraction == 0.5
+
+
+def test_a_latency_target_takes_the_most_from_the_slowest_layers():
+    """The guided heuristic's order: time left per layer, not weights (conv_b has 4x
+    conv_a's weights; here conv_a is the slower one)."""
+    space = two_conv_space()
+    slow_a = {"conv_a": LayerLatencyModel(1.0, 0.0, 0.0, 0.0),
+              "conv_b": LayerLatencyModel(0.2, 0.0, 0.0, 0.0)}
+    space = space_lib.PolicySpace(space.layers, latency=LatencyModel(slow_a, 0.3))
+    assert space.remaining_sizes() == {"conv_a": pytest.approx(1.0), "conv_b": pytest.approx(0.2)}
+    assert space_lib.PolicySpace(space.layers).remaining_sizes() == {"conv_a": 8 * 36 + 8,
+                                                                     "conv_b": 16 * 72 + 16}

@@ -376,7 +376,7 @@ def _counts(space, name, split):
 
 def test_round_two_respects_floors_order_and_doubles_the_ratio(tmp_path):
     space = SPACE.next_round(ROUND1)
-    remaining = space.remaining_weights()
+    remaining = space.remaining_sizes()
     assert remaining["conv4"] < remaining["conv1"]  # dense order says the opposite
     oracle = sa_oracle.EnhancedSAOracle(space, iterations=3, max_trials=10, seed=5)
     oracle._set_project_dir(str(tmp_path), "round2")

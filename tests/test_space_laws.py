@@ -42,11 +42,11 @@ def test_floor_fraction_is_the_share_of_the_kernel_already_lost():
     assert space.floor_fraction("b") == 0.0
 
 
-def test_remaining_weights_count_what_the_floors_keep():
+def test_remaining_sizes_count_what_the_floors_keep():
     space = PolicySpace(LAYERS, "filter+column", 0.9, floors=(("a", 0.25, 1 / 3),))
     # a keeps 12 of 16 filters and 18 of 27 columns; b loses the rows of a's 4 dropped
     # channels (4 x 9 of its 144 columns); c and d keep everything.
-    assert space.remaining_weights() == {"a": 12 * 18, "b": 32 * (144 - 36), "c": 8 * 288,
+    assert space.remaining_sizes() == {"a": 12 * 18, "b": 32 * (144 - 36), "c": 8 * 288,
                                          "d": 8 * 72}
 
 

@@ -20,8 +20,8 @@ least its floors, checked on the filter and column fractions separately, so the
 kept filters and columns can only shrink; the schemes use ``max(action, floor)``
 per fraction, so rounding noise never drops a group the previous round removed.
 A layer a policy leaves out keeps its floor. Costs and ratios stay against the
-dense model; ``remaining_weights()`` gives each layer's weights left after the
-floors, which orders the guided search.
+dense model; ``remaining_sizes()`` gives each layer's weights (or, with a latency
+model, time) left after the floors, which orders the guided search.
 
 Actions are ``policy.LayerAction`` values (anything with ``fraction``,
 ``filter_share`` and ``split()``); the space itself knows no policy type.
@@ -306,10 +306,12 @@ class PolicySpace:
         spared = self.latency.spared(kept, most, spec.block)
         return fraction if spared == kept else 1.0 - spared / spec.filters
 
-    def remaining_weights(self):
-        """``{name: kernel entries left after the floors}`` (dense when no floors):
-        what the guided heuristic orders layers by."""
-        return self._layer_kept({}, "params")
+    def remaining_sizes(self):
+        """``{name: size left after the floors}`` (dense when no floors): what the
+        guided heuristic orders layers by. The size is a layer's kernel entries (the
+        paper's "remaining weights"), or with a latency model its share of the model's
+        predicted time: a latency target takes the most from the slowest layers."""
+        return self._layer_kept({}, "params" if self.latency is None else "latency")
 
     def dense_cost(self, objective="params"):
         """Params or MACs of the scope in the dense model (latency: the whole model's ms)."""
