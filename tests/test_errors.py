@@ -25,7 +25,7 @@ CASES = [
     ("compress", ["--model={d}/base.keras", "--dataset={d}/nolabels.npz"],
      "lacks ['y_test', 'y_train']"),
     ("compress", ["--model={d}/base.keras", "--target_ratio=0.5"], "--target_ratio must be > 1"),
-    ("compress", ["--model={d}/base.keras", "--objective=latency",
+    ("compress", ["--model={d}/base.keras", "--objective=latency", "--output_dir={d}/latency",
                   "--latency_table={d}/not_a_policy.json"],
      "--latency_table {d}/not_a_policy.json: not a latency model"),
     ("compress", ["--model={d}/base.keras", "--output_dir={d}/corrupt_state"],

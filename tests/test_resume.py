@@ -86,7 +86,7 @@ def test_the_console_output_follows_the_run(uninterrupted):
     assert "task_loss" in output and "admm_penalty" in output  # ADMM's loss, apart
     assert "admm_res/" not in output  # per-layer logs stay out of the epoch line
     assert "retracing" not in output
-    assert "timing 6 layers alone for the latency model" in output
+    assert "timing 7 layers alone for the latency model" in output  # six CONV and fc1
 
 
 def test_the_latency_target_is_predicted_and_checked(uninterrupted):
@@ -94,8 +94,8 @@ def test_the_latency_target_is_predicted_and_checked(uninterrupted):
     with open(os.path.join(out, "report.json")) as f:
         final = json.load(f)["final"]
     latency, last_round = final["latency"], final["purification"]
-    convs = {f"block{b}_{k}_conv" for b in (1, 2, 3) for k in (1, 2)}
-    assert set(latency["layers"]) == convs  # every CONV layer, each timed alone
+    timed = {f"block{b}_{k}_conv" for b in (1, 2, 3) for k in (1, 2)} | {"fc1"}
+    assert set(latency["layers"]) == timed  # every layer the search prunes, each alone
     for name, layer in latency["layers"].items():
         assert layer["predicted_ms"] > 0 and layer["measured_ms"] > 0, name
         assert layer["filters"] <= 128 and layer["inputs"] >= 1, name

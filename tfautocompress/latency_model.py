@@ -9,8 +9,8 @@ multiply-adds (``∝ f·c``), so one layer's latency is modelled as
     ms(f, c) = a + b·f + d·c + e·f·c        (``LayerLatencyModel``)
 
 fitted by least squares in relative error to single-layer timings on a grid of ``(f, c)``
-(``GRID``: an eighth, a quarter, half and all of each, as deep pruning keeps
-an eighth of a layer and less), measured where the model will run
+(``GRID``: an eighth, half and all of each, as deep pruning keeps an eighth of
+a layer and less; a quarter as well predicts no better), measured where the model will run
 (``tflite_tools.latency.measure_latency_model``: host LiteRT or a phone). The
 coefficients are clipped at zero, so the prediction never grows when a layer
 loses filters or input channels.
@@ -51,7 +51,7 @@ __all__ = ["GRID", "grid_counts", "effective_filters", "LayerLatencyModel", "Lat
 _SAME_COST = 1.03
 
 # Shares of a layer's filters and of its input channels timed to fit its model.
-GRID = (0.125, 0.25, 0.5, 1.0)
+GRID = (0.125, 0.5, 1.0)
 
 
 def grid_counts(size):

@@ -31,7 +31,8 @@ import numbers
 
 import numpy as np
 
-from tfautocompress import cost, graph as graph_lib, latency_model, layer_kinds, schemes as schemes_lib
+from tfautocompress import cost, graph as graph_lib, latency_model, layer_kinds
+from tfautocompress import schemes as schemes_lib
 
 __all__ = ["SCHEME_SETS", "check_real", "LayerSpec", "PolicySpace"]
 

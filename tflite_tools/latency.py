@@ -3,8 +3,8 @@
 (``LayerLatency``, ``lowering.decide``'s ``measure``).
 
 ``measure_latency_model`` times each prunable Conv2D or Dense layer alone at an
-eighth, a quarter, half and all of its filters and of its input channels
-(``latency_model.GRID``, 16 single-layer models), fits each layer's
+eighth, half and all of its filters and of its input channels
+(``latency_model.GRID``, 9 single-layer models), fits each layer's
 ``LayerLatencyModel`` and times the whole model once; every timing is cached
 per machine like the lowering's, so the same command gives the same model.
 

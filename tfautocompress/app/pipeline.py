@@ -343,7 +343,8 @@ class AutoCompress:
             with workers.local_search():  # search workers serve Phase I only
                 found, scales, _ = thresholds.search_thresholds(
                     model, masks, self.splits.val, bound, objective=cfg.objective,
-                    latency=self._latency_model(), max_trials=cfg.purification_trials, max_scale=cfg.purification_max_scale,
+                    latency=self._latency_model(), max_trials=cfg.purification_trials,
+                    max_scale=cfg.purification_max_scale,
                     seed=cfg.seed + r - 1, directory=self.output_dir,
                     project_name=f"purification_{r}")
             reached = self._ratio(cost.count(model, found))
