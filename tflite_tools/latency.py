@@ -172,10 +172,8 @@ def measure_latency_model(model, names, timer=None, cache=None):
              for (_, f, c), ms in zip(grid, timed[at:at + len(grid)])]
         ).located(_positions(model.get_layer(name)))
         at += len(grid)
-    timed_model = latency_model.LatencyModel(layers, 0.0, filter_costs=costs)
-    fixed_ms, volume_ms = _rest_of_the_model(model, timed_model, timer, cache)
-    return latency_model.LatencyModel(timed_model.layers, fixed_ms, timer.device, costs,
-                                      volume_ms)
+    fixed_ms, volume_ms = _rest_of_the_model(model, list(layers), timer, cache)
+    return latency_model.LatencyModel(layers, fixed_ms, timer.device, costs, volume_ms)
 
 
 # The whole model is timed at these shares of every timed layer's filters, with its
@@ -184,14 +182,13 @@ _SHARES = (1.0, 0.5, 0.25)
 _REPEATS = 3
 
 
-def _rest_of_the_model(model, timed_model, timer, cache):
-    """``(fixed_ms, volume_ms)``: what the whole model, at each of ``_SHARES`` of every
-    timed layer's filters (magnitude-pruned, compacted), spends beyond its timed
-    layers alone, fitted as ``fixed_ms + volume_ms · Σ filters × positions``. Each
+def _rest_of_the_model(model, names, timer, cache):
+    """``(fixed_ms, volume_ms)``: what the whole model, at each of ``_SHARES`` of the
+    filters of its layers ``names`` (magnitude-pruned, compacted), spends beyond
+    those layers alone, fitted as ``fixed_ms + volume_ms · Σ filters × positions``. Each
     whole model and its layers are timed in alternating batches (``_REPEATS``, the
     median taken): the rest is a small difference of large timings, which load
     drifting between batches would swamp."""
-    names = list(timed_model.layers)
     key = json.dumps(["rest", hashlib.sha256(model.to_json().encode()).hexdigest()[:16],
                       timer.key()])
     if cache.get(key) is None:
