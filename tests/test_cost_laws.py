@@ -82,6 +82,12 @@ def test_each_kernel_counts_its_live_filters_and_the_inputs_it_still_reads():
     assert dense["conv_a"] == (8, 3) and dense["conv_c"] == (8, 4)
     masks = {"conv_c": np.concatenate([np.zeros((1, 1, 4, 2)), np.ones((1, 1, 4, 6))], -1)}
     assert {r.name: r.inputs for r in cost.count(model, masks).layers}["fc"] == 96
+    # conv_b's rows of channel 5 pruned (columns), conv_a's filter 5 alive: the compact
+    # conv_b still reads channel 5 (zeros), so it counts
+    columns = np.ones((1, 1, 8, 4), np.float32)
+    columns[:, :, 5, :] = 0.0
+    rows = {r.name: r.inputs for r in cost.count(model, {"conv_a": mask, "conv_b": columns}).layers}
+    assert rows["conv_b"] == 6
     with pytest.raises(ValueError, match="objective 'latency' is predicted, not counted"):
         cost.exact_compression_ratio(model, None, "latency")
 

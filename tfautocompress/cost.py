@@ -49,8 +49,9 @@ class LayerCost:
     output_shape: tuple
     conv: bool
     calls: int = 1  # how often the model calls the layer (shared layers: more than once)
-    # The kernel's live filters and live input channels (units, for Dense): the GEMM
-    # that ``latency_model`` times; 0 for layers without a (filters-last) kernel.
+    # The kernel's live filters and the input channels (units, for Dense) its compact
+    # layer keeps: the GEMM that ``latency_model`` times; 0 for layers without a
+    # (filters-last) kernel.
     filters: int = 0
     inputs: int = 0
 
@@ -146,6 +147,7 @@ def count(model, masks=None):
     """
     model = as_tf_keras(model)
     inputs = {}  # share of the input channels a separable layer's depthwise part keeps
+    rows = {}  # kernel input rows the compact model keeps
     masks = masks or {}
     if masks:
         channel_graph = graph_lib.analyze(model)
@@ -154,10 +156,12 @@ def count(model, masks=None):
         inputs = {name: float(keep[index].mean()) for name, index in channel_graph.in_index.items()
                   if getattr(layer_kinds.layout_of(channel_graph.layers[name]),
                              "depthwise_attr", None)}
+        rows = {name: int(channel_graph.rows_reading(name, keep).sum())
+                for name in channel_graph.in_index if channel_graph.ops[name].kernel is not None}
     calls = {}
     _count_calls(model, calls)
     return CostReport(tuple(_layer_cost(layer, masks.get(layer.name), calls.get(layer.name, 1),
-                                        inputs.get(layer.name, 1.0))
+                                        inputs.get(layer.name, 1.0), rows.get(layer.name))
                             for layer in graph_lib.leaf_layers(model)))
 
 
@@ -174,7 +178,7 @@ def _count_calls(model, calls):
                 calls[node.layer.name] = calls.get(node.layer.name, 0) + 1
 
 
-def _layer_cost(layer, mask, calls=1, kept_inputs=1.0):
+def _layer_cost(layer, mask, calls=1, kept_inputs=1.0, kept_rows=None):
     out_shape = _output_shape(layer)
     layout = layer_kinds.layout_of(layer)
     kernel = None if layout is None else getattr(layer, layout.kernel_attr)
@@ -202,7 +206,9 @@ def _layer_cost(layer, mask, calls=1, kept_inputs=1.0):
     conv = layout.conv or (layout.kind == "dense" and len(out_shape) > 1)
     inputs = 0
     if layout.filter_axes == (-1,):  # (..., inputs, filters): conv, separable, dense
-        inputs = int(np.any(kept, axis=tuple(range(kept.ndim - 2)) + (kept.ndim - 1,)).sum())
+        # the input channels compaction keeps (a channel whose rows are all pruned here
+        # stays while its producer lives), or without masks the kernel's own
+        inputs = kept.shape[-2] if kept_rows is None else kept_rows
     return LayerCost(layer.name, type(layer).__name__, params, macs, out_shape, conv, calls,
                      int(live.sum()), inputs)
 

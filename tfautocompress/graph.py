@@ -708,10 +708,11 @@ class ChannelGraph:
             return self.in_index[layer.name].size
         return int(layer.get_input_shape_at(0)[-1])
 
-    def _rows_alive(self, name, alive):
-        """Which rows (axis -2) of ``name``'s kernel read a live channel."""
+    def rows_reading(self, name, channels):
+        """Which rows (axis -2) of ``name``'s kernel read a channel set in ``channels``
+        (a global channel vector: ``close``'s alive one, or ``keep``'s)."""
         op = self.ops[name]
-        return alive[self.in_index[name]].repeat(op.repeat(self.layers[name], op.kernel))
+        return channels[self.in_index[name]].repeat(op.repeat(self.layers[name], op.kernel))
 
     def _alive(self, masks):
         alive = self._fixed.copy()
@@ -763,7 +764,7 @@ class ChannelGraph:
                 kernel = self.ops[name].kernel
                 if kernel is None or alive[idx].all():
                     continue
-                rows = self._rows_alive(name, alive).astype(np.float32)
+                rows = self.rows_reading(name, alive).astype(np.float32)
                 mask = closed.get(name)
                 if mask is None:
                     mask = np.ones(self._kernel_shape(name), dtype=np.float32)
