@@ -103,8 +103,9 @@ class AndroidTimer:
 
     def __init__(self, benchmark_binary, threads=1, use_gpu=False, device=None, runs=50,
                  timeout_s=600):
-        self.binary, self.threads, self.use_gpu = os.fspath(benchmark_binary), int(threads), use_gpu
-        self.runs, self.timeout_s, self._device, self._serial = int(runs), timeout_s, device, None
+        self.binary, self.threads = os.fspath(benchmark_binary), int(threads)
+        self.use_gpu, self.runs, self.timeout_s = use_gpu, int(runs), timeout_s
+        self._device, self._serial = device, None
 
     @property
     def serial(self):

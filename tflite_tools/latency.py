@@ -5,8 +5,10 @@
 ``measure_latency_model`` times each prunable Conv2D or Dense layer alone at an
 eighth, half and all of its filters and of its input channels
 (``latency_model.GRID``, 9 single-layer models), fits each layer's
-``LayerLatencyModel`` and times the whole model once; every timing is cached
-per machine like the lowering's, so the same command gives the same model.
+``LayerLatencyModel``, times a probe conv at 1..32 filters (``filter_costs``) and
+the whole model with its layers at all, half and a quarter of their filters (the
+rest of the model); every timing is cached per machine like the lowering's, so the
+same command gives the same model.
 
 ``LayerLatency`` times the layer alone in host TFLite (LiteRT, XNNPACK, 1 thread)
 in the kept form and both lowered forms (``lowering.FORMS``), in alternating
@@ -110,16 +112,13 @@ class LayerLatency:
 def _measure(config, input_shape, rows, threads, runs, rounds):
     """``{form: median ms}`` of the layer alone in the kept form and each lowered form."""
     contents = {}
-    with _quiet_tf_logs():
-        for form in (KEEP,) + FORMS:
-            inputs = keras.Input(batch_shape=(1,) + input_shape[1:])
-            conv = dict(config, name="layer")
-            layer = (keras.layers.Conv2D.from_config(conv) if form == KEEP
-                     else ColumnSparseConv2D.from_conv(conv, rows, form))
-            model = keras.Model(inputs, layer(inputs))
-            contents[form] = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    medians = benchmark.interleaved_latency_ms(list(contents.values()), threads=threads,
-                                               runs=runs, rounds=rounds)
+    for form in (KEEP,) + FORMS:
+        inputs = keras.Input(batch_shape=(1,) + input_shape[1:])
+        conv = dict(config, name="layer")
+        layer = (keras.layers.Conv2D.from_config(conv) if form == KEEP
+                 else ColumnSparseConv2D.from_conv(conv, rows, form))
+        contents[form] = _convert(keras.Model(inputs, layer(inputs)))
+    medians = HostTimer(threads, runs, rounds)(list(contents.values()))
     return dict(zip(contents, medians))
 
 
