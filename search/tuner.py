@@ -17,7 +17,7 @@ from keras_tuner.engine import base_tuner
 from tfautocompress import evaluate as evaluate_lib, graph as graph_lib, masks as masks_lib
 from tfautocompress import compact, cost, layer_kinds, space as space_lib
 from tfautocompress._keras import check_model
-from tfautocompress.search import encoding, oracle as oracle_lib
+from tfautocompress.search import encoding, oracle as oracle_lib, workers
 
 __all__ = ["PruningTuner", "CALIBRATION_BATCHES"]
 
@@ -94,6 +94,7 @@ class PruningTuner(base_tuner.BaseTuner):
         self._log, self._objective = log, cost.check_objective(objective)
         self.evaluated = 0  # trials this tuner ran (a keras-tuner worker runs a share)
         super().__init__(oracle=oracle, hypermodel=None, **kwargs)
+        self.oracle = workers.round_client(self.oracle)
 
     # --------------------------------------------------------- evaluation ---
     def evaluate(self, policy):

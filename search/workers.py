@@ -10,17 +10,21 @@ through the chief's ``state.json`` (so the output and baseline folders must be
 on a file system every machine sees): it waits for the chief's oracle, checks
 that the oracle serves the round the state says is next (the oracle tags its
 trials ``sa/tag = round_<k>``), builds that round's ``PruningTuner`` and
-evaluates trials until the oracle stops; it exits when Phase I has ended, and
-fails after ``timeout_s`` seconds without an answering oracle. Fast evaluation
+evaluates trials until the oracle stops (or has gone: a worker that asks for a
+trial after the chief closed the round's oracle gets STOPPED at once, where
+keras-tuner's client would wait an hour for it); it exits when Phase I has ended,
+and fails after ``timeout_s`` seconds without an answering oracle. Fast evaluation
 is seeded by the round, not by the process, so a trial scores the same on any
 worker. The threshold search of Phase II runs on the chief alone
 (``local_search``).
 """
 import contextlib
+import functools
 import os
 import time
 
-__all__ = ["POLL_S", "Chief", "is_search_worker", "local_search", "wait_for_chief"]
+__all__ = ["POLL_S", "Chief", "is_search_worker", "local_search", "round_client",
+           "wait_for_chief"]
 
 _KT_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 POLL_S = 1.0
@@ -86,3 +90,41 @@ def wait_for_chief(timeout_s):
     while chief.served_tag(max(min(POLL_S, deadline - time.monotonic()), 0.01)) is None:
         if time.monotonic() >= deadline:
             raise chief.timeout_error(timeout_s)
+
+
+@functools.cache
+def _round_client_class():
+    # keras-tuner's client module imports its gRPC protos: imported in a worker alone
+    import grpc
+    from keras_tuner.engine import hyperparameters as hp_module
+    from keras_tuner.engine import trial as trial_module
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_client
+
+    class RoundClient(oracle_client.OracleClient):
+        """keras-tuner's ``OracleClient`` whose ``create_trial`` answers STOPPED when
+        the chief's oracle is gone (connection refused) instead of waiting for it: the
+        round was closed between the worker's look at it and its first trial."""
+
+        def create_trial(self, tuner_id):
+            try:
+                response = self.stub.CreateTrial(
+                    protos.get_service().CreateTrialRequest(tuner_id=tuner_id),
+                    wait_for_ready=False, timeout=oracle_client.TIMEOUT)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                return trial_module.Trial(hp_module.HyperParameters(),
+                                          status=trial_module.TrialStatus.STOPPED)
+            return trial_module.Trial.from_proto(response.trial)
+
+    return RoundClient
+
+
+def round_client(oracle):
+    """A tuner's oracle after ``BaseTuner.__init__``: in a worker (where keras-tuner
+    put its ``OracleClient`` in front of the local oracle) a ``RoundClient`` that
+    stops when the round has gone; elsewhere ``oracle`` as it is."""
+    if not is_search_worker():
+        return oracle
+    return _round_client_class()(oracle._oracle)

@@ -69,6 +69,30 @@ def test_worker_without_chief_fails_after_its_timeout(monkeypatch):
     assert 1.4 < time.monotonic() - start < 10
 
 
+def test_worker_asking_a_gone_oracle_for_a_trial_is_stopped_at_once(monkeypatch):
+    # the chief closed the round between the worker's look and its first trial:
+    # keras-tuner's client would wait an hour for the oracle to come back
+    import keras_tuner
+    from keras_tuner.engine import trial as trial_module
+
+    from tfautocompress.search import workers
+
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(_free_port()))
+    local = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("score", "max"), max_trials=1)
+    from keras_tuner.src.distribute import oracle_client  # what BaseTuner puts in front
+
+    client = workers.round_client(oracle_client.OracleClient(local))
+    assert isinstance(client, oracle_client.OracleClient)
+    start = time.monotonic()
+    assert client.create_trial("tuner0").status == trial_module.TrialStatus.STOPPED
+    assert time.monotonic() - start < 10
+    monkeypatch.delenv("KERASTUNER_ORACLE_IP")
+    assert workers.round_client(local) is local  # not a worker: the oracle itself
+
+
 # ------------------------------------------- search: chief + two workers ---
 TINY_FLAGS = ("--rounds=1", "--admm_epochs=1", "--retrain_epochs=1", "--steps_per_epoch=3",
               "--search_trials=5", "--search_parallel=2", "--purification_trials=2",
@@ -112,7 +136,11 @@ def test_compress_cli_chief_and_two_workers_equal_one_process(tmp_path):
                                                stdout=log, stderr=subprocess.STDOUT)
         deadline, outputs = time.time() + TIMEOUT_S, {}
         for role, proc in procs.items():
-            proc.wait(timeout=max(1.0, deadline - time.time()))
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:  # say where each process stood
+                pytest.fail(f"{role} still running after {TIMEOUT_S} s; logs:\n" + "\n".join(
+                    f"--- {r}:\n" + (tmp_path / f"{r}.log").read_text()[-2000:] for r in procs))
             outputs[role] = (tmp_path / f"{role}.log").read_text()
             assert proc.returncode == 0, (role, outputs[role][-3000:])
     finally:
