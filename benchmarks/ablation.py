@@ -47,7 +47,9 @@ def variants(batches):
             "updates4_prox": {"admm": prox},
             "updates4_prox_distill": {"admm": prox, **distill},
             "distill": distill, "balanced": {"admm": {"rho_schedule": "balanced"}},
-            "probability_score": {"search_score": "probability"}}
+            "probability_score": {"search_score": "probability"},
+            "landing": {"admm_landing": 0.25},
+            "landing_distill": {"admm_landing": 0.25, **distill}}
 
 
 VARIANTS = tuple(variants(1))

@@ -39,6 +39,14 @@ With ``final_rho`` (a "rho ramp"), rho_i is raised to at least ``final_rho`` (U
 rescaled the same way) for the last epoch of each ``fit``, pulling W onto Z
 just before the hard prune.
 
+With ``landing`` (a fraction of an epoch), ADMM lands W on the constraint set in
+the last steps of each ``fit``: for that share of the last epoch the W-step is
+proximal (``prox_step``, or ``LANDING_STEP`` when the penalty is in the loss) and
+Z/U are updated ``LANDING_UPDATES`` times. Before it the slow ADMM (penalty in the
+loss, Z/U once an epoch) chooses the support; the landing then converges on it, so
+the hard prune removes almost nothing (the proximal W-step from the first step
+converges too, but freezes the support early and costs accuracy).
+
 Z, U and rho live in non-trainable ``tf.Variable``s read by a loss callable
 that the callback adds to the model at ``on_train_begin`` (and rebuilds the
 compiled train function, so the model may have been compiled before or after the
@@ -90,6 +98,8 @@ UPDATE_EVERY = "epoch"
 NEAR_ZERO = 1e-2
 RHO_SCHEDULES = ("multiplicative", "balanced")
 BALANCE = 10.0
+LANDING_STEP = 0.2
+LANDING_UPDATES = 4
 
 
 def _find_layer(model, name):
@@ -161,12 +171,16 @@ class ADMM(keras.callbacks.Callback):
       rho_schedule: ``"multiplicative"`` (multi-rho: ``rho_factor`` every
         ``rho_every`` updates) or ``"balanced"`` (residual balancing by
         ``rho_factor`` when one residual exceeds ``balance`` times the other).
+      landing: None, or the share (0, 1] of each fit's last epoch in which ADMM
+        converges onto the constraint set (see the module doc); needs a train set
+        of known length.
     """
 
     def __init__(self, policy, rho=RHO, rho_factor=RHO_FACTOR, rho_every=RHO_EVERY,
                  rho_max=None, update_every=UPDATE_EVERY, near_zero=NEAR_ZERO,
                  hard_prune_on_train_end=False, final_rho=None, regularize=None,
-                 prox_step=None, rho_schedule="multiplicative", balance=BALANCE):
+                 prox_step=None, rho_schedule="multiplicative", balance=BALANCE,
+                 landing=None):
         super().__init__()
         self._schemes = schemes_lib.as_schemes(policy)
         if not self._schemes:
@@ -186,6 +200,9 @@ class ADMM(keras.callbacks.Callback):
         if rho_schedule not in RHO_SCHEDULES:
             raise ValueError(f"ADMM rho_schedule={rho_schedule!r} unknown; use one of "
                              f"{', '.join(RHO_SCHEDULES)}.")
+        if landing is not None and not 0 < landing <= 1:
+            raise ValueError(f"ADMM landing must be in (0, 1] (a share of the last epoch) "
+                             f"or None, got {landing!r}.")
         if not balance > 1:
             raise ValueError(f"ADMM balance must be > 1, got {balance!r}.")
         if rho_max < rho:
@@ -207,6 +224,9 @@ class ADMM(keras.callbacks.Callback):
         self.final_rho = None if final_rho is None else float(final_rho)
         self.prox_step = None if prox_step is None else float(prox_step)
         self.rho_schedule, self.balance = rho_schedule, float(balance)
+        self.landing = None if landing is None else float(landing)
+        self._landing_steps = None  # (first batch, {batches ending with Z/U}) of this fit's landing
+        self._epoch = None
         self.updates = 0  # Z/U updates done so far
         self.masks = None
         self.cut = {}
@@ -281,11 +301,11 @@ class ADMM(keras.callbacks.Callback):
                  for s in self._slots if s.active]
         return tf.add_n(terms) if terms else tf.constant(0.0)
 
-    def _prox(self):
+    def _prox(self, eta):
         """The proximal W-step: ``W <- W - kappa (W - Z + U)``, kappa = eta rho / (1 + eta rho)."""
         for s in self._slots:
             if s.active:
-                kappa = self.prox_step * s.rho / (1.0 + self.prox_step * s.rho)
+                kappa = eta * s.rho / (1.0 + eta * s.rho)
                 s.kernel.assign_sub(tf.cast(kappa * (s.weight() - s.z + s.u), s.kernel.dtype))
 
     def _project(self, kernels):
@@ -360,6 +380,7 @@ class ADMM(keras.callbacks.Callback):
         self.model.test_function = None
 
     def on_train_begin(self, logs=None):
+        self._landing_steps = self._landing_plan()
         if self.prox_step is None and not self._registered():
             self.model.add_loss(self.penalty)
         # fit() already fetched a (possibly cached, penalty-free) train function.
@@ -379,15 +400,41 @@ class ADMM(keras.callbacks.Callback):
         self._penalty_sum += float(self._penalty_fn())
         self._penalty_batches += 1
 
+    def _landing_plan(self):
+        """``(first batch, {landing batches that end with a Z/U update})`` of the last
+        epoch's landing (``LANDING_UPDATES`` evenly spaced, the last on its last
+        batch), or None."""
+        if self.landing is None:
+            return None
+        steps = (self.params or {}).get("steps")
+        if not steps:
+            raise ValueError("ADMM landing needs the number of steps per epoch: give fit a "
+                             "train set of known length (or steps_per_epoch).")
+        length = max(1, round(self.landing * steps))
+        return steps - length, {-(-length * j // LANDING_UPDATES) - 1
+                                for j in range(1, LANDING_UPDATES + 1)}
+
+    def _landing(self, batch):
+        """How far into the landing ``batch`` of this epoch is (None: not in it)."""
+        epochs = (self.params or {}).get("epochs")
+        if self._landing_steps is None or self._epoch != epochs - 1:
+            return None
+        start = self._landing_steps[0]
+        return batch - start if batch >= start else None
+
     def on_train_batch_end(self, batch, logs=None):
-        if self.prox_step is not None:
-            self._prox_fn()
+        landing = self._landing(batch)
+        if self.prox_step is not None or landing is not None:
+            self._prox_fn(tf.constant(self.prox_step or LANDING_STEP))
         self._steps += 1
         if self.update_every != "epoch" and self._steps % self.update_every == 0:
+            self.update()
+        elif landing is not None and landing in self._landing_steps[1]:
             self.update()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._penalty_sum = self._penalty_batches = 0
+        self._epoch = epoch
         epochs = (self.params or {}).get("epochs")
         if self.final_rho is not None and epochs is not None and epoch == epochs - 1:
             for s in (s for s in self._slots if s.active):

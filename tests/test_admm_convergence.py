@@ -32,7 +32,7 @@ def test_the_proximal_step_is_the_penalty_s_closed_form_prox():
     kernel.assign(w)
     slot.z.assign(z)
     slot.u.assign(u)
-    admm._prox()
+    admm._prox(0.3)
     # argmin_V rho/2 ||V - Z + U||^2 + 1/(2 eta) ||V - W||^2, solved by its normal equation
     eta, rho = 0.3, 0.7
     expected = (w / eta + rho * (z - u)) / (1 / eta + rho)
@@ -89,6 +89,41 @@ def test_the_proximal_w_step_brings_w_onto_the_constraint_set_where_adam_cannot(
     assert max(prox.values()) < 0.02, prox  # W already sits on the constraint set
 
 
+def test_the_landing_converges_in_the_last_steps_only():
+    policy = {"conv": Filter(0.5), "dense": Combined(0.5, 0.5)}
+    x, y = zero_data(20)
+    runs = {}
+    for landing in (None, 0.5):
+        model = tiny_model()
+        model.compile(keras.optimizers.Adam(1e-3), keras.losses.MeanSquaredError())
+        admm = ADMM(policy, rho=1.0, final_rho=10.0, landing=landing)
+        first = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs, m=model: (
+            runs.setdefault(landing, m.get_layer("conv").kernel.numpy()) if epoch == 0 else None))
+        model.fit(x, y, batch_size=1, epochs=2, verbose=0, callbacks=[admm, first])
+        admm.hard_prune()
+        runs[landing] = (runs[landing], admm.cut, admm.updates)
+    (before, slow, updates), (landed_before, landed, landing_updates) = runs[None], runs[0.5]
+    np.testing.assert_array_equal(landed_before, before)  # the first epoch: no landing
+    assert min(slow.values()) > 0.3, slow  # the penalty in the loss: far from the set
+    assert max(landed.values()) < 0.02, landed  # landed: the hard prune cuts nothing
+    # once an epoch, plus four times in the 10 landing steps of the last epoch
+    assert (updates, landing_updates) == (2, 2 + 4)
+
+
+def test_the_landing_needs_a_train_set_of_known_length():
+    import tensorflow as tf
+
+    model = tiny_model()
+    model.compile("adam", keras.losses.MeanSquaredError())
+    x, y = zero_data(4)
+    unknown = tf.data.Dataset.from_generator(
+        lambda: iter([(x[:2], y[:2])]), output_signature=(
+            tf.TensorSpec((None, 4, 4, 2)), tf.TensorSpec((None, 3))))
+    with pytest.raises(ValueError, match="landing needs the number of steps per epoch"):
+        model.fit(unknown, epochs=1, verbose=0,
+                  callbacks=[ADMM({"conv": Filter(0.5)}, landing=0.25)])
+
+
 def test_the_hard_prune_cut_is_the_norm_of_what_it_zeroes():
     model = tiny_model()
     admm = ADMM({"conv": Filter(0.5)})
@@ -103,7 +138,9 @@ def test_the_hard_prune_cut_is_the_norm_of_what_it_zeroes():
 
 @pytest.mark.parametrize("kwargs,message", [({"prox_step": 0}, "prox_step"),
                                             ({"rho_schedule": "adaptive"}, "rho_schedule"),
-                                            ({"balance": 1.0}, "balance")])
+                                            ({"balance": 1.0}, "balance"),
+                                            ({"landing": 0}, "landing"),
+                                            ({"landing": 1.5}, "landing")])
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ADMM({"conv": Filter(0.5)}, **kwargs)

@@ -110,6 +110,10 @@ class Config:
     retrain_epochs: int = _setting(4, "Masked-retraining epochs per round.", lower_bound=0)
     lr: float = _setting(1e-3, "Adam learning rate.", lower_bound=0.0)
     admm: dict = _setting({})
+    admm_landing: float = _setting(
+        0.0, "Share of each round's last ADMM epoch in which ADMM converges onto the "
+        "pruning's constraint set (proximal W-step, Z/U four times), so that the hard "
+        "prune removes almost nothing (0: off).", lower_bound=0.0, upper_bound=1.0)
     distill_weight: float = _setting(
         0.0, "Knowledge distillation from the dense model in ADMM, masked retraining and "
         "the fine-tune: the soft term's share of the loss (0: off).",
@@ -168,6 +172,7 @@ class Config:
                   "max_accuracy_drop": 0 <= self.max_accuracy_drop <= 100,
                   "round_ratio": self.round_ratio > 1, "lr": self.lr > 0,
                   "distill_weight": 0 <= self.distill_weight <= 1,
+                  "admm_landing": 0 <= self.admm_landing <= 1,
                   "distill_temperature": self.distill_temperature > 0,
                   "bn_momentum": self.bn_momentum is None or 0 <= self.bn_momentum < 1,
                   "target_compression_ratio": self.target_compression_ratio is None
@@ -179,6 +184,7 @@ class Config:
                                  "retrain epochs and validation_freq >= 0, "
                                  "max_accuracy_drop in [0, 100] percentage points, "
                                  "round_ratio and target_compression_ratio > 1, lr > 0, "
+                                 "distill_weight and admm_landing in [0, 1], "
                                  "bn_momentum in [0, 1) or None.")
 
     @classmethod
