@@ -33,7 +33,9 @@ data). The pipeline keeps its accuracy bound (``Config.max_accuracy_drop``, set 
 ``--pipeline_accuracy_drop``): a round that breaks it ends Phase I below the target,
 and the note says where Phase I ended.
 Rows: test accuracy, CONV params / MACs ratios (dense / kept, ``cost.count``),
-host TFLite fp32 latency of the compacted model (1 thread), search wall time (for
+host TFLite latency of the compacted model (1 thread) in fp32 and full-integer int8
+(calibrated on ``INT8_CALIBRATION_BATCHES`` validation batches) with the int8
+model's top-1 accuracy on the whole test set, search wall time (for
 ``autocompress`` the whole pipeline's wall time) and the trials evaluated.
 
     python benchmarks/compare.py --quick --output /tmp/compare.json
@@ -53,6 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tfautocompress.app import cli, config as config_lib  # noqa: E402 (after the log level)
 
 FLAGS = flags.FLAGS
+INT8_CALIBRATION_BATCHES = 8  # validation batches that calibrate each row's int8 export
 flags.DEFINE_string("model", "digits_vgg", "zoo model: digits_vgg, vgg16_cifar, resnet18_cifar, "
                     "mobilenetv3small, efficientnetb0, ...")
 flags.DEFINE_string("dataset", "digits", "data set: digits, fashion_mnist (offline) or "
@@ -168,19 +171,27 @@ class Bench:
         small = compact(model, masks) if (compactable and masks) else model
         path = os.path.join(FLAGS.workdir, f"{method}.tflite")
         export.export(small, path, "float32")
-        timing = benchmark.benchmark(path, threads=1, warmup=3, runs=self.budget["latency_runs"])
+        int8_path = os.path.join(FLAGS.workdir, f"{method}.int8.tflite")
+        export.export(small, int8_path, "int8",
+                      representative_data=self.splits.val.take(INT8_CALIBRATION_BATCHES))
+        timing, int8_timing = (
+            benchmark.benchmark(p, threads=1, warmup=3, runs=self.budget["latency_runs"])
+            for p in (path, int8_path))
         row = {"method": method, "test_accuracy": accuracy(model, self.splits.test),
                "val_accuracy": accuracy(model, self.splits.val),
+               "int8_test_accuracy": benchmark.top1_accuracy(int8_path, self.splits.test),
                "conv_params_ratio": ratios["conv_params_ratio"],
                "conv_macs_ratio": ratios["conv_macs_ratio"],
-               "latency_ms": timing["latency_ms"]["mean"], "search_s": float(search_s),
-               "note": note}
+               "latency_ms": timing["latency_ms"]["mean"],
+               "int8_latency_ms": int8_timing["latency_ms"]["mean"],
+               "search_s": float(search_s), "note": note}
         if policy is not None:
             row["policy"] = {n: round(a.fraction, 4) for n, a in policy.actions.items()}
         self.rows.append(row)
-        print(f"  {method:<24} test {row['test_accuracy']:.4f}  CONV params "
-              f"{row['conv_params_ratio']:.2f}x  MACs {row['conv_macs_ratio']:.2f}x  "
-              f"{row['latency_ms']:.3f} ms  search {search_s:.1f} s", flush=True)
+        print(f"  {method:<24} test {row['test_accuracy']:.4f} (int8 "
+              f"{row['int8_test_accuracy']:.4f})  CONV params {row['conv_params_ratio']:.2f}x  "
+              f"MACs {row['conv_macs_ratio']:.2f}x  {row['latency_ms']:.3f} ms (int8 "
+              f"{row['int8_latency_ms']:.3f})  search {search_s:.1f} s", flush=True)
         return row
 
     def prune(self, method, policy, search_s, note=""):

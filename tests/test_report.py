@@ -111,15 +111,16 @@ def _seed_rows():
     for seed, (dense, a10, a30, b10) in enumerate([(0.90, 0.899, 0.88, 0.85),
                                                     (0.92, 0.917, 0.90, 0.87),
                                                     (0.91, 0.908, 0.89, 0.86)]):
-        figures = dict(conv_macs_ratio=1.0, latency_ms=1.0, note="n", seed=seed)
+        figures = dict(conv_macs_ratio=1.0, latency_ms=1.0, int8_latency_ms=0.5, note="n",
+                       seed=seed)
         rows += [dict(figures, method="dense", target=1.0, test_accuracy=dense,
-                      conv_params_ratio=1.0),
+                      int8_test_accuracy=dense, conv_params_ratio=1.0),
                  dict(figures, method="a", target=10.0, test_accuracy=a10,
-                      conv_params_ratio=10.0 + seed),
+                      int8_test_accuracy=a10 - 0.01 * seed, conv_params_ratio=10.0 + seed),
                  dict(figures, method="a", target=30.0, test_accuracy=a30,
-                      conv_params_ratio=30.0),
+                      int8_test_accuracy=a30, conv_params_ratio=30.0),
                  dict(figures, method="b", target=10.0, test_accuracy=b10,
-                      conv_params_ratio=10.0)]
+                      int8_test_accuracy=b10, conv_params_ratio=10.0)]
     return rows
 
 
@@ -151,10 +152,12 @@ def test_seed_table_markdown_and_pareto(tmp_path):
     lines = table.splitlines()
     assert lines[0] == "H" and "largest ratio within 0.5 pts" in lines[2]
     row_a = next(x for x in lines if x.startswith("| a |"))
-    assert "90.80 ± 0.90 (n=3)" in row_a and "11.0x / 1.0x" in row_a
+    # 10x: fp32 mean ± std, int8 mean (0.899, 0.907, 0.888), ratios, fp32 / int8 ms
+    assert "| 90.80 ± 0.90 (n=3) | 89.80 | 11.0x / 1.0x | 1.000 / 0.500 |" in row_a
     assert row_a.rstrip().endswith("| 11.0x | note of a |")
+    assert all(len(x.split("|")) == len(lines[2].split("|")) for x in lines[2:])
     row_b = next(x for x in lines if x.startswith("| b |"))
-    assert "— | — | —" in row_b and "< 10x" in row_b  # no 30x cell; never within
+    assert "— | — | — | —" in row_b and "< 10x" in row_b  # no 30x cell; never within
     comparison.plot_seed_pareto(stats, dense, 0.005, str(tmp_path / "p.png"), "t")
     assert _check_png(tmp_path / "p.png") == (960, 600)  # 8 x 5 in at 120 dpi
 

@@ -140,3 +140,20 @@ def test_equivalence_needs_the_sidecar(float32_file, tmp_path):
     copy.write_bytes(open(float32_file, "rb").read())
     with pytest.raises(ValueError, match="copy.tflite.json.*re-export"):
         benchmark.check_equivalence(_model(), copy, np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_top1_accuracy_is_the_keras_model_s_on_float32_and_close_on_int8(float32_file, tmp_path):
+    import tensorflow as tf
+
+    model = _model()
+    x = np.random.default_rng(0).standard_normal((50, 8, 8, 3)).astype(np.float32)
+    predicted = model.predict(x, verbose=0).argmax(-1)
+    labels = np.where(np.arange(50) % 3 == 0, (predicted + 1) % 4, predicted)  # 17 wrong
+    data = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)  # a last batch of 2
+    assert benchmark.top1_accuracy(float32_file, data) == pytest.approx(33 / 50)
+    one_hot = [(x[:25], np.eye(4)[labels[:25]]), (x[25:], np.eye(4)[labels[25:]])]
+    assert benchmark.top1_accuracy(float32_file, one_hot) == pytest.approx(33 / 50)
+    int8 = export.export(model, tmp_path / "m.int8.tflite", "int8", representative_data=x)
+    assert abs(benchmark.top1_accuracy(int8["path"], data) - 33 / 50) <= 0.06
+    with pytest.raises(ValueError, match="no labelled batches"):
+        benchmark.top1_accuracy(float32_file, [])

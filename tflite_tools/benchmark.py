@@ -107,16 +107,46 @@ def latency_summary(latencies_ms):
 
 def run_tflite(tflite_path, arrays, threads=None):
     """Outputs (float32, dequantized) of the ``.tflite`` on one batch of float inputs."""
-    interpreter = litert.cpu_interpreter(_existing(tflite_path), threads)
+    return _run(litert.cpu_interpreter(_existing(tflite_path), threads), arrays)
+
+
+def _run(interpreter, arrays):
     inputs = interpreter.get_input_details()
-    for detail, array in zip(inputs, arrays):
-        interpreter.resize_tensor_input(detail["index"], array.shape)
-    interpreter.allocate_tensors()
+    if any(tuple(d["shape"]) != a.shape for d, a in zip(inputs, arrays)):
+        for detail, array in zip(inputs, arrays):
+            interpreter.resize_tensor_input(detail["index"], array.shape)
+        interpreter.allocate_tensors()
+        inputs = interpreter.get_input_details()
     for detail, array in zip(inputs, arrays):
         interpreter.set_tensor(detail["index"], _quantize(array, detail))
     interpreter.invoke()
     return [_dequantize(interpreter.get_tensor(d["index"]), d)
             for d in interpreter.get_output_details()]
+
+
+def top1_accuracy(tflite_path, data, threads=None):
+    """Top-1 accuracy of the ``.tflite``'s first output on ``data`` (an iterable or
+    ``tf.data.Dataset`` of ``(inputs, labels)`` batches, labels as class ids or
+    one-hot): what the exported model, quantized or not, scores on a test set."""
+    interpreter = litert.cpu_interpreter(_existing(tflite_path), threads)
+    interpreter.allocate_tensors()
+    n_inputs, right, total = len(interpreter.get_input_details()), 0, 0
+    if hasattr(data, "as_numpy_iterator"):
+        data = data.as_numpy_iterator()
+    for inputs, labels in data:
+        arrays = [np.asarray(a, np.float32) for a in
+                  (inputs if isinstance(inputs, (tuple, list)) else (inputs,))]
+        if len(arrays) != n_inputs:
+            raise ValueError(f"a batch holds {len(arrays)} input array(s) but "
+                             f"{tflite_path!r} has {n_inputs} inputs.")
+        scores, labels = _run(interpreter, arrays)[0], np.asarray(labels)
+        if labels.ndim == scores.ndim:  # one-hot
+            labels = labels.argmax(-1)
+        right += int(np.sum(scores.argmax(-1) == labels.reshape(-1)))
+        total += len(labels)
+    if not total:
+        raise ValueError("data holds no labelled batches to score the .tflite model on.")
+    return right / total
 
 
 def check_equivalence(model, tflite_path, data):

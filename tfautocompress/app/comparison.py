@@ -60,7 +60,8 @@ def write_comparison(stem, rows, header, title, **fields):
 
 
 # -------------------------------------------------------- several seeds ---
-_STATISTICS = ("test_accuracy", "conv_params_ratio", "conv_macs_ratio", "latency_ms")
+_STATISTICS = ("test_accuracy", "int8_test_accuracy", "conv_params_ratio", "conv_macs_ratio",
+               "latency_ms", "int8_latency_ms")
 
 
 def seed_statistics(rows):
@@ -91,30 +92,34 @@ def largest_ratio_within(statistics, method, dense_accuracy, bound):
 
 def seed_table_markdown(statistics, methods, targets, dense, bound, header, notes=None):
     """The markdown table: a line per method of ``methods`` (in order), per target
-    its test accuracy (mean ± std, %), CONV params and MACs ratios and TFLite
-    latency, then its largest ratio within ``bound`` of the ``dense`` cell's
-    accuracy (``dense``: the dense model's ``seed_statistics`` cell); ``notes``:
-    ``{method: text}`` for a last column."""
-    cols = " | ".join(f"{t:g}x: test acc. (%) | params / MACs | ms" for t in targets)
+    its test accuracy (mean ± std, %) in fp32 and int8 TFLite, CONV params and MACs
+    ratios and TFLite latency (fp32 / int8), then its largest ratio within ``bound``
+    of the ``dense`` cell's accuracy (``dense``: the dense model's ``seed_statistics``
+    cell); ``notes``: ``{method: text}`` for a last column."""
+    cols = " | ".join(f"{t:g}x: test acc. (%) | int8 | params / MACs | ms fp32 / int8"
+                      for t in targets)
     lines = [header, "", f"| method | {cols} | largest ratio within {bound * 100:g} pts "
-             "| note |", "|---" * (3 * len(targets) + 3) + "|"]
+             "| note |", "|---" * (4 * len(targets) + 3) + "|"]
     acc = dense["test_accuracy_mean"]
-    lines.append(f"| dense | {_mean_std(dense)} | 1x / 1x | "
-                 f"{dense['latency_ms_mean']:.3f} |" + " | | |" * (len(targets) - 1)
+    lines.append(f"| dense | {_cell(dense, '1x / 1x')} |" + " | | | |" * (len(targets) - 1)
                  + f" | {(notes or {}).get('dense', '')} |")
     for method in methods:
         cells = []
         for t in targets:
             c = statistics.get((method, t))
-            cells.append("— | — | —" if c is None else
-                         f"{_mean_std(c)} | {c['conv_params_ratio_mean']:.1f}x / "
-                         f"{c['conv_macs_ratio_mean']:.1f}x | {c['latency_ms_mean']:.3f}")
+            cells.append("— | — | — | —" if c is None else _cell(
+                c, f"{c['conv_params_ratio_mean']:.1f}x / {c['conv_macs_ratio_mean']:.1f}x"))
         within = largest_ratio_within(statistics, method, acc, bound)
         lowest = min(t for (m, t) in statistics if m == method)
         within = f"{within:.1f}x" if within else f"< {lowest:g}x"
         lines.append(f"| {method} | {' | '.join(cells)} | {within} | "
                      f"{(notes or {}).get(method, '')} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(cell, ratios):
+    return (f"{_mean_std(cell)} | {cell['int8_test_accuracy_mean'] * 100:.2f} | {ratios} | "
+            f"{cell['latency_ms_mean']:.3f} / {cell['int8_latency_ms_mean']:.3f}")
 
 
 def _mean_std(cell):
