@@ -3,20 +3,24 @@
 One seed of ``table.py``'s setting (Fashion-MNIST, the same dense model, subset,
 epochs and trials per round; its flags and defaults), one progressive AutoCompress
 run per variant through the table's targets (``--targets``, default 10x and 30x):
-the default pipeline (the penalty rho/2 ||W - Z + U||^2 in the loss, Z/U once an
-epoch, multi-rho with the last epoch's ramp, no distillation, top-1 search score)
-and each variant switching levers on:
 
-  updates4               Z/U four times an epoch
-  updates4_distill       ... and distillation from the dense model (weight 0.5)
-  updates4_prox          ... and the proximal W-step (eta 0.05) instead of the
-                         penalty in the loss: ADMM converges (W on the constraint set
-                         at the hard prune)
-  updates4_prox_distill  both (the pipeline's default before this benchmark)
-  distill                distillation alone
-  balanced               residual balancing (rho per layer from the primal and dual
-                         residuals, Boyd et al. 2011, 3.4.1)
-  probability_score      the search ranks by the true class's mean probability
+  default                the pipeline's defaults: the paper's ADMM (the penalty
+                         rho/2 ||W - Z + U||^2 in the loss, Z/U once an epoch,
+                         multi-rho with the last epoch's ramp) with the landing
+                         (Config.admm_landing: the last quarter of each round's
+                         last ADMM epoch converges onto the constraint set) and
+                         distillation from the dense model (weight 0.5, T 4)
+  paper                  the paper's ADMM alone: no landing, no distillation
+  landing, distill       each of the two alone
+  updates4_distill       paper + Z/U four times an epoch + distillation
+  updates4_prox          paper + Z/U four times an epoch + the proximal W-step
+                         (eta 0.05) from the first step instead of the penalty in
+                         the loss
+  updates4_prox_distill  both
+  balanced               paper + residual balancing (rho per layer from the primal
+                         and dual residuals, Boyd et al. 2011, 3.4.1)
+  probability_score      paper + the search ranks by the true class's mean
+                         probability
 
 Per variant: test accuracy at each target (the round whose nominal target it is; the
 highest on the purified, compacted model), the CONV params ratio reached, the largest
@@ -39,17 +43,17 @@ FLAGS = flags.FLAGS
 
 def variants(batches):
     """``{variant: Config fields}`` (see the module's doc); ``batches``: steps an epoch."""
+    paper = {"admm_landing": 0.0, "distill_weight": 0.0}
     updates4 = {"update_every": max(1, batches // 4)}
     prox = {**updates4, "prox_step": 0.05}
-    distill = {"distill_weight": 0.5}
-    return {"default": {}, "updates4": {"admm": updates4},
-            "updates4_distill": {"admm": updates4, **distill},
-            "updates4_prox": {"admm": prox},
-            "updates4_prox_distill": {"admm": prox, **distill},
-            "distill": distill, "balanced": {"admm": {"rho_schedule": "balanced"}},
-            "probability_score": {"search_score": "probability"},
-            "landing": {"admm_landing": 0.25},
-            "landing_distill": {"admm_landing": 0.25, **distill}}
+    landing, distill = {"admm_landing": 0.25}, {"distill_weight": 0.5}
+    return {"default": {}, "paper": paper,
+            "landing": {**paper, **landing}, "distill": {**paper, **distill},
+            "updates4_distill": {**paper, "admm": updates4, **distill},
+            "updates4_prox": {**paper, "admm": prox},
+            "updates4_prox_distill": {**paper, "admm": prox, **distill},
+            "balanced": {**paper, "admm": {"rho_schedule": "balanced"}},
+            "probability_score": {**paper, "search_score": "probability"}}
 
 
 VARIANTS = tuple(variants(1))
@@ -89,8 +93,8 @@ def markdown(rows, dense, targets):
         figures = " | ".join(
             f"{100 * row[k]['test_accuracy']:.2f} ({row[k]['conv_params_ratio']:.1f}x)"
             if k in row else "not reached" for k in (f"{t:g}x" for t in targets))
-        lines.append(f"| {name} | {figures} | {row['max_residual']:.4f} | "
-                     f"{row['max_cut']:.4f} | {row['wall_s'] / 60:.1f} min |")
+        lines.append(f"| {name} | {figures} | {row['max_residual']:.2g} | "
+                     f"{row['max_cut']:.2g} | {row['wall_s'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
 
