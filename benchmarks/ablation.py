@@ -8,10 +8,10 @@ run per variant through the table's targets (``--targets``, default 10x and 30x)
                          rho/2 ||W - Z + U||^2 in the loss, Z/U once an epoch,
                          multi-rho with the last epoch's ramp) with the landing
                          (Config.admm_landing: the last quarter of each round's
-                         last ADMM epoch converges onto the constraint set) and
-                         distillation from the dense model (weight 0.5, T 4)
+                         last ADMM epoch converges onto the constraint set)
+  landing_distill        ... and distillation from the dense model (weight 0.5, T 4)
   paper                  the paper's ADMM alone: no landing, no distillation
-  landing, distill       each of the two alone
+  distill                the paper's ADMM with distillation
   updates4_distill       paper + Z/U four times an epoch + distillation
   updates4_prox          paper + Z/U four times an epoch + the proximal W-step
                          (eta 0.05) from the first step instead of the penalty in
@@ -47,8 +47,8 @@ def variants(batches):
     updates4 = {"update_every": max(1, batches // 4)}
     prox = {**updates4, "prox_step": 0.05}
     landing, distill = {"admm_landing": 0.25}, {"distill_weight": 0.5}
-    return {"default": {}, "paper": paper,
-            "landing": {**paper, **landing}, "distill": {**paper, **distill},
+    return {"default": {}, "landing_distill": {**landing, **distill}, "paper": paper,
+            "distill": {**paper, **distill},
             "updates4_distill": {**paper, "admm": updates4, **distill},
             "updates4_prox": {**paper, "admm": prox},
             "updates4_prox_distill": {**paper, "admm": prox, **distill},

@@ -99,7 +99,9 @@ class Config:
         None, "Structured pruning schemes; default: filter+column, and filter for "
         "--objective=latency (a kept conv multiplies its pruned columns: they save no time).",
         flag="schemes", choices=SCHEME_SETS)
-    max_fraction: float = _setting(0.95)
+    max_fraction: float = _setting(
+        0.95, "The most of a layer's filters (or columns) the rounds may prune in all: "
+        "the space's reach (higher ratios need more).", lower_bound=0.0, upper_bound=0.999)
     search_trials: int = _setting(24, "Fast-evaluation trials per round.", lower_bound=1)
     search_subset: int = _setting(None)
     search_score: str = _setting(
@@ -115,7 +117,7 @@ class Config:
         "pruning's constraint set (proximal W-step, Z/U four times), so that the hard "
         "prune removes almost nothing (0: off).", lower_bound=0.0, upper_bound=1.0)
     distill_weight: float = _setting(
-        0.5, "Knowledge distillation from the dense model in ADMM, masked retraining and "
+        0.0, "Knowledge distillation from the dense model in ADMM, masked retraining and "
         "the fine-tune: the soft term's share of the loss (0: off).",
         lower_bound=0.0, upper_bound=1.0)
     distill_temperature: float = _setting(4.0, "Temperature of the distillation's soft "
