@@ -79,3 +79,12 @@ class Distiller(keras.Model):
         self.optimizer.minimize(total, self.trainable_variables, tape=tape)
         self._distill_tracker.update_state(soft)
         return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def test_step(self, data):
+        # Model.test_step's loss and metrics, and the soft term (``val_distill_loss``)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        self.compute_loss(x, y, y_pred, sample_weight)
+        self._distill_tracker.update_state(tf.reduce_mean(
+            self.soft_loss(self._teacher(x, training=False), y_pred)))
+        return self.compute_metrics(x, y, y_pred, sample_weight)

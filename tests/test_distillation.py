@@ -37,6 +37,18 @@ def test_soft_loss_is_the_tempered_kl_divergence():
     assert float(distiller.soft_loss(p, p)[0]) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_evaluation_reports_the_soft_term_on_the_data_it_scores():
+    teacher, student = tiny_model(0), tiny_model(1)
+    distiller = Distiller(student, teacher, temperature=2.0)
+    compile_adam(distiller)
+    x, y = data(32)
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    expected = np.mean(distiller.soft_loss(teacher.predict(x, verbose=0),
+                                           student.predict(x, verbose=0)))
+    assert logs["distill_loss"] == pytest.approx(float(expected), rel=1e-4)
+    assert logs["distill_loss"] > 0.0  # not the idle training tracker's 0
+
+
 def test_weight_zero_is_plain_training_and_a_teacher_twin_moves_nothing():
     x, y = data()
     plain = tiny_model(1)
