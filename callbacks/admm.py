@@ -343,7 +343,9 @@ class ADMM(keras.callbacks.Callback):
     def hard_prune(self):
         """Project the policy's kernels (``W``) in place with the model-level
         projection; return the masks. ``self.cut``: each layer's share of W the
-        projection removed, ``||W - Pi(W)|| / ||W||`` (0 when ADMM converged).
+        projection removed, ``||W - Pi(W)|| / ||W||`` over the kernel rows whose
+        input channels stay alive (0 when ADMM converged; the rows reading a channel
+        that dies upstream read zeros: cutting them changes nothing).
 
         Returns ``{layer name: 0/1 float32 mask of the kernel's shape}``; in
         masked ADMM the masks lie inside the wrappers' masks.
@@ -360,8 +362,11 @@ class ADMM(keras.callbacks.Callback):
             if s.mask is not None:
                 mask *= s.mask.numpy()
             masks[s.name] = mask
-            w = s.weight_numpy()
-            self.cut[s.name] = _relative(w * (1 - mask), w)
+        _, alive = self._graph.close(masks)
+        for s in self._slots:
+            mask, w = masks[s.name], s.weight_numpy()
+            live = w * self._graph.rows_reading(s.name, alive).reshape(-1, 1)
+            self.cut[s.name] = _relative(live * (1 - mask), live)
             s.kernel.assign(s.kernel.numpy() * mask.astype(s.kernel.dtype.as_numpy_dtype))
         self.masks = masks
         return masks

@@ -136,6 +136,19 @@ def test_the_hard_prune_cut_is_the_norm_of_what_it_zeroes():
                                              rel=1e-5)
 
 
+def test_the_cut_leaves_out_rows_that_read_a_channel_dying_upstream():
+    # conv loses two of its 4 filters; dense (its scheme prunes nothing itself) loses
+    # the rows that read them: they read zeros, so the cut is 0 there
+    model = tiny_model()
+    admm = ADMM({"conv": Filter(0.5), "dense": Filter(0.0)})
+    admm.set_model(model)
+    dense = model.get_layer("dense").kernel.numpy()
+    masks = admm.hard_prune()
+    dead_rows = masks["dense"].sum(axis=1) == 0
+    assert dead_rows.sum() == 2 * 16 and np.abs(dense[dead_rows]).sum() > 0  # cut, read 0
+    assert admm.cut["dense"] == 0.0 and admm.cut["conv"] > 0.3
+
+
 @pytest.mark.parametrize("kwargs,message", [({"prox_step": 0}, "prox_step"),
                                             ({"rho_schedule": "adaptive"}, "rho_schedule"),
                                             ({"balance": 1.0}, "balance"),
