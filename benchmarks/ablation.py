@@ -6,20 +6,20 @@ run per variant through the table's targets (``--targets``, default 10x and 30x)
 
   default                the pipeline's defaults: the paper's ADMM (the penalty
                          rho/2 ||W - Z + U||^2 in the loss, Z/U once an epoch,
-                         multi-rho with the last epoch's ramp) with the landing
-                         (Config.admm_landing: the last quarter of each round's
-                         last ADMM epoch converges onto the constraint set)
+                         multi-rho with the last epoch's ramp)
+  landing                ... with the landing (Config.admm_landing 0.25: the last
+                         quarter of each round's last ADMM epoch converges onto the
+                         constraint set)
   landing_distill        ... and distillation from the dense model (weight 0.5, T 4)
-  paper                  the paper's ADMM alone: no landing, no distillation
   distill                the paper's ADMM with distillation
-  updates4_distill       paper + Z/U four times an epoch + distillation
-  updates4_prox          paper + Z/U four times an epoch + the proximal W-step
+  updates4_distill       default + Z/U four times an epoch + distillation
+  updates4_prox          default + Z/U four times an epoch + the proximal W-step
                          (eta 0.05) from the first step instead of the penalty in
                          the loss
   updates4_prox_distill  both
-  balanced               paper + residual balancing (rho per layer from the primal
+  balanced               default + residual balancing (rho per layer from the primal
                          and dual residuals, Boyd et al. 2011, 3.4.1)
-  probability_score      paper + the search ranks by the true class's mean
+  probability_score      default + the search ranks by the true class's mean
                          probability
 
 Per variant: test accuracy at each target (the round whose nominal target it is; the
@@ -47,8 +47,8 @@ def variants(batches):
     updates4 = {"update_every": max(1, batches // 4)}
     prox = {**updates4, "prox_step": 0.05}
     landing, distill = {"admm_landing": 0.25}, {"distill_weight": 0.5}
-    return {"default": {}, "landing_distill": {**landing, **distill}, "paper": paper,
-            "distill": {**paper, **distill},
+    return {"default": paper, "landing": {**paper, **landing},
+            "landing_distill": {**landing, **distill}, "distill": {**paper, **distill},
             "updates4_distill": {**paper, "admm": updates4, **distill},
             "updates4_prox": {**paper, "admm": prox},
             "updates4_prox_distill": {**paper, "admm": prox, **distill},

@@ -89,6 +89,10 @@ flags.DEFINE_list("methods", ["uniform", "deeper", "uniform_combined", "amc", "a
 flags.DEFINE_float("pipeline_max_fraction", 0.95, "the pipeline's max_fraction: the most "
                    "of a layer's kernel a round may remove (the progressive rounds' floors "
                    "can make a late round's target infeasible at 0.95).")
+flags.DEFINE_float("pipeline_admm_landing", 0.0, "the pipeline's ADMM landing "
+                   "(Config.admm_landing; 0: the paper's ADMM).")
+flags.DEFINE_float("pipeline_distill_weight", 0.0, "the pipeline's distillation from the dense "
+                   "model (Config.distill_weight; 0: off).")
 flags.DEFINE_float("pipeline_accuracy_drop", None,
                    "the progressive autocompress's max_accuracy_drop (percentage points of "
                    "validation accuracy a round and purification may lose); default: "
@@ -320,6 +324,8 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **sett
     budget = bench.budget
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
+    settings = {"admm_landing": FLAGS.pipeline_admm_landing,
+                "distill_weight": FLAGS.pipeline_distill_weight, **settings}
     config = Config(objective=FLAGS.objective, target_compression_ratio=target,
                     scheme_set="filter+column", max_fraction=FLAGS.pipeline_max_fraction,
                     **bound,

@@ -113,7 +113,7 @@ class Config:
     lr: float = _setting(1e-3, "Adam learning rate.", lower_bound=0.0)
     admm: dict = _setting({})
     admm_landing: float = _setting(
-        0.25, "Share of each round's last ADMM epoch in which ADMM converges onto the "
+        0.0, "Share of each round's last ADMM epoch in which ADMM converges onto the "
         "pruning's constraint set (proximal W-step, Z/U four times), so that the hard "
         "prune removes almost nothing (0: off).", lower_bound=0.0, upper_bound=1.0)
     distill_weight: float = _setting(
