@@ -439,3 +439,37 @@ def test_increment_round_trip_and_floor_errors():
         space_lib.PolicySpace(SPACE.layers, "irregular", 0.99).next_round(ROUND1)
     with pytest.raises(oracle_lib.InfeasibleTargetError, match="floors"):
         sa_oracle.EnhancedSAOracle(space, target_compression_ratio=1e4)
+
+
+def tiled_latency_space():
+    """Four independent 32-filter convs whose device computes filters in 8-wide tiles
+    (1..8 filters cost 8): a latency budget moves in steps of a quarter layer."""
+    from tfautocompress.latency_model import LatencyModel, LayerLatencyModel
+    layers = [space_lib.LayerSpec(f"conv{i}", "conv", 32, 27, 64) for i in range(4)]
+    laws = {f"conv{i}": LayerLatencyModel(0.01, per_filter, 0.0, 0.0)
+            for i, per_filter in enumerate((0.01, 0.02, 0.04, 0.08))}
+    costs = (8.0,) * 8 + (16.0,) * 8 + (24.0,) * 8 + (32.0,) * 8
+    return space_lib.PolicySpace(layers, "filter", 0.9,
+                                 latency=LatencyModel(laws, 0.05, "", costs))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_latency_policy_gives_back_every_tile_the_target_does_not_need(seed):
+    """With costs in steps, the common scale passes the target by a tile; the guided
+    policy then gives back, smallest layer first, whatever keeps the target: no layer
+    can lose any of its increment without the ratio falling below the target, unless
+    it sits at a smaller layer's increment (the size order)."""
+    space = tiled_latency_space()
+    heuristic = sa_oracle.GuidedHeuristic(space, "latency")
+    rng = np.random.default_rng(seed)
+    target = float(rng.uniform(1.5, 3.0))
+    policy = heuristic.policy(list(rng.uniform(0.1, 1.0, 4)), [1.0] * 4, target)
+    ratio = lambda actions: space.compression_ratio(actions, "latency")  # noqa: E731
+    actions = {n: policy.action(n) for n in space.names}
+    assert ratio(actions) >= target
+    below = 0.0  # the largest increment of a layer with less time left
+    for name in sorted(space.names, key=space.remaining_sizes().__getitem__):
+        g = actions[name].fraction
+        less = {**actions, name: policy_lib.LayerAction(max(0.0, g - 1e-6), 1.0)}
+        assert g <= below + 1e-9 or ratio(less) < target, (name, g, below)
+        below = max(below, g)
