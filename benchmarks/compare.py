@@ -40,6 +40,7 @@ model's top-1 accuracy on the whole test set, search wall time (for
 
     python benchmarks/compare.py --quick --output /tmp/compare.json
 """
+import functools
 import glob
 import json
 import math
@@ -67,9 +68,13 @@ flags.DEFINE_string("data_dir", None, "folder of the data set's files (cifar10: 
                     "tensorflow-datasets folder; fashion_mnist: its IDX files, found without "
                     "it when the Debian package is installed).")
 cli.define_train_size_flag()
-flags.DEFINE_string("objective", "params", "params or macs: what the target ratio counts.")
-flags.DEFINE_float("target", 10.0, "target CONV compression ratio (dense / kept, N x); "
-                   "the paper's ordering claims are about high ratios.")
+flags.DEFINE_enum("objective", "params", ["params", "macs", "latency"],
+                  "what the target ratio counts: CONV params or MACs, or latency (dense / "
+                  "compact host TFLite latency at 1 thread, predicted by the dense model's "
+                  "latency model timed here; every method then budgets it, and the "
+                  "pipeline prunes filters).")
+flags.DEFINE_float("target", 10.0, "target compression ratio (dense / kept, N x, on "
+                   "--objective); the paper's ordering claims are about high ratios.")
 flags.DEFINE_integer("baseline_epochs", 30, "epochs of the dense model.")
 flags.DEFINE_integer("admm_epochs", 8, "ADMM epochs per method.")
 flags.DEFINE_integer("retrain_epochs", 8, "masked retraining epochs per method.")
@@ -131,6 +136,27 @@ class Bench:
         self.val_accuracy = metrics["val_accuracy"]
         self.dense = cost.count(self.model)
         self.rows, self.structures = [], {}
+        self.dense_ms = None  # the dense model's measured latency, once measured
+
+    @functools.cached_property
+    def latency(self):
+        """``--objective latency``: the dense model's ``LatencyModel``, timed on this
+        host at 1 thread (single layers cached per machine, as the pipeline's), also
+        written to ``latency_table`` for the pipeline; None for params and MACs."""
+        if FLAGS.objective != "latency":
+            return None
+        from tfautocompress import artifacts
+        from tfautocompress.space import PolicySpace
+        from tfautocompress.tflite_tools import latency
+        names = PolicySpace.from_model(self.model, "filter", include_dense=True).names
+        model = latency.measure_latency_model(self.model, names, latency.HostTimer(1),
+                                              latency.machine_cache_path())
+        artifacts.write_json(self.latency_table, model.get_config())
+        return model
+
+    @property
+    def latency_table(self):
+        return os.path.join(FLAGS.workdir, "latency_model.json")
 
     def compile_fn(self, epochs):
         """Adam at ``--lr`` decaying (cosine) to zero over ``epochs`` of the train set:
@@ -156,7 +182,9 @@ class Bench:
 
     def space(self, scheme_set):
         from tfautocompress.space import PolicySpace
-        return PolicySpace.from_model(self.model, scheme_set, max_fraction=0.95)
+        return PolicySpace.from_model(self.model, scheme_set, max_fraction=0.95,
+                                      include_dense=self.latency is not None,
+                                      latency=self.latency)
 
     def tuner(self, oracle, name):
         from tfautocompress.search.tuner import PruningTuner
@@ -189,12 +217,16 @@ class Bench:
                "latency_ms": timing["latency_ms"]["mean"],
                "int8_latency_ms": int8_timing["latency_ms"]["mean"],
                "search_s": float(search_s), "note": note}
+        if method == "dense":
+            self.dense_ms = row["latency_ms"]
+        row["speedup"] = self.dense_ms / row["latency_ms"]
         if policy is not None:
             row["policy"] = {n: round(a.fraction, 4) for n, a in policy.actions.items()}
         self.rows.append(row)
         print(f"  {method:<24} test {row['test_accuracy']:.4f} (int8 "
               f"{row['int8_test_accuracy']:.4f})  CONV params {row['conv_params_ratio']:.2f}x  "
-              f"MACs {row['conv_macs_ratio']:.2f}x  {row['latency_ms']:.3f} ms (int8 "
+              f"MACs {row['conv_macs_ratio']:.2f}x  {row['latency_ms']:.3f} ms = "
+              f"{row['speedup']:.2f}x faster (int8 "
               f"{row['int8_latency_ms']:.3f})  search {search_s:.1f} s", flush=True)
         return row
 
@@ -315,19 +347,21 @@ def run_autocompress(bench, scheme_set):
 
 def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **settings):
     """Run (or, from ``folder``'s state, finish) the progressive pipeline on the
-    bench's dense model: filter+column rounds of ~``round_ratio`` x each up to
-    ``target``, with the bench's epochs and trials per round (``settings``: other
-    ``Config`` fields). Returns ``(report, wall_s, trials evaluated per round)``."""
+    bench's dense model: rounds of ~``round_ratio`` x each up to ``target`` on
+    ``--objective`` (filter+column; for latency filters, budgeted by the bench's
+    latency model), with the bench's epochs and trials per round (``settings``:
+    other ``Config`` fields). Returns ``(report, wall_s, trials evaluated per round)``."""
     from tfautocompress import keras
     from tfautocompress.app.pipeline import AutoCompress, Config
 
     budget = bench.budget
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
-    settings = {"admm_landing": FLAGS.pipeline_admm_landing,
+    settings = {"objective": FLAGS.objective, "admm_landing": FLAGS.pipeline_admm_landing,
                 "distill_weight": FLAGS.pipeline_distill_weight, **settings}
-    config = Config(objective=FLAGS.objective, target_compression_ratio=target,
-                    scheme_set="filter+column", max_fraction=FLAGS.pipeline_max_fraction,
+    if settings["objective"] == "latency" and bench.latency is not None:
+        settings.setdefault("latency_table", bench.latency_table)
+    config = Config(target_compression_ratio=target, max_fraction=FLAGS.pipeline_max_fraction,
                     **bound,
                     round_ratio=round_ratio, max_rounds=max_rounds,
                     search_trials=budget["trials"], search_subset=FLAGS.search_subset,
@@ -352,11 +386,12 @@ def pipeline_note(report, evaluated, budget, step="purified"):
     """The note of a row measured on the pipeline's ``step``."""
     rounds = report["rounds"]
     epochs = len(rounds) * (budget["admm_epochs"] + budget["retrain_epochs"])
-    return (f"full pipeline, filter+column, {len(rounds)} rounds x "
+    config = report["config"]
+    return (f"full pipeline, {config['objective']}, {config['scheme_set']}, {len(rounds)} rounds x "
             f"({budget['admm_epochs']} ADMM + {budget['retrain_epochs']} retraining) = "
             f"{epochs} epochs, {sum(evaluated)} trials evaluated "
             f"({'/'.join(map(str, evaluated))} of {budget['trials']} per round), {step}, "
-            f"bound {report['config']['max_accuracy_drop']:g} points; search_s = whole "
+            f"bound {config['max_accuracy_drop']:g} points; search_s = whole "
             f"pipeline; Phase I end: {report.get('phase1_end')}")
 
 

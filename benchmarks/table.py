@@ -14,6 +14,15 @@ last column is each method's largest ratio whose mean test accuracy stays within
 ``--bound`` points of the dense mean (the paper's "no accuracy loss"): the
 pipeline's own rounds for AutoCompress, the targets for the one-round methods.
 
+With ``--objective latency`` the targets are speedups (dense / compact host TFLite
+fp32 latency, 1 thread): every method budgets the dense model's latency model timed
+here, AutoCompress prunes filters, and ``autocompress_params`` (AutoCompress on
+CONV params, filters too, rounds of 2x up to ``PARAMS_REACH`` x) gives at each
+target the first round that runs that much faster, measured: the rows then compare
+accuracy at equal measured speed, and the last column is the largest speedup.
+
+    python benchmarks/table.py --objective latency --targets 3,6 --methods uniform,amc,autocompress,autocompress_params --output results/table_speed.json
+
 Each finished cell is kept in ``--workdir`` (``seed_<k>/<target>x/<method>.json``;
 the pipeline, per set of targets, resumes from its own state), so a rerun of the same command carries
 on where a killed one stopped. Writes ``--output`` (.json, with .md and .png beside).
@@ -45,6 +54,8 @@ for _name, _value in {"dataset": "fashion_mnist", "train_size": 4000, "baseline_
     FLAGS.set_default(_name, _value)
 
 PIPELINE = "autocompress"
+PARAMS_PIPELINE = "autocompress_params"  # a latency table's AutoCompress on CONV params
+PARAMS_REACH = 64.0  # how far (CONV params) its rounds of 2x go
 SCRATCH_SOURCES = {"scratch": "autocompress_filter",
                    "scratch_combined": "autocompress_combined"}
 
@@ -115,8 +126,6 @@ def run_pipeline(bench, cells, targets):
     """The AutoCompress rows of one seed: one per round (nominal target), the
     highest one on the purified, compacted model. Kept per ladder
     (``autocompress_<targets>x``): runs toward other targets share the workdir."""
-    from tfautocompress import artifacts, masks as masks_lib
-
     name = f"{PIPELINE}_{'_'.join(f'{t:g}' for t in targets)}x"
     done = cells.get(None, name)
     if done is not None:
@@ -125,8 +134,44 @@ def run_pipeline(bench, cells, targets):
     folder = os.path.join(cells.folder, name)
     report, seconds, evaluated = compare.autocompress_pipeline(
         bench, folder, max(targets), ratio, len(nominal))
+    rows = [dict(row, target=target) for row, target in
+            zip(_measured_rounds(bench, PIPELINE, folder, report, seconds, evaluated), nominal)]
+    cells.put(None, name, {"rows": rows, "phase1_end": report["phase1_end"]})
+    return rows
+
+
+def run_params_pipeline(bench, cells, speeds):
+    """A latency table's AutoCompress on CONV params, pruning filters as the latency
+    run does: rounds of 2x up to ``PARAMS_REACH`` x, each round measured; its row at
+    a speed S is the first round whose compacted model runs at least S x faster than
+    the dense one, measured (none where no round does)."""
+    name = f"{PARAMS_PIPELINE}_{PARAMS_REACH:g}x"
+    done = cells.get(None, name)
+    if done is None:
+        ratio, nominal = ladder([PARAMS_REACH])
+        folder = os.path.join(cells.folder, name)
+        report, seconds, evaluated = compare.autocompress_pipeline(
+            bench, folder, PARAMS_REACH, ratio, len(nominal), objective="params",
+            scheme_set="filter")
+        done = cells.put(None, name, {
+            "rows": _measured_rounds(bench, PARAMS_PIPELINE, folder, report, seconds,
+                                     evaluated),
+            "phase1_end": report["phase1_end"]})
+    rows = []
+    for speed in speeds:
+        row = next((r for r in done["rows"] if r["speedup"] >= speed), None)
+        if row is not None:
+            rows.append(dict(row, target=speed))
+    return rows
+
+
+def _measured_rounds(bench, method, folder, report, seconds, evaluated):
+    """A row of ``method`` per accepted round of the pipeline run in ``folder``, in
+    order, the last one on its purified, compacted model."""
+    from tfautocompress import artifacts, masks as masks_lib
+
     rows, last = [], len(report["rounds"])
-    for r, target in zip(report["rounds"], nominal):
+    for r in report["rounds"]:
         if not r["accepted"]:
             break
         step = "purified" if r["round"] == last else f"round {r['round']}"
@@ -135,11 +180,10 @@ def run_pipeline(bench, cells, targets):
         model = artifacts.load_model(os.path.join(path, "compact.keras" if step == "purified"
                                                   else "model.keras"), what="pipeline step")
         masks = masks_lib.load(os.path.join(path, "masks.npz"))
-        row = bench.measure(PIPELINE, model, masks, seconds,
+        row = bench.measure(method, model, masks, seconds,
                             note=compare.pipeline_note(report, evaluated, bench.budget, step))
-        rows.append(dict(row, seed=FLAGS.seed, target=target, round=r["round"],
+        rows.append(dict(row, seed=FLAGS.seed, round=r["round"],
                          search_target_ratio=r["search_target_ratio"]))
-    cells.put(None, name, {"rows": rows, "phase1_end": report["phase1_end"]})
     return rows
 
 
@@ -151,11 +195,15 @@ def main(argv):
 
     targets = sorted(float(t) for t in FLAGS.targets)
     seeds = [int(s) for s in FLAGS.seeds]
-    methods = [m for m in FLAGS.methods if m != PIPELINE]
+    methods = [m for m in FLAGS.methods if m not in (PIPELINE, PARAMS_PIPELINE)]
     unknown = [m for m in methods if m not in compare.RUNNERS]
     if unknown or min(targets) <= 1:
         raise app.UsageError(f"--methods {unknown} unknown (accepted: "
-                             f"{', '.join(compare.RUNNERS)}) or a --targets value <= 1.")
+                             f"{', '.join(compare.RUNNERS)}, {PIPELINE}, {PARAMS_PIPELINE}) "
+                             "or a --targets value <= 1.")
+    if PARAMS_PIPELINE in FLAGS.methods and FLAGS.objective != "latency":
+        raise app.UsageError(f"--methods {PARAMS_PIPELINE} is the params run a latency "
+                             "table compares at equal speed: add --objective latency.")
     budget, root, rows = compare._budget(), FLAGS.workdir, []
     with _common.Stopwatch() as wall:
         for seed in seeds:
@@ -165,11 +213,15 @@ def main(argv):
             bench = compare.Bench(budget, baseline_dir=os.path.join(FLAGS.workdir, "dense"))
             print(f"seed {seed}: dense val {bench.val_accuracy:.4f} ({wall.elapsed():.0f} s "
                   "so far)", flush=True)
-            rows.append(cells.get(None, "dense") or cells.put(None, "dense", dict(
+            dense_row = cells.get(None, "dense") or cells.put(None, "dense", dict(
                 bench.measure("dense", bench.model, {}, 0.0, note="baseline"),
-                seed=seed, target=1.0)))
+                seed=seed, target=1.0))
+            bench.dense_ms = dense_row["latency_ms"]
+            rows.append(dense_row)
             if PIPELINE in FLAGS.methods:
                 rows += run_pipeline(bench, cells, targets)
+            if PARAMS_PIPELINE in FLAGS.methods:
+                rows += run_params_pipeline(bench, cells, targets)
             for target in targets:
                 bench.rows, bench.structures = [], {}
                 for method in methods:
@@ -185,7 +237,8 @@ def main(argv):
               f"{PIPELINE}), {budget['trials']} search trials (per round for {PIPELINE}); "
               f"CONV {FLAGS.objective} targets; host TFLite fp32, 1 thread")
     table = comparison.seed_table_markdown(statistics, order, targets, dense, FLAGS.bound / 100,
-                                       header, notes=_notes(rows, budget))
+                                           header, notes=_notes(rows, budget),
+                                           objective=FLAGS.objective)
     print(table)
     stem = os.path.splitext(FLAGS.output)[0] if FLAGS.output else os.path.join(root, "table")
     artifacts.write_json(stem + ".json", {
@@ -204,7 +257,7 @@ def main(argv):
             if (m, t) in statistics:
                 result[f"{m}_{t:g}x_acc"] = round(statistics[(m, t)]["test_accuracy_mean"], 4)
         within = comparison.largest_ratio_within(statistics, m, dense["test_accuracy_mean"],
-                                             FLAGS.bound / 100)
+                                                 FLAGS.bound / 100, FLAGS.objective)
         result[f"{m}_within"] = round(within, 2) if within else 0
     _common.print_result(result)
 

@@ -116,9 +116,10 @@ def _seed_rows():
         rows += [dict(figures, method="dense", target=1.0, test_accuracy=dense,
                       int8_test_accuracy=dense, conv_params_ratio=1.0),
                  dict(figures, method="a", target=10.0, test_accuracy=a10,
-                      int8_test_accuracy=a10 - 0.01 * seed, conv_params_ratio=10.0 + seed),
+                      int8_test_accuracy=a10 - 0.01 * seed, conv_params_ratio=10.0 + seed,
+                      latency_ms=0.5),
                  dict(figures, method="a", target=30.0, test_accuracy=a30,
-                      int8_test_accuracy=a30, conv_params_ratio=30.0),
+                      int8_test_accuracy=a30, conv_params_ratio=30.0, latency_ms=0.25),
                  dict(figures, method="b", target=10.0, test_accuracy=b10,
                       int8_test_accuracy=b10, conv_params_ratio=10.0)]
     return rows
@@ -131,6 +132,8 @@ def test_seed_statistics_mean_and_sample_std():
     assert cell["test_accuracy_mean"] == pytest.approx(np.mean([0.899, 0.917, 0.908]))
     assert cell["test_accuracy_std"] == pytest.approx(np.std([0.899, 0.917, 0.908], ddof=1))
     assert cell["conv_params_ratio_mean"] == pytest.approx(11.0)
+    # speedup: the seed's dense row's latency over the row's own (1.0 / 0.5 ms)
+    assert cell["speedup_mean"] == 2.0 and stats[("dense", 1.0)]["speedup_mean"] == 1.0
     one = comparison.seed_statistics(_seed_rows()[:4])
     assert one[("a", 10.0)]["test_accuracy_std"] == 0.0
 
@@ -142,6 +145,9 @@ def test_largest_ratio_within_the_bound_of_the_dense_mean():
     assert comparison.largest_ratio_within(stats, "a", dense, 0.005) == pytest.approx(11.0)
     assert comparison.largest_ratio_within(stats, "a", dense, 0.03) == pytest.approx(30.0)
     assert comparison.largest_ratio_within(stats, "b", dense, 0.005) is None
+    # on latency the ratio is the measured speedup (2x at 10x params, 4x at 30x)
+    assert comparison.largest_ratio_within(stats, "a", dense, 0.005, "latency") == 2.0
+    assert comparison.largest_ratio_within(stats, "a", dense, 0.03, "latency") == 4.0
 
 
 def test_seed_table_markdown_and_pareto(tmp_path):
@@ -152,8 +158,9 @@ def test_seed_table_markdown_and_pareto(tmp_path):
     lines = table.splitlines()
     assert lines[0] == "H" and "largest ratio within 0.5 pts" in lines[2]
     row_a = next(x for x in lines if x.startswith("| a |"))
-    # 10x: fp32 mean ± std, int8 mean (0.899, 0.907, 0.888), ratios, fp32 / int8 ms
-    assert "| 90.80 ± 0.90 (n=3) | 89.80 | 11.0x / 1.0x | 1.000 / 0.500 |" in row_a
+    # 10x: fp32 mean ± std, int8 mean (0.899, 0.907, 0.888), ratios and speedup, fp32 /
+    # int8 ms
+    assert "| 90.80 ± 0.90 (n=3) | 89.80 | 11.0x / 1.0x / 2.00x | 0.500 / 0.500 |" in row_a
     assert row_a.rstrip().endswith("| 11.0x | note of a |")
     assert all(len(x.split("|")) == len(lines[2].split("|")) for x in lines[2:])
     row_b = next(x for x in lines if x.startswith("| b |"))

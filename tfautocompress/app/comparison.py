@@ -9,8 +9,9 @@ pruning methods (``benchmarks/compare.py``): ``stem.json``, the markdown table
 ``seed_statistics(rows)`` folds such rows of several seeds (each also with ``seed``
 and its nominal ``target``) into mean ± std per method and target (the paper-style
 table of ``benchmarks/table.py``: ``seed_table_markdown``, ``plot_seed_pareto``);
-``largest_ratio_within`` reads off a method's largest ratio that keeps its mean
-test accuracy within a bound of the dense model's.
+``largest_ratio_within`` reads off a method's largest ratio (params, MACs or
+measured speedup) that keeps its mean test accuracy within a bound of the dense
+model's.
 """
 import numpy as np
 
@@ -61,15 +62,19 @@ def write_comparison(stem, rows, header, title, **fields):
 
 # -------------------------------------------------------- several seeds ---
 _STATISTICS = ("test_accuracy", "int8_test_accuracy", "conv_params_ratio", "conv_macs_ratio",
-               "latency_ms", "int8_latency_ms")
+               "latency_ms", "int8_latency_ms", "speedup")
+RATIO_KEYS = {"params": "conv_params_ratio", "macs": "conv_macs_ratio", "latency": "speedup"}
 
 
 def seed_statistics(rows):
     """``{(method, target): {"n", "seeds", <key>_mean, <key>_std ...}}`` over the
     rows of several seeds (each row: ``method``, nominal ``target``, ``seed`` and
-    the ``_STATISTICS`` keys); std is the sample standard deviation (0 for one seed)."""
+    the ``_STATISTICS`` keys but ``speedup``: its seed's dense row's fp32 latency /
+    its own, measured); std is the sample standard deviation (0 for one seed)."""
+    dense_ms = {r["seed"]: r["latency_ms"] for r in rows if r["method"] == "dense"}
     groups = {}
     for r in rows:
+        r = dict(r, speedup=dense_ms[r["seed"]] / r["latency_ms"])
         groups.setdefault((r["method"], r["target"]), []).append(r)
     out = {}
     for key, group in groups.items():
@@ -82,34 +87,39 @@ def seed_statistics(rows):
     return out
 
 
-def largest_ratio_within(statistics, method, dense_accuracy, bound):
-    """The largest mean CONV params ratio of ``method``'s cells whose mean test
-    accuracy is at least ``dense_accuracy - bound`` (fractions); None if none is."""
-    ratios = [c["conv_params_ratio_mean"] for (m, _), c in statistics.items()
+def largest_ratio_within(statistics, method, dense_accuracy, bound, objective="params"):
+    """The largest mean ratio on ``objective`` (CONV params or MACs, or measured
+    speedup for latency) of ``method``'s cells whose mean test accuracy is at least
+    ``dense_accuracy - bound`` (fractions); None if none is."""
+    key = RATIO_KEYS[objective] + "_mean"
+    ratios = [c[key] for (m, _), c in statistics.items()
               if m == method and c["test_accuracy_mean"] >= dense_accuracy - bound - 1e-12]
     return max(ratios) if ratios else None
 
 
-def seed_table_markdown(statistics, methods, targets, dense, bound, header, notes=None):
+def seed_table_markdown(statistics, methods, targets, dense, bound, header, notes=None,
+                        objective="params"):
     """The markdown table: a line per method of ``methods`` (in order), per target
     its test accuracy (mean ± std, %) in fp32 and int8 TFLite, CONV params and MACs
-    ratios and TFLite latency (fp32 / int8), then its largest ratio within ``bound``
-    of the ``dense`` cell's accuracy (``dense``: the dense model's ``seed_statistics``
-    cell); ``notes``: ``{method: text}`` for a last column."""
-    cols = " | ".join(f"{t:g}x: test acc. (%) | int8 | params / MACs | ms fp32 / int8"
-                      for t in targets)
+    ratios and measured fp32 speedup, and TFLite latency (fp32 / int8), then its
+    largest ratio on ``objective`` within ``bound`` of the ``dense`` cell's accuracy
+    (``dense``: the dense model's ``seed_statistics`` cell); ``notes``: ``{method:
+    text}`` for a last column."""
+    cols = " | ".join(f"{t:g}x: test acc. (%) | int8 | params / MACs / speed | "
+                      "ms fp32 / int8" for t in targets)
     lines = [header, "", f"| method | {cols} | largest ratio within {bound * 100:g} pts "
              "| note |", "|---" * (4 * len(targets) + 3) + "|"]
     acc = dense["test_accuracy_mean"]
-    lines.append(f"| dense | {_cell(dense, '1x / 1x')} |" + " | | | |" * (len(targets) - 1)
+    lines.append(f"| dense | {_cell(dense, '1x / 1x / 1x')} |" + " | | | |" * (len(targets) - 1)
                  + f" | {(notes or {}).get('dense', '')} |")
     for method in methods:
         cells = []
         for t in targets:
             c = statistics.get((method, t))
             cells.append("— | — | — | —" if c is None else _cell(
-                c, f"{c['conv_params_ratio_mean']:.1f}x / {c['conv_macs_ratio_mean']:.1f}x"))
-        within = largest_ratio_within(statistics, method, acc, bound)
+                c, f"{c['conv_params_ratio_mean']:.1f}x / {c['conv_macs_ratio_mean']:.1f}x / "
+                   f"{c['speedup_mean']:.2f}x"))
+        within = largest_ratio_within(statistics, method, acc, bound, objective)
         lowest = min(t for (m, t) in statistics if m == method)
         within = f"{within:.1f}x" if within else f"< {lowest:g}x"
         lines.append(f"| {method} | {' | '.join(cells)} | {within} | "
