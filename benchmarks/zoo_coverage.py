@@ -8,7 +8,7 @@ Inception and Xception nets, which need at least 71) it reports
   (layers that keep prunable channels whole), by kind;
 * in reach: the share of CONV params in layers that lose params at the ceiling;
 * ceiling: the CONV-params ratio with every layer of the search's ``PolicySpace``
-  at the pipeline's ``max_fraction`` (0.95) of filter+column pruning (half and half), counted
+  at ``max_fraction`` 0.95 of filter+column pruning (half and half), counted
   by the analytic budget and by ``cost.count`` on the projection's masks (they agree
   when the budget is exact);
 * compact ≡ masked: max |compact(x) − masked(x)| / max |masked(x)| on random inputs,
@@ -50,8 +50,8 @@ flags.DEFINE_bool("tflite", True, "Check the compact model's float32 .tflite.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the masks and the run.")
 _common.define_output_flag()
 
-TINY = Config(max_rounds=1, admm_epochs=1, retrain_epochs=1, search_trials=2,
-              purification_trials=1, purification_rounds=1, max_accuracy_drop=100.0,
+TINY = Config(max_rounds=1, max_fraction=0.95, admm_epochs=1, retrain_epochs=1,
+              search_trials=2, purification_trials=1, purification_rounds=1, max_accuracy_drop=100.0,
               columns="keep", validation_freq=0, export_tflite=False)
 
 
