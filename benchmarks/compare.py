@@ -35,8 +35,10 @@ and the note says where Phase I ended.
 Rows: test accuracy, CONV params / MACs ratios (dense / kept, ``cost.count``),
 host TFLite latency of the compacted model (1 thread) in fp32 and full-integer int8
 (calibrated on ``INT8_CALIBRATION_BATCHES`` validation batches) with the int8
-model's top-1 accuracy on the whole test set, search wall time (for
-``autocompress`` the whole pipeline's wall time) and the trials evaluated.
+model's top-1 accuracy on the whole test set, the measured fp32 speedup over the
+dense model, search wall time (for ``autocompress`` the whole pipeline's wall time)
+and the trials evaluated. With ``--objective latency`` the target is a speedup: every
+method budgets the dense model's latency model, timed on this host (1 thread).
 
     python benchmarks/compare.py --quick --output /tmp/compare.json
 """
