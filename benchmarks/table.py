@@ -250,7 +250,8 @@ def main(argv):
         f.write(table)
     os.replace(stem + ".md.tmp", stem + ".md")
     comparison.plot_seed_pareto(statistics, dense, FLAGS.bound / 100, stem + ".png",
-                            f"{FLAGS.model} on {FLAGS.dataset}, {len(seeds)} seeds")
+                                f"{FLAGS.model} on {FLAGS.dataset}, {len(seeds)} seeds",
+                                FLAGS.objective)
     result = {"dense_acc": round(dense["test_accuracy_mean"], 4), "wall_s": round(wall.seconds)}
     for m in order:
         for t in targets:

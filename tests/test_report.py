@@ -167,6 +167,12 @@ def test_seed_table_markdown_and_pareto(tmp_path):
     assert "— | — | — | —" in row_b and "< 10x" in row_b  # no 30x cell; never within
     comparison.plot_seed_pareto(stats, dense, 0.005, str(tmp_path / "p.png"), "t")
     assert _check_png(tmp_path / "p.png") == (960, 600)  # 8 x 5 in at 120 dpi
+    # a latency table: the last column is the largest measured speedup within the bound
+    speed = comparison.seed_table_markdown(stats, ["a"], [10.0, 30.0], dense, 0.005, "H",
+                                           objective="latency")
+    assert next(x for x in speed.splitlines() if x.startswith("| a |")).endswith("| 2.0x |  |")
+    comparison.plot_seed_pareto(stats, dense, 0.005, str(tmp_path / "s.png"), "t", "latency")
+    assert _check_png(tmp_path / "s.png") == (960, 600)
 
 
 def _check_png(path):

@@ -137,15 +137,21 @@ def _mean_std(cell):
             f" (n={cell['n']})")
 
 
-def plot_seed_pareto(statistics, dense, bound, path, title):
+_AXIS_LABELS = {"params": "CONV params ratio (dense / kept)",
+                "macs": "CONV MACs ratio (dense / kept)",
+                "latency": "measured speedup (dense / compact host TFLite fp32 latency)"}
+
+
+def plot_seed_pareto(statistics, dense, bound, path, title, objective="params"):
     """PNG at ``path``: per method, mean test accuracy (± std error bars) against
-    mean CONV params ratio over its targets (log x), the dense accuracy and the
-    ``bound`` below it as lines."""
+    its mean ratio on ``objective`` (params, MACs, or measured speedup for latency)
+    over its targets (log x), the dense accuracy and the ``bound`` below it as lines."""
+    key = RATIO_KEYS[objective] + "_mean"
     figure, axis = subplots(figsize=(8, 5))
     for method in sorted({m for m, _ in statistics}):
         cells = sorted((c for (m, _), c in statistics.items() if m == method),
-                       key=lambda c: c["conv_params_ratio_mean"])
-        axis.errorbar([c["conv_params_ratio_mean"] for c in cells],
+                       key=lambda c: c[key])
+        axis.errorbar([c[key] for c in cells],
                       [c["test_accuracy_mean"] * 100 for c in cells],
                       yerr=[c["test_accuracy_std"] * 100 for c in cells], marker="o",
                       capsize=3, label=method, linewidth=1)
@@ -154,7 +160,7 @@ def plot_seed_pareto(statistics, dense, bound, path, title):
     axis.axhline(acc - bound * 100, color="black", linestyle="--", linewidth=0.8,
                  label=f"dense - {bound * 100:g} pts")
     axis.set_xscale("log")
-    axis.set_xlabel("CONV params ratio (dense / kept)")
+    axis.set_xlabel(_AXIS_LABELS[objective])
     axis.set_ylabel("test accuracy (%)")
     axis.set_title(title)
     axis.legend(fontsize=7, loc="lower left")
