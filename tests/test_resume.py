@@ -101,8 +101,18 @@ def test_the_latency_target_is_predicted_and_checked(uninterrupted):
         assert layer["filters"] <= 128 and layer["inputs"] >= 1, name
     # the purified model's predicted ratio is what the final step predicts for its compact model
     assert latency["predicted_speedup"] == pytest.approx(last_round["objective_ratio"], rel=1e-6)
+    # each round's compact model is timed with the dense one: target vs predicted vs measured
+    with open(os.path.join(out, "report.json")) as f:
+        rounds = json.load(f)["rounds"]
+    for r in rounds:
+        timed = r["latency"]
+        assert timed["measured_speedup"] == pytest.approx(timed["dense_ms"] / timed["compact_ms"])
+        assert timed["measured_speedup"] > 1.0, r["round"]
     with open(os.path.join(out, "report.md")) as f:
-        assert "## Latency: predicted vs measured" in f.read()
+        md = f.read()
+    assert "## Latency: predicted vs measured" in md
+    assert "| reached | measured | SA trials" in md
+    assert f"| {rounds[0]['latency']['measured_speedup']:.2f}x |" in md
 
 
 def test_a_kill_at_any_stage_resumes_to_the_same_report(baseline, uninterrupted, tmp_path):

@@ -231,18 +231,27 @@ def filter_costs(timer=None, cache=None):
     return tuple(_PERIOD * m / ms[-1] for m in ms)
 
 
+def measured_speedup(dense_model, compact_model, timer=None):
+    """``{"dense_ms", "compact_ms", "measured_speedup"}``: the two whole models timed
+    together (alternating rounds) where ``timer`` runs (``HostTimer(runs=100)`` by
+    default)."""
+    dense_ms, compact_ms = (timer or HostTimer(runs=100))(
+        [_convert(m) for m in (dense_model, compact_model)])
+    return {"dense_ms": dense_ms, "compact_ms": compact_ms,
+            "measured_speedup": dense_ms / compact_ms}
+
+
 def predicted_vs_measured(dense_model, compact_model, model, timer=None):
     """How well ``model`` (a ``LatencyModel`` of ``dense_model``) predicted
     ``compact_model`` (``compact(..., columns="keep")``: the same layer names): the
-    two whole models timed together, and each timed layer of the compact model alone
-    at its filters and input channels (not cached: measured now). ``timer``: where
-    (``HostTimer(runs=100)`` by default)."""
+    two whole models timed together (``measured_speedup``), and each timed layer of
+    the compact model alone at its filters and input channels (not cached: measured
+    now). ``timer``: where (``HostTimer(runs=100)`` by default)."""
+    timer = timer or HostTimer(runs=100)
     names = list(model.layers)
     points = [(compact_model.get_layer(n), *_geometry(compact_model.get_layer(n)))
               for n in names]
-    *layers_ms, dense_ms, compact_ms = (timer or HostTimer(runs=100))(
-        [_convert_single(*point) for point in points]
-        + [_convert(m) for m in (dense_model, compact_model)])
+    layers_ms = timer([_convert_single(*point) for point in points])
     layers = {}
     for name, (_, f, c), ms in zip(names, points, layers_ms):
         predicted = model.layer_ms(name, f, c)
@@ -250,8 +259,7 @@ def predicted_vs_measured(dense_model, compact_model, model, timer=None):
                         "error": predicted / ms - 1.0}
     predicted_compact = model.predict({n: (f, c) for n, (_, f, c) in zip(names, points)})
     predicted_dense = model.predict({n: _geometry(dense_model.get_layer(n)) for n in names})
-    return {"device": model.device, "dense_ms": dense_ms, "compact_ms": compact_ms,
-            "measured_speedup": dense_ms / compact_ms,
+    return {"device": model.device, **measured_speedup(dense_model, compact_model, timer),
             "predicted_speedup": predicted_dense / predicted_compact,
             "predicted_compact_ms": predicted_compact, "layers": layers}
 

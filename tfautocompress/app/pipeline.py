@@ -242,6 +242,9 @@ class AutoCompress:
                       schemes={n: s.get_config() for n, s in step.schemes.items()},
                       layers=report_lib.layer_summary(self.model, step.masks),
                       **_admm_residuals(step.history))
+        if self.config.objective == "latency":  # the round's compact model against the dense
+            record["latency"] = latency.measured_speedup(
+                self.model, compact(step.model, step.masks), self._timer())
         _write_step(os.path.join(self.output_dir, record["dir"]), step, record)
         self._log(f"round {k}: {record['objective_ratio']:.2f}x {self.config.objective}, "
                   f"val {record['val_accuracy']:.4f} (floor {self._floor():.4f}), "
