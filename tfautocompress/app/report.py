@@ -134,6 +134,8 @@ def build(state):
                      objective_ratio=record.get("objective_ratio"),
                      schedule=record.get("schedule"), schemes=record.get("schemes", {}),
                      **{key: record.get(key, {}) for key in RESIDUALS})
+        if "latency" in record:  # a latency run's round: its compact model timed
+            entry["latency"] = record["latency"]
         rounds.append(entry)
     final = _entry(state["final"])
     final["layers"] = state["purification"]["layers"]
