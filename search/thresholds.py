@@ -33,12 +33,16 @@ class ThresholdOracle(SafeOracle):
     ``N(0, (step * max_scale * T / T0)^2)``. Metropolis acceptance as in Phase I:
     better is kept, worse with ``exp(-dE / (k T))``; ``T <- cooling * T`` per trial;
     stops below ``stop_temperature`` or at ``max_trials``. Sequential (one worker).
+    ``column_layers``: the layers whose columns purification may remove (None: all;
+    the others' column scale stays 0: their exported form would multiply the zeros).
     """
 
     def __init__(self, layer_names, max_scale=1.0, start_temperature=20.0,
                  stop_temperature=0.5, cooling=0.7, boltzmann=1e-3, perturb_share=0.5,
-                 step=0.5, max_trials=None, seed=0, **kwargs):
+                 step=0.5, max_trials=None, seed=0, column_layers=None, **kwargs):
         self.layer_names = tuple(layer_names)
+        self.column_layers = frozenset(self.layer_names if column_layers is None
+                                       else column_layers)
         if not self.layer_names:
             raise ValueError("ThresholdOracle needs at least one layer name, got none.")
         if not max_scale > 0 or not 0 < cooling < 1 or not 0 < stop_temperature <= start_temperature:
@@ -61,13 +65,16 @@ class ThresholdOracle(SafeOracle):
         self._temperature, self._current = self.t0, None  # current: {"score", "values"}
 
     def value_names(self):
-        return [f"{kind}_scale/{n}" for n in self.layer_names for kind in ("filter", "column")]
+        return [f"{kind}_scale/{n}" for n in self.layer_names for kind in ("filter", "column")
+                if kind == "filter" or n in self.column_layers]
 
     @staticmethod
     def scales(values):
-        """``{layer: (filter_scale, column_scale)}`` from trial values."""
+        """``{layer: (filter_scale, column_scale)}`` from trial values (column scale 0
+        where the trial has none)."""
         names = [k.split("/", 1)[1] for k in values if k.startswith("filter_scale/")]
-        return {n: (values[f"filter_scale/{n}"], values[f"column_scale/{n}"]) for n in names}
+        return {n: (values[f"filter_scale/{n}"], values.get(f"column_scale/{n}", 0.0))
+                for n in names}
 
     def populate_space(self, trial_id):
         if self._current is None:
@@ -79,8 +86,9 @@ class ThresholdOracle(SafeOracle):
         for i in rng.choice(len(self.layer_names), size=count, replace=False):
             for kind in ("filter", "column"):
                 key = f"{kind}_scale/{self.layer_names[i]}"
-                values[key] = float(np.clip(values[key] + sigma * rng.standard_normal(),
-                                            0.0, self.max_scale))
+                if key in values:
+                    values[key] = float(np.clip(values[key] + sigma * rng.standard_normal(),
+                                                0.0, self.max_scale))
         return {"status": _STATUS.RUNNING, "values": values}
 
     def learn(self, trial):
@@ -154,15 +162,17 @@ def _cost_of(objective, latency):
 
 def search_thresholds(model, masks, validation_data, min_accuracy, *, objective="params",
                       latency=None, max_trials=12, max_scale=1.0, seed=0, directory=None,
-                      project_name="purification", verbose=0):
+                      project_name="purification", column_layers=None, verbose=0):
     """Search per-layer scales; returns ``(purified masks, scales, val_accuracy)``.
 
     The layers are those with a mask. The result keeps validation accuracy >=
     ``min_accuracy`` (the untouched masks, closed, if no setting does).
     ``latency``: the model's ``LatencyModel`` when ``objective="latency"``.
+    ``column_layers``: the layers whose columns it may remove (None: all).
     """
     names = [n for n in masks if np.ndim(masks[n]) > 1]
-    oracle = ThresholdOracle(names, max_scale=max_scale, max_trials=max_trials, seed=seed)
+    oracle = ThresholdOracle(names, max_scale=max_scale, max_trials=max_trials, seed=seed,
+                             column_layers=column_layers)
     tuner = PurificationTuner(oracle, model, masks, validation_data, min_accuracy,
                               objective=objective, latency=latency, directory=directory,
                               project_name=project_name, overwrite=False)

@@ -257,6 +257,23 @@ def test_auto_measures_each_layer_once_and_caches_on_disk(tmp_path):
     _assert_same(model, masks, small, rng.normal(size=(2, 16, 16, 8)).astype(np.float32))
 
 
+def test_the_probe_times_each_conv2d_at_half_its_rows_and_lowered_only_never_keeps(tmp_path):
+    x = inputs = keras.Input((16, 16, 8))
+    x = L.Conv2D(16, 3, padding="same", name="wide")(x)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    model = keras.Model(inputs, L.Conv2D(8, 1, name="narrow")(x))
+    measure = latency.LayerLatency(tmp_path / "latency.json")
+    probed = lowering.probe(model, ["wide", "dw", "narrow"], measure)
+    assert set(probed) == {"wide", "narrow"}  # a depthwise conv has no lowered form
+    only = latency.LayerLatency(tmp_path / "latency.json", lowered_only=True)
+    for name, rows in (("wide", 3 * 3 * 8), ("narrow", 16)):
+        half = np.arange(0, rows, 2)  # every other kernel row
+        assert measure(model.get_layer(name), half) == probed[name]  # the cached timings
+        decision = only(model.get_layer(name), half)
+        assert decision.latency_ms == probed[name].latency_ms
+        assert decision.form == min(lowering.FORMS, key=decision.latency_ms.get)
+
+
 def test_a_lowered_model_compacts_again():
     rng = np.random.default_rng(7)
     x = inputs = keras.Input((8, 8, 4))

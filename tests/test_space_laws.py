@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tfautocompress import cost, policy as policy_lib, space as space_lib
+from tfautocompress import cost, masks as masks_lib, policy as policy_lib, space as space_lib
 from tfautocompress._keras import keras
 
 PolicySpace, LayerSpec = space_lib.PolicySpace, space_lib.LayerSpec
@@ -186,6 +186,37 @@ def test_the_budget_is_what_the_projection_keeps_through_every_kind_of_link(name
         floors_only = policy_lib.PruningPolicy(following, {})
         assert floors_only.compression_ratio() == pytest.approx(policy.compression_ratio(),
                                                                 rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["blocks", "shared", "heads outside"])
+def test_a_layer_whose_export_multiplies_pruned_columns_prunes_filters_only(name):
+    # lowering.probe leaves out the layers whose dense conv runs faster at half their
+    # rows: their action's whole fraction goes to filters, so no zero column the
+    # exported model multiplies is counted as saved, and the budget stays exact.
+    build, names, _ = MODELS[name]
+    model = build()
+    dense_columns = sorted(names)[::2]
+    space = PolicySpace.from_model(model, "filter+column", 0.95,
+                                   skip_columns=sorted(names - set(dense_columns)))
+    assert [n for n in space.names if not space.layer(n).skips_columns] == \
+        [n for n in space.names if n in dense_columns]
+    assert PolicySpace.from_config(json.loads(json.dumps(space.get_config()))) == space
+    policy = _random_policy(space, 2)
+    as_filters = policy_lib.PruningPolicy(space, {
+        n: policy_lib.LayerAction(a.fraction, 1.0) if n in dense_columns else a
+        for n, a in policy.actions.items()})
+    for objective in cost.COUNTED:
+        estimate = policy.compression_ratio(objective)
+        assert estimate == pytest.approx(cost.exact_compression_ratio(model, policy, objective),
+                                         rel=1e-12), objective
+        assert estimate == as_filters.compression_ratio(objective), objective
+    masks = masks_lib.magnitude_masks(model, policy)
+    for n in dense_columns:  # every kept filter keeps every row its live inputs feed
+        assert policy.effective(n)[1] == 0.0, n
+        gemm = masks[n].reshape(-1, masks[n].shape[-1])
+        kept = gemm[:, gemm.any(axis=0)]
+        assert (kept == kept[:, :1]).all(), n
+    assert any(policy.effective(n)[1] > 0.0 for n in names - set(dense_columns))
 
 
 def test_a_conv_coupled_to_a_producer_outside_the_space_keeps_its_filters():

@@ -81,3 +81,13 @@ def test_search_keeps_validation_accuracy_within_the_bound(tmp_path):
         directory=str(tmp_path), project_name="impossible")
     assert scales == {"c1": (0.0, 0.0), "c2": (0.0, 0.0)}
     assert all(m.all() for m in kept.values()) and acc == 1.0
+    # With columns for c1 only, c2 loses no column of its own (a layer whose exported
+    # form would multiply the zeros): every kept filter keeps the same rows, the live ones.
+    oracle = thresholds.ThresholdOracle(["c1", "c2"], column_layers=["c1"])
+    assert oracle.value_names() == ["filter_scale/c1", "column_scale/c1", "filter_scale/c2"]
+    purified, scales, acc = thresholds.search_thresholds(
+        model, masks, val, min_accuracy=0.9, max_trials=5, seed=0,
+        directory=str(tmp_path), project_name="columns_of_c1", column_layers=["c1"])
+    gemm = purified["c2"].reshape(-1, purified["c2"].shape[-1])
+    kept = gemm[:, gemm.any(axis=0)]
+    assert scales["c2"][1] == 0.0 and (kept == kept[:, :1]).all() and acc >= 0.9

@@ -41,7 +41,7 @@ from tfautocompress import graph as graph_lib
 from tfautocompress._keras import keras
 
 __all__ = ["FORMS", "KEEP", "DEFAULT_FORM", "ColumnSparseConv2D", "kept_rows", "lowerable",
-           "Decision", "decide"]
+           "Decision", "decide", "probe"]
 
 FORMS = ("rows", "slices")
 DEFAULT_FORM = "rows"  # what columns="lower" uses: the fastest on host CPUs in most layers
@@ -339,3 +339,25 @@ def decide(layers_rows, columns, measure=None, verbose=0):
         if progress:
             progress.add(1)
     return decisions, time.perf_counter() - start
+
+
+def probe(model, names, measure):
+    """``{name: Decision}`` for the layers among ``names`` (``model``'s, built) whose
+    pruned columns a lowered form can skip, each measured (``measure(layer, rows)``,
+    as ``decide`` asks it) keeping every other kernel row: half its columns. A search
+    that lets only the layers whose decision is lowered prune columns
+    (``PolicySpace.from_model(skip_columns=...)``) counts no column that the exported
+    model multiplies as a zero; a layer whose dense conv runs faster at half its rows
+    prunes filters only."""
+    layers = {layer.name: layer for layer in graph_lib.leaf_layers(model)}
+    decisions = {}
+    for name in names:
+        layer = layers[name]
+        if type(layer) is not keras.layers.Conv2D:  # noqa: E721 - what lowerable takes
+            continue
+        mask = np.ones(layer.kernel.shape, np.float32)
+        mask.reshape(-1, mask.shape[-1])[1::2] = 0.0
+        rows = lowerable(layer, mask)
+        if rows is not None:
+            decisions[name] = measure(layer, rows)
+    return decisions

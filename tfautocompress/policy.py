@@ -199,7 +199,7 @@ def _check_floor(space, name, action):
     if first <= 0.0 and second <= 0.0:
         return
     if space.scheme_set == "filter+column":
-        own = dict(zip(("filter_fraction", "column_fraction"), action.split()))
+        own = dict(zip(("filter_fraction", "column_fraction"), space.split(name, action)))
     else:
         key = "fraction" if space.scheme_set == "irregular" else "filter_fraction"
         own = {key: action.fraction}

@@ -68,6 +68,9 @@ class LayerSpec:
     depthwise and separable layers, which rank all of them). ``block``: filters are
     dropped in aligned blocks of this many (its channels feed a grouped conv; all of
     them when a producer outside the space keeps its channels alive).
+    ``skips_columns``: the exported layer skips its pruned columns (False: it would
+    multiply them as zeros, so a column saves nothing and the layer prunes filters
+    only: ``PolicySpace.split``).
     """
 
     name: str
@@ -82,6 +85,7 @@ class LayerSpec:
     live_columns: bool = True
     channelwise: tuple = (0.0, 0.0)
     block: int = 1
+    skips_columns: bool = True
 
     def __post_init__(self):
         reads = tuple((tuple(p), int(c), int(r)) for p, c, r in self.reads)
@@ -192,7 +196,7 @@ class PolicySpace:
 
     @classmethod
     def from_model(cls, model, scheme_set="filter+column", max_fraction=0.99,
-                   include_dense=False, previous=None, latency=None):
+                   include_dense=False, previous=None, latency=None, skip_columns=None):
         """The space of ``model``'s prunable CONV layers (and Dense with ``include_dense``).
 
         Prunable = producers of channel groups that ``graph.analyze`` may prune
@@ -206,6 +210,11 @@ class PolicySpace:
 
         ``latency``: a ``latency_model.LatencyModel`` of the dense model (timings of
         every layer of the space), for ``objective="latency"``.
+
+        ``skip_columns``: the names of the layers whose exported form skips pruned
+        columns (``lowering.probe``); the others prune filters only, so the budget
+        counts what the exported model executes. None: every layer (``compact``'s
+        ``columns="keep"`` then multiplies the zero columns the budget counted as saved).
         """
         report = {row.name: row for row in cost.count(model).layers}
         channel_graph = graph_lib.analyze(model)
@@ -219,8 +228,10 @@ class PolicySpace:
                 "removed (a layer feeding the model's output keeps its channels); give a "
                 "model with at least one such layer.")
         reads, coupled, channelwise, blocks = _group_links(channel_graph, names, report)
+        skipping = set(names if skip_columns is None else skip_columns)
         specs = [_layer_spec(layers[n], report[n], reads[n], coupled.get(n, ()),
-                             channelwise.get(n, (0.0, 0.0)), blocks.get(n, 1)) for n in names]
+                             channelwise.get(n, (0.0, 0.0)), blocks.get(n, 1), n in skipping)
+                 for n in names]
         scope = [row for row in report.values() if row.conv or row.name in reads]
         fixed_params = sum(r.params for r in scope) - sum(s.dense("params") for s in specs)
         fixed_macs = sum(r.macs for r in scope) - sum(s.dense("macs") for s in specs)
@@ -291,8 +302,16 @@ class PolicySpace:
             return max(action.fraction, first), 0.0
         if self.scheme_set == "filter":
             return self._spared(name, max(action.fraction, first), first), 0.0
-        own_first, own_second = action.split()
+        own_first, own_second = self.split(name, action)
         return self._spared(name, max(own_first, first), first), max(own_second, second)
+
+    def split(self, name, action):
+        """``(filter_fraction, column_fraction)`` of ``action`` alone (no floors) in a
+        filter+column space: ``action.split()``, or all of its fraction as filters in a
+        layer whose exported form would multiply pruned columns (``skips_columns``)."""
+        if self.layer(name).skips_columns:
+            return action.split()
+        return action.fraction, 0.0
 
     def _spared(self, name, fraction, floor):
         """The filter fraction that keeps, with a latency model, the most filters that
@@ -464,7 +483,7 @@ def _dies_with_rows(channel_graph, name, names, row):
     return (row.params - bias) / channels, row.macs / channels
 
 
-def _layer_spec(layer, row, reads, coupled, channelwise, block):
+def _layer_spec(layer, row, reads, coupled, channelwise, block, skips_columns):
     layout = layer_kinds.prunable_layout(layer)
     shape, kind = tuple(layer_kinds.kernel_of(layer).shape), layout.kind
     columns, filters = schemes_lib.gemm_view(np.zeros(shape, np.int8), kind).shape
@@ -472,4 +491,5 @@ def _layer_spec(layer, row, reads, coupled, channelwise, block):
     bias = getattr(layer, "bias", None)
     return LayerSpec(row.name, kind, int(filters), int(columns), positions, int(shape[-2]),
                      tuple(reads), coupled, int(bias is not None and bias.shape[0] == filters),
-                     layout.live_columns, tuple(float(c) for c in channelwise), int(block))
+                     layout.live_columns, tuple(float(c) for c in channelwise), int(block),
+                     bool(skips_columns))

@@ -90,11 +90,14 @@ class LayerLatency:
     """``measure(layer, rows) -> lowering.Decision``: the fastest form of Conv2D
     ``layer`` (built, with static input shape) keeping ``rows``, by host TFLite
     latency of the layer alone (module doc). ``cache``: a ``LatencyCache``, a JSON
-    path (``machine_cache_path()``: this machine's) or None (memory only)."""
+    path (``machine_cache_path()``: this machine's) or None (memory only).
+    ``lowered_only``: the fastest lowered form even where the kept Conv2D runs faster
+    (a layer whose pruned columns the search counted as skipped: ``lowering.probe``)."""
 
-    def __init__(self, cache=None, threads=1, runs=50, rounds=5):
+    def __init__(self, cache=None, threads=1, runs=50, rounds=5, lowered_only=False):
         self.cache = cache if isinstance(cache, LatencyCache) else LatencyCache(cache)
         self.threads, self.runs, self.rounds = threads, runs, rounds
+        self.lowered_only = lowered_only
 
     def __call__(self, layer, rows):
         config = layer.get_config()
@@ -105,7 +108,8 @@ class LayerLatency:
             latencies = _measure(config, shape, rows, self.threads, self.runs, self.rounds)
             self.cache.put(key, latencies)
         best = min(FORMS, key=latencies.get)
-        form = best if latencies[best] < (1 - _MARGIN) * latencies[KEEP] else KEEP
+        lowered = self.lowered_only or latencies[best] < (1 - _MARGIN) * latencies[KEEP]
+        form = best if lowered else KEEP
         return Decision(form, latencies)
 
 

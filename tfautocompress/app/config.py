@@ -65,8 +65,10 @@ class Config:
     it to the number of keras-tuner search workers (the same value gives the same
     trials in one process).
     ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
-    ``"auto"`` lowers the column-sparse convolutions that run faster in host TFLite;
-    ``objective="latency"`` compacts with ``"keep"``, the form its latency model times).
+    ``"auto"``: only the layers whose lowered form runs faster in host TFLite than
+    their dense conv at half their columns prune columns, and they run lowered, so
+    the search counts what TFLite executes; ``objective="latency"`` compacts with
+    ``"keep"``, the form its latency model times).
     ``validation_freq``: the training phases' per-epoch validation
     (``evaluate.fit_validation``: every this many epochs, 0: none); the rounds and
     bounds use the validation accuracy measured after each phase either way.
@@ -131,8 +133,9 @@ class Config:
     export_tflite: bool = _setting(True, "Export, benchmark and GPU-check the result.")
     columns: str = _setting(
         "auto", "Column-sparse convolutions of the compact model: keep the zero columns, "
-        "lower them all (ColumnSparseConv2D; or in one form), or lower where host TFLite "
-        "runs them faster.", choices=COLUMNS)
+        "lower them all (ColumnSparseConv2D; or in one form), or auto: prune columns only "
+        "in the layers whose lowered form runs faster in host TFLite (timed at half their "
+        "columns), and run those lowered.", choices=COLUMNS)
     seed: int = _setting(0, "Seed of data split, search and training.")
     distribution: str = _setting(
         "none", "tf.distribute strategy of the training phases: one device, "

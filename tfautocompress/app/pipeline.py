@@ -41,8 +41,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tfautocompress import artifacts, cost, data, distribute, graph as graph_lib, masks as masks_lib
-from tfautocompress import policy as policy_lib, purification, space as space_lib
+from tfautocompress import artifacts, cost, data, distribute, graph as graph_lib, lowering
+from tfautocompress import masks as masks_lib, policy as policy_lib, purification
+from tfautocompress import space as space_lib
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.app import report as report_lib
 from tfautocompress.app.config import RUNTIME, Config, round_seed, step_seed
@@ -157,7 +158,26 @@ class AutoCompress:
         cfg = self.config
         return space_lib.PolicySpace.from_model(
             model, cfg.scheme_set, cfg.max_fraction, include_dense=cfg.objective == "latency",
-            previous=previous, latency=latency_model)
+            previous=previous, latency=latency_model, skip_columns=self._column_layers())
+
+    def _column_layers(self):
+        """The layers that may prune columns when the search counts them (a counted
+        objective over filter+column) and the export lowers where TFLite runs faster
+        (``columns="auto"``): those whose lowered form beats their dense conv at half
+        their rows (``lowering.probe`` of the dense model, timed once and kept in the
+        state), so that no column the exported model multiplies counts as saved.
+        None otherwise: every layer counts its columns."""
+        cfg = self.config
+        if (cfg.columns, cfg.scheme_set) != ("auto", "filter+column") or cfg.objective == "latency":
+            return None
+        if self.state.get("column_probe") is None:
+            names = space_lib.PolicySpace.from_model(self.model, cfg.scheme_set).names
+            self._log(f"timing {len(names)} layers at half their columns, dense and lowered")
+            decisions = lowering.probe(self.model, names,
+                                       latency.LayerLatency(latency.machine_cache_path()))
+            self.state["column_probe"] = {n: d.to_json() for n, d in decisions.items()}
+            self._save_state()
+        return [n for n, d in self.state["column_probe"].items() if d["form"] != lowering.KEEP]
 
     def _timer(self, runs=50):
         """Where ``objective="latency"`` times models (``Config.latency_device``)."""
@@ -349,7 +369,7 @@ class AutoCompress:
                     latency=self._latency_model(), max_trials=cfg.purification_trials,
                     max_scale=cfg.purification_max_scale,
                     seed=cfg.seed + r - 1, directory=self.output_dir,
-                    project_name=f"purification_{r}")
+                    project_name=f"purification_{r}", column_layers=self._column_layers())
             reached = self._ratio(cost.count(model, found))
             if reached <= ratio:
                 break
@@ -364,7 +384,9 @@ class AutoCompress:
             purified = self._step("purification")
             model, masks = purified.model, purified.masks
             path = os.path.join(self.output_dir, "final")
-            measure = latency.LayerLatency(latency.machine_cache_path())
+            # the layers the search let prune columns run lowered, as it counted them
+            measure = latency.LayerLatency(latency.machine_cache_path(),
+                                           lowered_only=self._column_layers() is not None)
             # the latency model times each conv as it is kept: its compact model keeps them
             columns = "keep" if self.config.objective == "latency" else self.config.columns
             small, small_masks, lowered = compact_lowered(model, masks, columns,
