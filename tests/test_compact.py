@@ -267,9 +267,12 @@ def test_the_probe_times_each_conv2d_at_half_its_rows_and_lowered_only_never_kee
     assert set(probed) == {"wide", "narrow"}  # a depthwise conv has no lowered form
     only = latency.LayerLatency(tmp_path / "latency.json", lowered_only=True)
     for name, rows in (("wide", 3 * 3 * 8), ("narrow", 16)):
-        half = np.arange(0, rows, 2)  # every other kernel row
-        assert measure(model.get_layer(name), half) == probed[name]  # the cached timings
-        decision = only(model.get_layer(name), half)
+        layer = model.get_layer(name)  # timed at half its filters, every other kernel row
+        half = L.Conv2D.from_config(dict(layer.get_config(), filters=layer.filters // 2))
+        half(keras.Input(batch_shape=(1,) + tuple(layer.input_shape)[1:]))
+        rows = np.arange(0, rows, 2)
+        assert measure(half, rows) == probed[name]  # the cached timings
+        decision = only(half, rows)
         assert decision.latency_ms == probed[name].latency_ms
         assert decision.form == min(lowering.FORMS, key=decision.latency_ms.get)
 

@@ -86,7 +86,10 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
                                  else ("dense",)), name
         assert (layer["form"] == "dense") == (layer["latency_ms"] == {}), name
     assert (tmp_path / "cache" / "layer_latency.json").exists()  # the machine's cache
-    assert "CONV MACs counted vs executed" in (tmp_path / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text()
+    assert "CONV MACs counted vs executed" in text and "TFLite executes 1.00x" in text
+    assert "Columns were pruned only where TFLite skips them" in text
+    assert "of the counted ratio" in text
     for name in ("state.json", "report.json", "report.md", "layers.png", "accuracy.png",
                  "purification/masks.npz", "final/compact.keras", "final/compact_fp16.tflite"):
         assert (tmp_path / name).exists(), name

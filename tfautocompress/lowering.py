@@ -344,20 +344,24 @@ def decide(layers_rows, columns, measure=None, verbose=0):
 def probe(model, names, measure):
     """``{name: Decision}`` for the layers among ``names`` (``model``'s, built) whose
     pruned columns a lowered form can skip, each measured (``measure(layer, rows)``,
-    as ``decide`` asks it) keeping every other kernel row: half its columns. A search
-    that lets only the layers whose decision is lowered prune columns
-    (``PolicySpace.from_model(skip_columns=...)``) counts no column that the exported
-    model multiplies as a zero; a layer whose dense conv runs faster at half its rows
-    prunes filters only."""
+    as ``decide`` asks it) as a compressed layer looks: half its filters, keeping every
+    other kernel row. A search that lets only the layers whose decision is lowered
+    prune columns (``PolicySpace.from_model(skip_columns=...)``) counts no column that
+    the exported model multiplies as a zero. A lowered form's gathers cost what the
+    input costs, whatever the filters, so a layer whose dense conv runs faster there
+    (a large feature map with few channels) prunes filters only."""
     layers = {layer.name: layer for layer in graph_lib.leaf_layers(model)}
     decisions = {}
     for name in names:
         layer = layers[name]
         if type(layer) is not keras.layers.Conv2D:  # noqa: E721 - what lowerable takes
             continue
-        mask = np.ones(layer.kernel.shape, np.float32)
+        config = dict(layer.get_config(), filters=max(1, layer.filters // 2))
+        half = keras.layers.Conv2D.from_config(config)
+        half(keras.Input(batch_shape=(1,) + tuple(layer.input_shape)[1:]))
+        mask = np.ones(half.kernel.shape, np.float32)
         mask.reshape(-1, mask.shape[-1])[1::2] = 0.0
-        rows = lowerable(layer, mask)
+        rows = lowerable(half, mask)
         if rows is not None:
-            decisions[name] = measure(layer, rows)
+            decisions[name] = measure(half, rows)
     return decisions
