@@ -66,7 +66,7 @@ class Config:
     trials in one process).
     ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
     ``"auto"``: only the layers whose lowered form runs faster in host TFLite than
-    their dense conv at half their columns prune columns, and they run lowered, so
+    their dense conv at half their filters and columns prune columns, and they run lowered, so
     the search counts what TFLite executes; ``objective="latency"`` compacts with
     ``"keep"``, the form its latency model times).
     ``validation_freq``: the training phases' per-epoch validation
@@ -135,7 +135,7 @@ class Config:
         "auto", "Column-sparse convolutions of the compact model: keep the zero columns, "
         "lower them all (ColumnSparseConv2D; or in one form), or auto: prune columns only "
         "in the layers whose lowered form runs faster in host TFLite (timed at half their "
-        "columns), and run those lowered.", choices=COLUMNS)
+        "filters and columns), and run those lowered.", choices=COLUMNS)
     seed: int = _setting(0, "Seed of data split, search and training.")
     distribution: str = _setting(
         "none", "tf.distribute strategy of the training phases: one device, "

@@ -164,15 +164,17 @@ class AutoCompress:
         """The layers that may prune columns when the search counts them (a counted
         objective over filter+column) and the export lowers where TFLite runs faster
         (``columns="auto"``): those whose lowered form beats their dense conv at half
-        their rows (``lowering.probe`` of the dense model, timed once and kept in the
-        state), so that no column the exported model multiplies counts as saved.
+        their filters and rows (``lowering.probe`` of the dense model, timed once and
+        kept in the state), so that no column the exported model multiplies counts as
+        saved.
         None otherwise: every layer counts its columns."""
         cfg = self.config
         if (cfg.columns, cfg.scheme_set) != ("auto", "filter+column") or cfg.objective == "latency":
             return None
         if self.state.get("column_probe") is None:
             names = space_lib.PolicySpace.from_model(self.model, cfg.scheme_set).names
-            self._log(f"timing {len(names)} layers at half their columns, dense and lowered")
+            self._log(f"timing {len(names)} layers at half their filters and columns, dense "
+                      "and lowered")
             decisions = lowering.probe(self.model, names,
                                        latency.LayerLatency(latency.machine_cache_path()))
             self.state["column_probe"] = {n: d.to_json() for n, d in decisions.items()}

@@ -111,8 +111,8 @@ def _probe_lines(probe):
                          for n, d in decisions.items()) or "none"
 
     return ["", "Columns were pruned only where TFLite skips them: in the layers whose lowered "
-            "form ran faster than their dense conv at half their rows (the layer alone, ms "
-            f"dense / lowered: {timings(lowered)}); the others pruned filters only "
+            "form ran faster than their dense conv at half their filters and rows (the layer "
+            f"alone, ms dense / lowered: {timings(lowered)}); the others pruned filters only "
             f"({timings(filters)})."]
 
 
