@@ -233,16 +233,17 @@ def test_a_phone_s_latency_model_is_timed_over_adb_and_cached_per_device(fake_ad
     measured = latency.measure_latency_model(model, ["conv_a"], timer, cache)
     median = CPU_FIGURES["latency_ms"]["median"]
     assert measured.device == "Android R58M123, benchmark_model, CPU (XNNPACK), 4 thread(s)"
-    assert measured.filter_costs == (32.0,) * 32  # every probe count ran as long as 32
+    assert measured.filter_costs == (128.0,) * 128  # every probe count ran as long as 128
     assert measured.layer_ms("conv_a", 2, 1) == pytest.approx(median)
     assert measured.layer_ms("conv_a", 8, 3) == pytest.approx(median)
     assert measured.fixed_ms == pytest.approx(0.0, abs=1e-6)  # the whole model: that layer
     assert measured.volume_ms == pytest.approx(0.0, abs=1e-12)
     runs = [c for c in fake_adb.calls() if " shell /data/local/tmp/benchmark_model " in c]
     graphs = {c.split("--graph=")[1].split()[0] for c in runs}
-    # conv_a's grid (8 filters: 1, 4, 8; 3 channels: 1, 2, 3), the probe's 32, and the
-    # model with its layer alone at all, half and a quarter of the filters (three times)
-    assert len(graphs) == 9 + 32 + 2 * 3 and len(runs) == 9 + 32 + 3 * 2 * 3
+    # conv_a's grid (8 filters: 1, 4, 8; 3 channels: 1, 2, 3), the probe's 1..32 and
+    # 40, 48, .., 128 filters, and the model with its layer alone at all, half and a
+    # quarter of the filters (three times)
+    assert len(graphs) == 9 + 44 + 2 * 3 and len(runs) == 9 + 44 + 3 * 2 * 3
     assert all(c.endswith("--num_threads=4 --use_gpu=false --num_runs=20") for c in runs)
 
     latency.LatencyCache._memory.clear()  # noqa: SLF001 - a new process: the file remembers

@@ -24,8 +24,10 @@ def test_each_layer_is_fitted_to_its_grid_and_the_rest_to_the_whole_model(tmp_pa
     model = small_model()
     cache = tmp_path / "latency.json"
     measured = latency.measure_latency_model(model, ["conv_a", "conv_b", "fc"], FAST, cache)
-    costs = measured.filter_costs  # 1..32 filters of the probe, in filters
-    assert len(costs) == 32 and costs[-1] == pytest.approx(32.0) and min(costs) > 0
+    costs = measured.filter_costs  # 1..128 filters of the probe, in filters
+    assert len(costs) == 128 and costs[-1] == pytest.approx(128.0) and min(costs) > 0
+    # beyond 32 the probe keeps multiples of 8: 33..40 filters cost what 40 cost
+    assert len(set(costs[32:40])) == 1 and len(set(costs[31:40])) == 2
     geometry = {"conv_a": (16, 3), "conv_b": (24, 16), "fc": (32, 24)}
     for name, (filters, channels) in geometry.items():
         layer = model.get_layer(name)

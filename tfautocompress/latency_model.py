@@ -22,9 +22,10 @@ space, the interpreter's per-invoke cost): the two fitted to the whole model tim
 at all, half and a quarter of every layer's filters.
 
 Filters are computed in blocks: XNNPACK's GEMM micro-kernels produce a tile of
-output channels at a time (on this AVX-512 host 16, with an 8-wide kernel for a
-remainder of up to 8), so a layer keeping 17 filters runs as long as one keeping
-32, and one keeping 15 longer than one keeping 16. ``filter_costs`` holds what
+output channels at a time, and the tile widens with the layer (on one AVX-512 host
+16 up to 32 filters and 32 beyond; on another 8, with an odd cost from 9 to 15), so
+a layer keeping 17 filters runs as long as one keeping 32, and one keeping 40 as
+long as one keeping 64. ``filter_costs`` holds what
 ``k = 1..P`` filters cost on the device, in filters (``P`` for ``P``), timed once
 per device on a probe conv (``tflite_tools.latency``); a layer's filters count as
 ``effective_filters(f)`` (whole periods of ``P``, then the remainder's cost) in the

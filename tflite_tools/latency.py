@@ -5,7 +5,8 @@
 ``measure_latency_model`` times each prunable Conv2D or Dense layer alone at an
 eighth, half and all of its filters and of its input channels
 (``latency_model.GRID``, 9 single-layer models), fits each layer's
-``LayerLatencyModel``, times a probe conv at 1..32 filters (``filter_costs``) and
+``LayerLatencyModel``, times a probe conv at 1..32 filters and every multiple of 8
+up to 128 (``filter_costs``) and
 the whole model with its layers at all, half and a quarter of their filters (the
 rest of the model); every timing is cached per machine like the lowering's, so the
 same command gives the same model.
@@ -220,19 +221,24 @@ def _positions(layer):
 
 
 # The probe of the filter costs: a 3x3 conv on a 16x16x32 input keeping 1..32 filters
-# (a multiple of the GEMM tiles: 4 to 16 on CPUs, 4 on GPUs).
-_PERIOD = 32
+# and every multiple of 8 up to 128. GEMM tiles are 4 to 16 filters on CPUs (4 on GPUs),
+# and widen with the layer: on one AVX-512 host XNNPACK computes 16 at a time up to 32
+# filters and 32 beyond, so 40 filters cost as much as 64 (a period of 32 read them as 48).
+_PERIOD = 128
+_PROBED = tuple(range(1, 33)) + tuple(range(40, _PERIOD + 1, 8))
 
 
 def filter_costs(timer=None, cache=None):
     """What ``k = 1.._PERIOD`` filters cost where ``timer`` runs, in filters
     (``latency_model.LatencyModel.filter_costs``): a probe conv's time keeping ``k``
-    filters over its time keeping all ``_PERIOD``, times ``_PERIOD``."""
+    filters (beyond 32: the next multiple of 8, what the tiles compute) over its time
+    keeping all ``_PERIOD``, times ``_PERIOD``."""
     probe = keras.layers.Conv2D(_PERIOD, 3, padding="same", name="probe")
     probe(keras.Input((16, 16, 32)))  # its input shape
-    ms = _timed_points([(probe, k, 32) for k in range(1, _PERIOD + 1)], timer or HostTimer(),
-                       cache)
-    return tuple(_PERIOD * m / ms[-1] for m in ms)
+    ms = dict(zip(_PROBED, _timed_points([(probe, k, 32) for k in _PROBED],
+                                         timer or HostTimer(), cache)))
+    at = [ms[min(p for p in _PROBED if p >= k)] for k in range(1, _PERIOD + 1)]
+    return tuple(_PERIOD * m / at[-1] for m in at)
 
 
 def measured_speedup(dense_model, compact_model, timer=None):
