@@ -36,6 +36,7 @@ from absl import app, flags, logging
 
 import _common
 import compare
+from tfautocompress.app.config import round_step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds: of the data split and subset, the dense "
@@ -62,13 +63,15 @@ SCRATCH_SOURCES = {"scratch": "autocompress_filter",
 
 def ladder(targets):
     """``(round_ratio, nominal targets of the rounds)``: rounds of ~2x each whose
-    product is the lowest target, then rounds of the same ratio, each clamped at the
-    next target, up to the highest: every target is some round's nominal target."""
+    product is the lowest target, then the pipeline's rounds (``config.round_step``)
+    up to the highest (10, 30: 2.15x, 4.64x, 10x, then 17.3x and 30x, the last two
+    splitting what is left)."""
     low, high = min(targets), max(targets)
     ratio = low ** (1.0 / max(1, round(math.log2(low))))
     nominal, reached = [], 1.0
     while reached < high * (1 - 1e-9):
-        reached = min(reached * ratio, min(t for t in targets if t > reached * (1 + 1e-9)))
+        step, last = round_step(reached, high, ratio)
+        reached = high if last else reached * step
         nominal.append(round(reached, 6))
     return ratio, nominal
 

@@ -13,9 +13,10 @@ from tfautocompress import artifacts, data, zoo
 from tfautocompress._keras import keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks
-from tfautocompress.app.pipeline import AutoCompress, Config
+from tfautocompress.app.pipeline import AutoCompress, Config, round_step
 
-# Phase I stops at the target: round 1 at ~2x, round 2 searches 3.5x, and no round 3.
+# Phase I stops at the target: round 1 at ~1.87x (the two rounds split 3.5x evenly),
+# round 2 searches 3.5x, and no round 3.
 TINY = Config(max_rounds=3, target_compression_ratio=3.5, admm_epochs=1, retrain_epochs=1,
               search_trials=2, purification_trials=2, max_accuracy_drop=100.0,
               export_tflite=True, seed=1)
@@ -110,6 +111,18 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
     np.testing.assert_allclose(compact(x), apply_masks(pruned, masks)(x), atol=1e-4)
     assert compact.count_params() < model.count_params()
     assert AutoCompress(model, splits, out, TINY, verbose=0).run() == report  # all done: no work
+
+
+@pytest.mark.parametrize("previous, target, want", [
+    (1.0, None, (2.0, False)),  # no target: rounds of round_ratio
+    (1.0, 5.0, (2.0, False)),  # three rounds left: this one at round_ratio
+    (2.1, 5.0, (pytest.approx((5.0 / 2.1) ** 0.5), False)),  # two left: split evenly
+    (1.0, 3.0, (pytest.approx(3.0 ** 0.5), False)),
+    (2.5, 5.0, (pytest.approx(2.0), True)),  # within round_ratio: the target itself
+    (4.8, 10.0, (pytest.approx(10.0 / 4.8), True)),  # 5 % over round_ratio still ends
+])
+def test_the_last_two_rounds_split_what_is_left_evenly(previous, target, want):
+    assert round_step(previous, target, 2.0) == want
 
 
 def test_config_errors_name_the_setting():

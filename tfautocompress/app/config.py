@@ -12,7 +12,7 @@ import dataclasses
 
 from absl import flags
 
-__all__ = ["Config", "define_flags", "round_seed", "step_seed", "OBJECTIVES", "SCHEME_SETS",
+__all__ = ["Config", "define_flags", "round_seed", "round_step", "step_seed", "OBJECTIVES", "SCHEME_SETS",
            "COLUMNS", "DISTRIBUTIONS", "SEARCH_SCORES", "LATENCY_DEVICES"]
 
 OBJECTIVES = ("params", "macs", "latency")
@@ -28,6 +28,22 @@ RUNTIME = ("distribution", "validation_freq")
 def round_seed(seed, k):
     """The seed of round ``k``'s search (Config.seed = ``seed``)."""
     return seed + k
+
+
+def round_step(previous, target, round_ratio):
+    """``(ratio, last)``: the round after ``previous`` x aims at ``previous * ratio``, or
+    at ``target`` itself when ``last``. Rounds of ``round_ratio`` (5 % over it ends on the
+    target); when two rounds are left, they split what is left evenly, so that the last
+    is never a small step: 5x from 2.1x is 3.24x then 5x, not 4.2x then a 1.2x step that
+    a latency target's tiles may only take as a jump (one tile of digits_vgg's first conv
+    halves the second's input: 4.3x to 6.3x)."""
+    if target is None:
+        return round_ratio, False
+    if previous * round_ratio * 1.05 >= target:
+        return target / previous, True
+    if previous * round_ratio ** 2 >= target:
+        return (target / previous) ** 0.5, False
+    return round_ratio, False
 
 
 def step_seed(seed, step):

@@ -46,7 +46,7 @@ from tfautocompress import masks as masks_lib, policy as policy_lib, purificatio
 from tfautocompress import space as space_lib
 from tfautocompress._keras import as_tf_keras, is_keras3, keras
 from tfautocompress.app import report as report_lib
-from tfautocompress.app.config import RUNTIME, Config, round_seed, step_seed
+from tfautocompress.app.config import RUNTIME, Config, round_seed, round_step, step_seed
 from tfautocompress.app.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks, compact, compact_lowered, flatten
@@ -57,7 +57,7 @@ from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, wor
 from tfautocompress.search.oracle import InfeasibleTargetError
 from tfautocompress.tflite_tools import android, benchmark, latency
 
-__all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
+__all__ = ["Config", "AutoCompress", "round_seed", "round_step", "step_seed"]
 
 _STATE = "state.json"
 
@@ -287,14 +287,13 @@ class AutoCompress:
         keras-tuner search workers build theirs with it too."""
         cfg, current = self.config, current or self._current()
         model, previous = (current.model if current else self.model), self._previous_ratio()
-        target, kwargs = cfg.target_compression_ratio, {}
-        if target is not None and previous * cfg.round_ratio * 1.05 >= target:
-            kwargs["target_compression_ratio"] = target
+        ratio, last = round_step(previous, cfg.target_compression_ratio, cfg.round_ratio)
+        kwargs = {"target_compression_ratio": cfg.target_compression_ratio} if last else {}
         # This round's space (§3.5): floors at what the last accepted round removed.
         space = self._space(model, current.policy if current else None, self._latency_model())
         oracle = sa_oracle.EnhancedSAOracle(
             space, cfg.objective, previous_compression_ratio=previous,
-            round_ratio=cfg.round_ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
+            round_ratio=ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
             parallel=cfg.search_parallel, tag=f"round_{k}", **kwargs)
         if self._calibration is None:
             self._calibration = _calibration_batches(self.splits.train)
