@@ -100,6 +100,11 @@ flags.DEFINE_float("pipeline_admm_landing", 0.0, "the pipeline's ADMM landing "
                    "(Config.admm_landing; 0: the paper's ADMM).")
 flags.DEFINE_float("pipeline_distill_weight", 0.0, "the pipeline's distillation from the dense "
                    "model (Config.distill_weight; 0: off).")
+flags.DEFINE_enum("pipeline_columns", "auto", list(config_lib.COLUMNS),
+                  "the pipeline's Config.columns: auto prunes columns only where TFLite skips "
+                  "them (what the exported model runs); keep counts every pruned column as "
+                  "saved, as the paper and the one-round rows count CONV params (its compact "
+                  "model then multiplies the zeros).")
 flags.DEFINE_float("pipeline_accuracy_drop", None,
                    "the progressive autocompress's max_accuracy_drop (percentage points of "
                    "validation accuracy a round and purification may lose); default: "
@@ -360,7 +365,8 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **sett
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
     settings = {"objective": FLAGS.objective, "admm_landing": FLAGS.pipeline_admm_landing,
-                "distill_weight": FLAGS.pipeline_distill_weight, **settings}
+                "distill_weight": FLAGS.pipeline_distill_weight,
+                "columns": FLAGS.pipeline_columns, **settings}
     if settings["objective"] == "latency" and bench.latency is not None:
         settings.setdefault("latency_table", bench.latency_table)
     config = Config(target_compression_ratio=target, max_fraction=FLAGS.pipeline_max_fraction,
