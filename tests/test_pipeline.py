@@ -13,7 +13,8 @@ from tfautocompress import artifacts, data, zoo
 from tfautocompress._keras import keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks
-from tfautocompress.app.pipeline import AutoCompress, Config, round_step
+from tfautocompress.app.config import round_step
+from tfautocompress.app.pipeline import AutoCompress, Config
 
 # Phase I stops at the target: round 1 at ~1.87x (the two rounds split 3.5x evenly),
 # round 2 searches 3.5x, and no round 3.

@@ -12,8 +12,8 @@ import dataclasses
 
 from absl import flags
 
-__all__ = ["Config", "define_flags", "round_seed", "round_step", "step_seed", "OBJECTIVES", "SCHEME_SETS",
-           "COLUMNS", "DISTRIBUTIONS", "SEARCH_SCORES", "LATENCY_DEVICES"]
+__all__ = ["Config", "define_flags", "round_seed", "round_step", "step_seed", "OBJECTIVES",
+           "SCHEME_SETS", "COLUMNS", "DISTRIBUTIONS", "SEARCH_SCORES", "LATENCY_DEVICES"]
 
 OBJECTIVES = ("params", "macs", "latency")
 SCHEME_SETS = ("filter", "filter+column", "irregular")
@@ -82,9 +82,9 @@ class Config:
     trials in one process).
     ``columns``: ``compact``'s column mode for the final model (``compact.COLUMNS``;
     ``"auto"``: only the layers whose lowered form runs faster in host TFLite than
-    their dense conv at half their filters and columns prune columns, and they run lowered, so
-    the search counts what TFLite executes; ``objective="latency"`` compacts with
-    ``"keep"``, the form its latency model times).
+    their dense conv at half their filters and columns prune columns, and they run
+    lowered, so the search counts what TFLite executes; ``objective="latency"``
+    compacts with ``"keep"``, the form its latency model times).
     ``validation_freq``: the training phases' per-epoch validation
     (``evaluate.fit_validation``: every this many epochs, 0: none); the rounds and
     bounds use the validation accuracy measured after each phase either way.

@@ -57,7 +57,7 @@ from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, wor
 from tfautocompress.search.oracle import InfeasibleTargetError
 from tfautocompress.tflite_tools import android, benchmark, latency
 
-__all__ = ["Config", "AutoCompress", "round_seed", "round_step", "step_seed"]
+__all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
 
 _STATE = "state.json"
 
@@ -166,8 +166,7 @@ class AutoCompress:
         (``columns="auto"``): those whose lowered form beats their dense conv at half
         their filters and rows (``lowering.probe`` of the dense model, timed once and
         kept in the state), so that no column the exported model multiplies counts as
-        saved.
-        None otherwise: every layer counts its columns."""
+        saved; None otherwise: every layer counts its columns."""
         cfg = self.config
         if (cfg.columns, cfg.scheme_set) != ("auto", "filter+column") or cfg.objective == "latency":
             return None
