@@ -4,22 +4,25 @@ One seed of ``table.py``'s setting (Fashion-MNIST, the same dense model, subset,
 epochs and trials per round; its flags and defaults), one progressive AutoCompress
 run per variant through the table's targets (``--targets``, default 10x and 30x):
 
-  default                the pipeline's defaults: the paper's ADMM (the penalty
-                         rho/2 ||W - Z + U||^2 in the loss, Z/U once an epoch,
-                         multi-rho with the last epoch's ramp)
+  paper                  the paper's ADMM (the penalty rho/2 ||W - Z + U||^2 in
+                         the loss, Z/U once an epoch, multi-rho with the last
+                         epoch's ramp), Adam at lr 1e-3, no distillation
+  default                the pipeline's defaults: the paper's ADMM with
+                         distillation (weight 0.5, T 4) and lr 3e-3
   landing                ... with the landing (Config.admm_landing 0.25: the last
                          quarter of each round's last ADMM epoch converges onto the
                          constraint set)
   landing_distill        ... and distillation from the dense model (weight 0.5, T 4)
   distill                the paper's ADMM with distillation
-  updates4_distill       default + Z/U four times an epoch + distillation
-  updates4_prox          default + Z/U four times an epoch + the proximal W-step
+  lr3                    the paper's ADMM at lr 3e-3
+  updates4_distill       paper + Z/U four times an epoch + distillation
+  updates4_prox          paper + Z/U four times an epoch + the proximal W-step
                          (eta 0.05) from the first step instead of the penalty in
                          the loss
   updates4_prox_distill  both
-  balanced               default + residual balancing (rho per layer from the primal
+  balanced               paper + residual balancing (rho per layer from the primal
                          and dual residuals, Boyd et al. 2011, 3.4.1)
-  probability_score      default + the search ranks by the true class's mean
+  probability_score      paper + the search ranks by the true class's mean
                          probability
 
 Per variant: test accuracy at each target (the round whose nominal target it is; the
@@ -28,7 +31,7 @@ primal residual ||W - Z|| / ||W|| at the end of any round's ADMM and the largest
 hard-prune cut ||W - Pi(W)|| / ||W|| of any layer, and the wall time. Runs resume from
 ``--workdir`` (``seed_<k>/ablation/<variant>``), sharing ``table.py``'s dense model.
 
-    python benchmarks/ablation.py --output results/ablation.json [--variants default,updates4]
+    python benchmarks/ablation.py --output results/ablation.json [--variants paper,distill]
 """
 import os
 
@@ -43,12 +46,13 @@ FLAGS = flags.FLAGS
 
 def variants(batches):
     """``{variant: Config fields}`` (see the module's doc); ``batches``: steps an epoch."""
-    paper = {"admm_landing": 0.0, "distill_weight": 0.0}
+    paper = {"admm_landing": 0.0, "distill_weight": 0.0, "lr": 1e-3}
     updates4 = {"update_every": max(1, batches // 4)}
     prox = {**updates4, "prox_step": 0.05}
     landing, distill = {"admm_landing": 0.25}, {"distill_weight": 0.5}
-    return {"default": paper, "landing": {**paper, **landing},
-            "landing_distill": {**landing, **distill}, "distill": {**paper, **distill},
+    return {"paper": paper, "default": {**paper, **distill, "lr": 3e-3},
+            "lr3": {**paper, "lr": 3e-3}, "landing": {**paper, **landing},
+            "landing_distill": {**paper, **landing, **distill}, "distill": {**paper, **distill},
             "updates4_distill": {**paper, "admm": updates4, **distill},
             "updates4_prox": {**paper, "admm": prox},
             "updates4_prox_distill": {**paper, "admm": prox, **distill},

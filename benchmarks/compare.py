@@ -98,8 +98,10 @@ flags.DEFINE_float("pipeline_max_fraction", 0.95, "the pipeline's max_fraction: 
                    "can make a late round's target infeasible at 0.95).")
 flags.DEFINE_float("pipeline_admm_landing", 0.0, "the pipeline's ADMM landing "
                    "(Config.admm_landing; 0: the paper's ADMM).")
-flags.DEFINE_float("pipeline_distill_weight", 0.0, "the pipeline's distillation from the dense "
-                   "model (Config.distill_weight; 0: off).")
+flags.DEFINE_float("pipeline_lr", None, "the pipeline's learning rate (Config.lr, default: "
+                   "Config's; --lr is the dense model's and the one-round methods').")
+flags.DEFINE_float("pipeline_distill_weight", None, "the pipeline's distillation from the "
+                   "dense model (Config.distill_weight; default: Config's, 0: off).")
 flags.DEFINE_enum("pipeline_columns", "auto", list(config_lib.COLUMNS),
                   "the pipeline's Config.columns: auto prunes columns only where TFLite skips "
                   "them (what the exported model runs); keep counts every pruned column as "
@@ -364,9 +366,10 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **sett
     budget = bench.budget
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
+    given = {"distill_weight": FLAGS.pipeline_distill_weight, "lr": FLAGS.pipeline_lr}
     settings = {"objective": FLAGS.objective, "admm_landing": FLAGS.pipeline_admm_landing,
-                "distill_weight": FLAGS.pipeline_distill_weight,
-                "columns": FLAGS.pipeline_columns, **settings}
+                "columns": FLAGS.pipeline_columns,
+                **{k: v for k, v in given.items() if v is not None}, **settings}
     if settings["objective"] == "latency" and bench.latency is not None:
         settings.setdefault("latency_table", bench.latency_table)
     config = Config(target_compression_ratio=target, max_fraction=FLAGS.pipeline_max_fraction,
@@ -374,7 +377,7 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **sett
                     round_ratio=round_ratio, max_rounds=max_rounds,
                     search_trials=budget["trials"], search_subset=FLAGS.search_subset,
                     admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
-                    lr=FLAGS.lr, seed=FLAGS.seed, validation_freq=FLAGS.validation_freq,
+                    seed=FLAGS.seed, validation_freq=FLAGS.validation_freq,
                     export_tflite=False, **settings)
     keras.utils.set_random_seed(FLAGS.seed)
     with _common.Stopwatch() as watch:

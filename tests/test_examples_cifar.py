@@ -25,14 +25,17 @@ def test_example_runs_the_paper_recipe(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     model = "resnet18_cifar"
     args = [sys.executable, "-c", _RUN, os.path.join(ROOT, "examples", "cifar10_paper.py"),
-            *TINY, f"--model={model}", f"--baseline_dir={tmp_path / 'baseline'}",
+            *TINY, "--baseline_lr=0.002", f"--model={model}", f"--baseline_dir={tmp_path / 'baseline'}",
             f"--output_dir={tmp_path / 'out'}"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "baseline" / "cifar10" / f"{model}.keras").exists()  # per data set
+    baseline = json.loads((tmp_path / "baseline" / "cifar10" / f"{model}.json").read_text())
+    assert baseline["lr"] == 0.002  # --baseline_lr trains the baseline, --lr prunes
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     config = report["config"]
     assert (config["lr"], config["admm"], config["objective"]) == (1e-3, {"rho": 1e-4}, "params")
+    assert config["distill_weight"] == 0.0  # the paper's recipe does not distil
     assert report["rounds"][0]["conv_params_ratio"] > 1.5  # one round ~2x, as in the paper
     assert report["final"]["conv_params_ratio"] >= report["rounds"][0]["conv_params_ratio"] * 0.999
     assert "report:" in done.stdout

@@ -49,6 +49,8 @@ def _define():
                         "[/train_<n>][/seed_<k>], as tfautocompress-train writes them).")
     flags.DEFINE_integer("baseline_epochs", 20, "Epochs to train a missing zoo baseline.",
                          lower_bound=1)
+    flags.DEFINE_float("baseline_lr", 1e-3, "Adam learning rate of a missing zoo baseline's "
+                       "training (--lr is the pruning phases').", lower_bound=0.0)
     flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
     flags.DEFINE_integer("steps_per_epoch", None, "Cap on training steps per epoch "
                          "(and on validation/test batches) of the pipeline.", lower_bound=1)
@@ -97,10 +99,11 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
 # The paper's CIFAR-10 setting (§4): Adam at lr 1e-3, ADMM rho_0 = 1e-4 with
 # multi-rho, SA cooling eta = 0.7 and Boltzmann k = 1e-3 (the oracle's defaults),
 # up to 8 progressive rounds of 200 epochs (ADMM + masked retraining), objective
-# CONV weight parameters, combined filter + column pruning. Short runs: add
+# CONV weight parameters, combined filter + column pruning, no distillation. Short runs: add
 # --steps_per_epoch, --rounds, ... A search worker waits up to a day between
 # rounds (200 epochs of ADMM + retraining).
 PAPER_CIFAR10 = dict(dataset="cifar10", baseline_epochs=200, batch_size=128, lr=1e-3,
+                     baseline_lr=1e-3, distill_weight=0.0,
                      rho=1e-4, rounds=8, admm_epochs=100, retrain_epochs=100,
                      search_trials=45, max_accuracy_drop=0.5, objective="params",
                      schemes="filter+column", worker_timeout=86400.0)
@@ -128,7 +131,7 @@ def run(argv):
     if worker:  # the chief may be training the baseline first
         workers.wait_for_chief(f.worker_timeout)
     model = load_model(f.model, f.dataset, f.data_dir, f.baseline_dir, f.baseline_epochs,
-                       f.batch_size, f.lr, f.seed, f.distribution, f.train_size,
+                       f.batch_size, f.baseline_lr, f.seed, f.distribution, f.train_size,
                        f.validation_freq)
     # A zoo baseline was trained here on images in [0, 1]; a model file, as the model says.
     pixel_max = f.pixel_max or (None if f.model.endswith(".keras") else 1)

@@ -39,16 +39,14 @@ __all__ = ["Recipe", "PartialModel", "partial_prune", "progressive_prune"]
 # (20). A 12 + 8 split with the ramp: 0.9880.
 BN_RECALIBRATION_BATCHES = 20
 FINAL_RHO = 10.0
-# ADMM's landing (Config.admm_landing) and distillation (Config.distill_weight) are
-# options, off by default (benchmarks/ablation.py, table.py's Fashion-MNIST setting,
-# seed 0, 2 + 2 epochs a round; results/ablation_fashion_seed0.md). The paper's ADMM
-# cuts 36 % of a layer's weight norm at the hard prune (87.77 / 86.98 % test at 10x /
-# 30x); the landing 0.25 makes it converge (cut 0.002 %) at 87.47 / 86.95 %, and on
-# the digits run (3 seeds, 5 rounds at max_fraction 0.95) it reached 34.8 / 35.4 / 38.4x at -0.56 / -0.83 /
-# -0.28 test points against the paper's 37.6 / 36.8 / 39.2x at 0 / -0.28 / +0.28.
-# With distillation 0.5 the landing gave 88.04 / 87.07 % on Fashion-MNIST, but on
-# digits (seed 0) it ended Phase I a round early (16.4x). The proximal W-step from the
-# first step (ADMM prox_step) converges too but froze the support (86.70 / 85.44 %).
+# ADMM's landing (Config.admm_landing) is an option, off by default (table.py's
+# Fashion-MNIST setting, seed 0, 2 + 2 epochs a round, distillation on): it makes ADMM
+# converge (hard-prune cut <= 1e-4) but gave 87.79 / 86.47 % test at 9.5x / 30.4x CONV
+# params against 88.30 / 87.40 % without it; on the digits run (3 seeds, 5 rounds at
+# max_fraction 0.95, no distillation) 34.8 / 35.4 / 38.4x at -0.56 / -0.83 / -0.28 test
+# points against the paper's 37.6 / 36.8 / 39.2x at 0 / -0.28 / +0.28. The proximal
+# W-step from the first step (ADMM prox_step) converges too but froze the support
+# (86.70 / 85.44 %; results/ablation_fashion_seed0.md).
 
 
 @dataclasses.dataclass
