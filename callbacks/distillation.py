@@ -73,9 +73,13 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             own = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+            # compiled_loss divides its terms by the replicas (their gradients are
+            # summed over them); the soft term and the own losses are divided alike
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            own = own / replicas
             loss = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
             soft = tf.reduce_mean(self.soft_loss(teacher_out, y_pred))
-            total = (1.0 - self.weight) * (loss - own) + self.weight * soft + own
+            total = (1.0 - self.weight) * (loss - own) + (self.weight * soft) / replicas + own
         self.optimizer.minimize(total, self.trainable_variables, tape=tape)
         self._distill_tracker.update_state(soft)
         return self.compute_metrics(x, y, y_pred, sample_weight)
