@@ -1,11 +1,15 @@
-"""Distiller: the soft loss against NumPy, its laws, and ADMM / masked retraining inside it."""
+"""Distiller: the soft loss against NumPy, its laws, ADMM / masked retraining inside it,
+and the teacher's outputs computed once."""
+import dataclasses
+
 import numpy as np
 import pytest
 
+from tfautocompress import data as data_lib
 from tfautocompress._keras import keras
 from tfautocompress.callbacks import masked_retraining
 from tfautocompress.callbacks.admm import ADMM
-from tfautocompress.callbacks.distillation import Distiller
+from tfautocompress.callbacks.distillation import Distiller, teacher_targets
 from tfautocompress.schemes import Filter
 
 
@@ -99,6 +103,42 @@ def test_admm_and_masked_retraining_run_inside_a_distiller():
     assert history.history["admm_penalty"][-1] > 0  # the penalty was part of the loss
     stripped = masked_retraining.strip(pruned)
     assert np.all(stripped.get_layer("conv").kernel.numpy()[..., :4] == 0)
+
+
+def digits_model(seed):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
+
+
+def test_teacher_outputs_computed_once_train_as_the_teacher_called_each_step():
+    splits = data_lib.load("digits", image_size=8, channels=1, batch_size=64)
+    teacher = digits_model(0)
+    paired = splits.with_train_targets(teacher_targets(teacher))
+    # each reshuffled pass pairs the same batches with the teacher's outputs on them
+    for (x, y), (px, py) in zip(splits.reshuffled(3).train, paired.reshuffled(3).train):
+        np.testing.assert_array_equal(px, x)
+        np.testing.assert_array_equal(py["labels"], y)
+        np.testing.assert_allclose(py["teacher_outputs"], teacher(x), atol=1e-6)
+    assert paired.take(2).reshuffled(4).train.cardinality() == 2
+    # a Distiller reads them from the batch (not calling its own teacher, another
+    # model here) and trains as if it called the teacher that computed them
+    trained = []
+    for train, called in ((splits.reshuffled(5).train, teacher),
+                          (paired.reshuffled(5).train, digits_model(7))):
+        student = Distiller(digits_model(1), called, weight=0.5)
+        compile_adam(student)
+        student.fit(train, epochs=2, verbose=0)
+        trained.append(student.get_weights())
+    for a, b in zip(*trained):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # where a stored example is not what trains, nothing is computed
+    augmented = data_lib.load("digits", image_size=8, channels=1, augment=True)
+    by_hand = dataclasses.replace(splits, train=splits.train.take(3))
+    for kept in (augmented, by_hand):
+        assert kept.with_train_targets(teacher_targets(teacher)) is kept
 
 
 def test_bad_settings_are_named():

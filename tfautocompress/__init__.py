@@ -19,6 +19,7 @@ import importlib
 _PUBLIC = {
     "AutoCompress": "app.pipeline", "Config": "app.pipeline",
     "ADMM": "callbacks.admm", "Distiller": "callbacks.distillation",
+    "teacher_targets": "callbacks.distillation",
     "keras": "_keras", "check_model": "_keras",
     "apply_masks": "compact",
     "count": "cost",
@@ -32,7 +33,7 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "AutoCompress", "Config", "ADMM", "Distiller", "keras", "check_model", "count", "analyze",
+    "AutoCompress", "Config", "ADMM", "Distiller", "teacher_targets", "keras", "check_model", "count", "analyze",
     "close_masks", "apply_masks",
     "Irregular", "Filter", "Channel", "Column", "Combined",
     "LayerAction", "PolicySpace", "PruningPolicy", "magnitude_masks", "StructuredPruneLowMagnitude", "prune_structured",

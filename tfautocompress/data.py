@@ -47,6 +47,8 @@ from tfautocompress._keras import as_tf_keras, keras
 
 TFDS_NAMES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagenette",
               "imagenet2012")
+# Training examples a batch when ``Splits.with_train_targets`` computes their targets.
+_TARGETS_BATCH = 256
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Centred grey digits and garments: a mirror image or a shifted crop is not a
 # training example of the same class, so these train without augmentation.
@@ -91,21 +93,62 @@ class Splits:
         """At most ``batches`` batches of each split (and of every reshuffled train set)."""
         order = self.train_order
         seed = None if order is None else order.seed_of(self.train)
-        limited = None if seed is None else _TrainOrder(lambda s: order(s).take(batches))
+        limited = None if seed is None else order.replace(batches=batches)
         return dataclasses.replace(
             self, train_order=limited,
             train=self.train.take(batches) if limited is None else limited(seed),
             **{k: getattr(self, k).take(batches) for k in ("val", "test")})
 
+    def with_train_targets(self, targets):
+        """These splits with each training example's label ``y`` replaced by
+        ``targets(x, y)`` (a function of a batch, e.g. the label with a teacher's
+        outputs: ``distillation.teacher_targets``), computed once over the training
+        examples and held in memory beside them, so that no training step computes it.
+
+        These splits themselves where a stored example is not what a step trains on:
+        augmented training batches, or a train set replaced by hand.
+        """
+        order = self.train_order
+        seed = None if order is None else order.seed_of(self.train)
+        if seed is None or order.augment:
+            return self
+        parts = [targets(x, y) for x, y in order.examples.batch(_TARGETS_BATCH)]
+        stacked = tf.nest.map_structure(
+            lambda *batches: np.concatenate([np.asarray(b) for b in batches]), *parts)
+        examples = tf.data.Dataset.zip((order.examples.map(lambda x, y: x),
+                                        tf.data.Dataset.from_tensor_slices(stacked)))
+        paired = order.replace(examples=examples)
+        return dataclasses.replace(self, train=paired(seed), train_order=paired)
+
 
 class _TrainOrder:
-    """``seed -> train data set``; knows which data sets it made, from which seed."""
+    """``seed -> train data set``: the prepared training examples shuffled from
+    ``seed``, batched, augmented if asked and cut to ``batches``; knows which data
+    sets it made, from which seed."""
 
-    def __init__(self, build):
-        self._build, self._made = build, weakref.WeakKeyDictionary()
+    def __init__(self, examples, size, batch_size, augment, batches=None):
+        self.examples, self.size, self.batch_size = examples, size, batch_size
+        self.augment, self.batches = augment, batches
+        self._made = weakref.WeakKeyDictionary()
+
+    def replace(self, **changes):
+        """A new order over these settings with ``changes`` (``batches`` only lowers)."""
+        if self.batches is not None and changes.get("batches") is not None:
+            changes["batches"] = min(self.batches, changes["batches"])
+        settings = dict(examples=self.examples, size=self.size, batch_size=self.batch_size,
+                        augment=self.augment, batches=self.batches)
+        return _TrainOrder(**{**settings, **changes})
 
     def __call__(self, seed):
-        ds = self._build(seed)
+        # Both seeds explicit: the order does not depend on the global seed either.
+        with _global_seed(seed):
+            ds = self.examples.shuffle(min(self.size, 10000), seed=seed,
+                                       reshuffle_each_iteration=True).batch(self.batch_size)
+            if self.augment:
+                ds = ds.map(_augment_batch(seed), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        if self.batches is not None:
+            ds = ds.take(self.batches)
         self._made[ds] = seed
         return ds
 
@@ -682,16 +725,7 @@ def _finish(datasets, sizes, num_classes, name, batch_size, image_size, channels
     cached = {split: ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()
               for split, ds in datasets.items()}
 
-    def train_order(order_seed):
-        # Both seeds explicit: the order does not depend on the global seed either.
-        with _global_seed(order_seed):
-            ds = cached["train"].shuffle(min(sizes["train"], 10000), seed=order_seed,
-                                         reshuffle_each_iteration=True).batch(batch_size)
-            if augment:
-                ds = ds.map(_augment_batch(order_seed), num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
-
-    order = _TrainOrder(train_order)
+    order = _TrainOrder(cached["train"], sizes["train"], batch_size, augment)
     out = {split: ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
            for split, ds in cached.items() if split != "train"}
     train = order(seed)

@@ -49,6 +49,7 @@ from tfautocompress.app import report as report_lib
 from tfautocompress.app.config import RUNTIME, Config, round_seed, round_step, step_seed
 from tfautocompress.app.progressive import PartialModel, Recipe, partial_prune
 from tfautocompress.baseline import compile_for_training
+from tfautocompress.callbacks.distillation import teacher_targets
 from tfautocompress.compact import apply_masks, compact, compact_lowered, flatten
 from tfautocompress.evaluate import accuracy
 from tfautocompress.latency_model import LatencyModel
@@ -84,6 +85,7 @@ class AutoCompress:
         self._writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
         self._dense = cost.count(model)
         self._calibration = None
+        self._train_splits = None  # self.splits, with the teacher's outputs when distilling
         self._steps = {}  # folder -> PartialModel made (or read back) in this process
         path = os.path.join(self.output_dir, _STATE)
         if os.path.exists(path):
@@ -217,8 +219,11 @@ class AutoCompress:
         return self._step(accepted[-1]["dir"], accepted[-1]) if accepted else None
 
     def _recipe(self, step, folder):
-        return _recipe(self.config, self.splits, self.output_dir, step, folder, self.verbose,
-                       self.model)
+        if self._train_splits is None:  # the dense model's outputs, computed once a run
+            self._train_splits = (self.splits.with_train_targets(teacher_targets(self.model))
+                                  if self.config.distill_weight else self.splits)
+        return _recipe(self.config, self._train_splits, self.output_dir, step, folder,
+                       self.verbose, self.model)
 
     def _drop_checkpoints(self, folder):
         """Remove a finished step's epoch checkpoints (``folder/train``)."""
