@@ -7,9 +7,10 @@ run per variant through the table's targets (``--targets``, default 10x and 30x)
   paper                  the paper's ADMM (the penalty rho/2 ||W - Z + U||^2 in
                          the loss, Z/U once an epoch, multi-rho with the last
                          epoch's ramp), Adam at lr 1e-3, no distillation
-  default                the pipeline's defaults: the paper's ADMM with
-                         distillation (weight 0.5, T 4) and lr 3e-3
-  landing                ... with the landing (Config.admm_landing 0.25: the last
+  default                the pipeline's defaults: the paper's ADMM with the
+                         landing, distillation (weight 0.5, T 4) and lr 3e-3
+  no_landing             the defaults without the landing
+  landing                the paper's with the landing (Config.admm_landing 0.25: the last
                          quarter of each round's last ADMM epoch converges onto the
                          constraint set)
   landing_distill        ... and distillation from the dense model (weight 0.5, T 4)
@@ -50,7 +51,8 @@ def variants(batches):
     updates4 = {"update_every": max(1, batches // 4)}
     prox = {**updates4, "prox_step": 0.05}
     landing, distill = {"admm_landing": 0.25}, {"distill_weight": 0.5}
-    return {"paper": paper, "default": {**paper, **distill, "lr": 3e-3},
+    recovery = {**paper, **distill, "lr": 3e-3}
+    return {"paper": paper, "default": {**recovery, **landing}, "no_landing": recovery,
             "lr3": {**paper, "lr": 3e-3}, "landing": {**paper, **landing},
             "landing_distill": {**paper, **landing, **distill}, "distill": {**paper, **distill},
             "updates4_distill": {**paper, "admm": updates4, **distill},

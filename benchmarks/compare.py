@@ -96,8 +96,8 @@ flags.DEFINE_list("methods", ["uniform", "deeper", "uniform_combined", "amc", "a
 flags.DEFINE_float("pipeline_max_fraction", 0.95, "the pipeline's max_fraction: the most "
                    "of a layer's kernel a round may remove (the progressive rounds' floors "
                    "can make a late round's target infeasible at 0.95).")
-flags.DEFINE_float("pipeline_admm_landing", 0.0, "the pipeline's ADMM landing "
-                   "(Config.admm_landing; 0: the paper's ADMM).")
+flags.DEFINE_float("pipeline_admm_landing", None, "the pipeline's ADMM landing "
+                   "(Config.admm_landing; default: Config's, 0: the paper's ADMM).")
 flags.DEFINE_float("pipeline_lr", None, "the pipeline's learning rate (Config.lr, default: "
                    "Config's; --lr is the dense model's and the one-round methods').")
 flags.DEFINE_float("pipeline_distill_weight", None, "the pipeline's distillation from the "
@@ -366,9 +366,9 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **sett
     budget = bench.budget
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
-    given = {"distill_weight": FLAGS.pipeline_distill_weight, "lr": FLAGS.pipeline_lr}
-    settings = {"objective": FLAGS.objective, "admm_landing": FLAGS.pipeline_admm_landing,
-                "columns": FLAGS.pipeline_columns,
+    given = {"distill_weight": FLAGS.pipeline_distill_weight, "lr": FLAGS.pipeline_lr,
+             "admm_landing": FLAGS.pipeline_admm_landing}
+    settings = {"objective": FLAGS.objective, "columns": FLAGS.pipeline_columns,
                 **{k: v for k, v in given.items() if v is not None}, **settings}
     if settings["objective"] == "latency" and bench.latency is not None:
         settings.setdefault("latency_table", bench.latency_table)

@@ -26,8 +26,7 @@ TINY = Config(max_rounds=3, target_compression_ratio=3.5, admm_epochs=1, retrain
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(0)
-    splits = data.load("digits", batch_size=64)
-    splits = dataclasses.replace(splits, train=splits.train.take(8))
+    splits = data.load("digits", batch_size=64).take(8)
     model = zoo.build("digits_vgg", splits.input_shape, splits.num_classes)
     compile_for_training(model, 2e-3)
     model.fit(splits.train, epochs=2, verbose=0)
@@ -40,6 +39,8 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
     out = str(tmp_path)
     first = AutoCompress(model, splits, out, TINY, tensorboard_dir=str(tmp_path / "tb"), verbose=0)
     assert first.next_round()  # round 1 only, as if killed after it
+    # it distils (the default) from the dense model's outputs, computed once
+    assert "teacher_outputs" in first._train_splits.train.element_spec[1]
     round_1 = tmp_path / "round_1"
     for name in ("policy.json", "masks.npz", "model.keras", "metrics.json"):
         assert (round_1 / name).exists()

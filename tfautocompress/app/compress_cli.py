@@ -103,7 +103,7 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
 # --steps_per_epoch, --rounds, ... A search worker waits up to a day between
 # rounds (200 epochs of ADMM + retraining).
 PAPER_CIFAR10 = dict(dataset="cifar10", baseline_epochs=200, batch_size=128, lr=1e-3,
-                     baseline_lr=1e-3, distill_weight=0.0,
+                     baseline_lr=1e-3, distill_weight=0.0, admm_landing=0.0,
                      rho=1e-4, rounds=8, admm_epochs=100, retrain_epochs=100,
                      search_trials=45, max_accuracy_drop=0.5, objective="params",
                      schemes="filter+column", worker_timeout=86400.0)

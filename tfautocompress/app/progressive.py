@@ -39,15 +39,6 @@ __all__ = ["Recipe", "PartialModel", "partial_prune", "progressive_prune"]
 # (20). A 12 + 8 split with the ramp: 0.9880.
 BN_RECALIBRATION_BATCHES = 20
 FINAL_RHO = 10.0
-# ADMM's landing (Config.admm_landing) is an option, off by default (table.py's
-# Fashion-MNIST setting, seed 0, 2 + 2 epochs a round, distillation on): it makes ADMM
-# converge (hard-prune cut <= 1e-4); at lr 1e-3 it gave 87.79 / 86.47 % test at 9.5x /
-# 30.4x CONV params against 88.30 / 87.40 % without it, at the default 3e-3 88.76 /
-# 88.58 % against 88.39 / 88.38 % (seeds 1 and 2 not measured yet); on the digits run (3 seeds, 5 rounds at
-# max_fraction 0.95, no distillation) 34.8 / 35.4 / 38.4x at -0.56 / -0.83 / -0.28 test
-# points against the paper's 37.6 / 36.8 / 39.2x at 0 / -0.28 / +0.28. The proximal
-# W-step from the first step (ADMM prox_step) converges too but froze the support
-# (86.70 / 85.44 %; results/ablation_fashion_seed0.md).
 
 
 @dataclasses.dataclass
