@@ -184,8 +184,8 @@ class Bench:
     def recipe(self, method):
         from tfautocompress.app.progressive import Recipe
         budget = self.budget
-        return Recipe(self.splits.train, self.splits.val,
-                      self.compile_fn(max(budget["admm_epochs"], budget["retrain_epochs"])),
+        return Recipe(self.splits.train, self.splits.val, self.compile_fn(budget["admm_epochs"]),
+                      retrain_compile_fn=self.compile_fn(budget["retrain_epochs"]),
                       admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
                       train_for=self.train_for(method), validation_freq=FLAGS.validation_freq)
 

@@ -14,7 +14,7 @@ from tfautocompress._keras import keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks
 from tfautocompress.app.config import round_step
-from tfautocompress.app.pipeline import AutoCompress, Config
+from tfautocompress.app.pipeline import AutoCompress, Config, _recipe
 
 # Phase I stops at the target: round 1 at ~1.87x (the two rounds split 3.5x evenly),
 # round 2 searches 3.5x, and no round 3.
@@ -125,6 +125,19 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
 ])
 def test_the_last_two_rounds_split_what_is_left_evenly(previous, target, want):
     assert round_step(previous, target, 2.0) == want
+
+
+def test_each_phase_decays_its_learning_rate_to_zero_at_its_own_end(trained, tmp_path):
+    model, splits = trained
+    config = Config(admm_epochs=1, retrain_epochs=3, lr=3e-3)
+    recipe = _recipe(config, splits, str(tmp_path), 1, "round_1", 0, model)
+    batches = data.num_batches(splits.train)
+    for compile_fn, epochs in ((recipe.compile_fn, 1), (recipe.retrain_compile_fn, 3)):
+        optimizer = compile_fn(keras.models.clone_model(model)).optimizer
+        schedule = keras.optimizers.schedules.deserialize(
+            optimizer.get_config()["learning_rate"])
+        for step, rate in ((0, 3e-3), (epochs * batches // 2, 1.5e-3), (epochs * batches, 0.0)):
+            assert float(schedule(step)) == pytest.approx(rate, rel=1e-5, abs=1e-10)
 
 
 def test_config_errors_name_the_setting():

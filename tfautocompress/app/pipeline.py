@@ -338,8 +338,7 @@ class AutoCompress:
                 self._seed(100)
                 recipe = self._recipe(100, "purification")
                 with distribute.scope(self._strategy):
-                    model, _ = recipe.retrain(model, masks, self.config.retrain_epochs,
-                                              recipe.compile_fn)
+                    model, _ = recipe.retrain(model, masks)
             step = PartialModel(model, graph_lib.close_masks(model, masks) if masks else {})
             record = dict(self._metrics(apply_masks(model, step.masks),
                                         cost.count(model, step.masks),
@@ -467,9 +466,13 @@ def _recipe(config, splits, output_dir, step, folder, verbose, teacher):
     seed = step_seed(config.seed, step)
     phases = {"admm": 1, "retrain": 2}
     batches = data.num_batches(splits.train)
-    decay = max(config.admm_epochs, config.retrain_epochs) * batches if batches else None
-    return Recipe(splits.train, splits.val,
-                  lambda m: compile_for_training(m, config.lr, decay_steps=decay),
+
+    def decayed(epochs):  # compiles for a phase of ``epochs``, decaying to 0 at its end
+        steps = epochs * batches if batches else None
+        return lambda m: compile_for_training(m, config.lr, decay_steps=steps)
+
+    return Recipe(splits.train, splits.val, decayed(config.admm_epochs),
+                  retrain_compile_fn=decayed(config.retrain_epochs),
                   admm_epochs=config.admm_epochs, retrain_epochs=config.retrain_epochs,
                   admm={**({"landing": config.admm_landing} if config.admm_landing else {}),
                         **config.admm}, verbose=2 if verbose else 0,

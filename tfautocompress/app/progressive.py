@@ -85,12 +85,13 @@ class Recipe:
         """Where ``phase`` keeps its epoch checkpoints (None: nowhere)."""
         return None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir, phase)
 
-    def retrain(self, model, masks, epochs, compile_fn):
-        """``masked_retraining.retrain`` of ``model`` under ``masks`` for ``epochs``
-        with this recipe's retraining data, validation, BN recalibration and
+    def retrain(self, model, masks):
+        """``masked_retraining.retrain`` of ``model`` under ``masks`` with this recipe's
+        retraining epochs, compile function, data, validation, BN recalibration and
         checkpoints; returns ``(model, history)``."""
         return masked_retraining.retrain(
-            model, masks, self.data("retrain"), epochs=epochs, compile_fn=compile_fn,
+            model, masks, self.data("retrain"), epochs=self.retrain_epochs,
+            compile_fn=self.retrain_compile_fn or self.compile_fn,
             validation_data=self.val, validation_freq=self.validation_freq,
             verbose=self.verbose, bn_recalibration_batches=self.bn_recalibration_batches,
             checkpoint_dir=self.checkpoints("retrain"), distill=self.distill)
@@ -145,8 +146,7 @@ def partial_prune(model, policy, recipe, start=None):
         work = masked_retraining.strip(work)
     if masks:
         masks = close_masks(work, masks)  # closed once, here: every later step reads these
-    pruned, history["retrain"] = recipe.retrain(
-        work, masks, recipe.retrain_epochs, recipe.retrain_compile_fn or recipe.compile_fn)
+    pruned, history["retrain"] = recipe.retrain(work, masks)
     return PartialModel(pruned, masks, {**(start.schemes if start else {}), **schemes},
                         accuracy(pruned, recipe.val), history, policy=policy)
 
