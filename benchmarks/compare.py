@@ -102,6 +102,10 @@ flags.DEFINE_float("pipeline_lr", None, "the pipeline's learning rate (Config.lr
                    "Config's; --lr is the dense model's and the one-round methods').")
 flags.DEFINE_float("pipeline_distill_weight", None, "the pipeline's distillation from the "
                    "dense model (Config.distill_weight; default: Config's, 0: off).")
+flags.DEFINE_enum("one_round_recovery", "paper", ["paper", "pipeline"],
+                  "the one-round methods' ADMM and masked retraining: the paper's (Adam at "
+                  "--lr, no distillation) or the pipeline's (its landing, distillation from "
+                  "the dense model and learning rate: the --pipeline_* flags, else Config's).")
 flags.DEFINE_enum("pipeline_columns", "auto", list(config_lib.COLUMNS),
                   "the pipeline's Config.columns: auto prunes columns only where TFLite skips "
                   "them (what the exported model runs); keep counts every pruned column as "
@@ -167,27 +171,46 @@ class Bench:
     def latency_table(self):
         return os.path.join(FLAGS.workdir, "latency_model.json")
 
-    def compile_fn(self, epochs):
-        """Adam at ``--lr`` decaying (cosine) to zero over ``epochs`` of the train set:
-        the recipe of the baseline and of every pipeline phase, for every method."""
+    def compile_fn(self, epochs, lr=None):
+        """Adam at ``lr`` (default ``--lr``) decaying (cosine) to zero over ``epochs`` of
+        the train set: the recipe of the baseline and of every pruning phase."""
         from tfautocompress.baseline import compile_for_training
         batches = int(self.splits.train.cardinality())
-        return lambda m: compile_for_training(m, FLAGS.lr, decay_steps=epochs * batches)
+        return lambda m: compile_for_training(m, lr or FLAGS.lr, decay_steps=epochs * batches)
 
-    def train_for(self, method):
-        """``phase -> train set``: a fresh shuffle per method and phase, seeded from
-        both, so a method's data order does not depend on the methods before it."""
+    def train_for(self, method, splits=None):
+        """``phase -> train set`` of ``splits`` (default: the bench's): a fresh shuffle per
+        method and phase, seeded from both, so a method's data order does not depend
+        on the methods before it."""
         import zlib
-        return lambda phase: self.splits.reshuffled(
+        splits = splits or self.splits
+        return lambda phase: splits.reshuffled(
             FLAGS.seed * 1000 + zlib.crc32(f"{method}/{phase}".encode()) % 1000).train
 
+    @functools.cached_property
+    def distilled_splits(self):
+        """The bench's splits with the dense model's outputs on the training examples."""
+        from tfautocompress.callbacks.distillation import teacher_targets
+        return self.splits.with_train_targets(teacher_targets(self.model))
+
     def recipe(self, method):
+        """A one-round method's ADMM and masked retraining (``--one_round_recovery``)."""
         from tfautocompress.app.progressive import Recipe
-        budget = self.budget
-        return Recipe(self.splits.train, self.splits.val, self.compile_fn(budget["admm_epochs"]),
-                      retrain_compile_fn=self.compile_fn(budget["retrain_epochs"]),
+        budget, lr, extra, splits = self.budget, None, {}, self.splits
+        if FLAGS.one_round_recovery == "pipeline":
+            config = pipeline_recovery()
+            lr = config.lr
+            if config.admm_landing:
+                extra["admm"] = {"landing": config.admm_landing}
+            if config.distill_weight:
+                extra["distill"] = dict(teacher=self.model, weight=config.distill_weight,
+                                        temperature=config.distill_temperature)
+                splits = self.distilled_splits
+        return Recipe(self.splits.train, self.splits.val, self.compile_fn(budget["admm_epochs"], lr),
+                      retrain_compile_fn=self.compile_fn(budget["retrain_epochs"], lr),
                       admm_epochs=budget["admm_epochs"], retrain_epochs=budget["retrain_epochs"],
-                      train_for=self.train_for(method), validation_freq=FLAGS.validation_freq)
+                      train_for=self.train_for(method, splits),
+                      validation_freq=FLAGS.validation_freq, **extra)
 
     def space(self, scheme_set):
         from tfautocompress.space import PolicySpace
@@ -246,7 +269,22 @@ class Bench:
         keras.utils.set_random_seed(FLAGS.seed)
         result = partial_prune(self.model, policy, self.recipe(method))
         self.structures[method] = (result.model, result.masks)
+        if FLAGS.one_round_recovery == "pipeline":
+            note = f"{note}; the pipeline's recovery" if note else "the pipeline's recovery"
         return self.measure(method, result.model, result.masks, search_s, policy, note=note)
+
+
+# The pipeline's recovery: Config fields and the flags that set them.
+RECOVERY = {"admm_landing": "pipeline_admm_landing", "lr": "pipeline_lr",
+            "distill_weight": "pipeline_distill_weight"}
+
+
+def pipeline_recovery():
+    """``Config`` with the pipeline's landing, lr and distillation: the ``--pipeline_*``
+    flags where given, else ``Config``'s defaults."""
+    from tfautocompress.app.pipeline import Config
+    given = {field: getattr(FLAGS, flag) for field, flag in RECOVERY.items()}
+    return Config(**{k: v for k, v in given.items() if v is not None})
 
 
 def _dense_model(epochs, splits, folder=None):
@@ -363,13 +401,11 @@ def autocompress_pipeline(bench, folder, target, round_ratio, max_rounds, **sett
     from tfautocompress import keras
     from tfautocompress.app.pipeline import AutoCompress, Config
 
-    budget = bench.budget
+    budget, recovery = bench.budget, pipeline_recovery()
     bound = ({} if FLAGS.pipeline_accuracy_drop is None
              else {"max_accuracy_drop": FLAGS.pipeline_accuracy_drop})
-    given = {"distill_weight": FLAGS.pipeline_distill_weight, "lr": FLAGS.pipeline_lr,
-             "admm_landing": FLAGS.pipeline_admm_landing}
     settings = {"objective": FLAGS.objective, "columns": FLAGS.pipeline_columns,
-                **{k: v for k, v in given.items() if v is not None}, **settings}
+                **{k: getattr(recovery, k) for k in RECOVERY}, **settings}
     if settings["objective"] == "latency" and bench.latency is not None:
         settings.setdefault("latency_table", bench.latency_table)
     config = Config(target_compression_ratio=target, max_fraction=FLAGS.pipeline_max_fraction,
