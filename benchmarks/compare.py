@@ -195,16 +195,13 @@ class Bench:
 
     def recipe(self, method):
         """A one-round method's ADMM and masked retraining (``--one_round_recovery``)."""
+        from tfautocompress.app.pipeline import recovery
         from tfautocompress.app.progressive import Recipe
         budget, lr, extra, splits = self.budget, None, {}, self.splits
         if FLAGS.one_round_recovery == "pipeline":
             config = pipeline_recovery()
-            lr = config.lr
-            if config.admm_landing:
-                extra["admm"] = {"landing": config.admm_landing}
-            if config.distill_weight:
-                extra["distill"] = dict(teacher=self.model, weight=config.distill_weight,
-                                        temperature=config.distill_temperature)
+            lr, extra = config.lr, recovery(config, self.model)
+            if extra["distill"]:
                 splits = self.distilled_splits
         return Recipe(self.splits.train, self.splits.val, self.compile_fn(budget["admm_epochs"], lr),
                       retrain_compile_fn=self.compile_fn(budget["retrain_epochs"], lr),

@@ -474,14 +474,21 @@ def _recipe(config, splits, output_dir, step, folder, verbose, teacher):
     return Recipe(splits.train, splits.val, decayed(config.admm_epochs),
                   retrain_compile_fn=decayed(config.retrain_epochs),
                   admm_epochs=config.admm_epochs, retrain_epochs=config.retrain_epochs,
-                  admm={**({"landing": config.admm_landing} if config.admm_landing else {}),
-                        **config.admm}, verbose=2 if verbose else 0,
+                  admm={**recovery(config, teacher)["admm"], **config.admm},
+                  verbose=2 if verbose else 0,
                   train_for=lambda phase: splits.reshuffled(seed * 10 + phases[phase]).train,
                   validation_freq=config.validation_freq,
                   checkpoint_dir=os.path.join(output_dir, folder, "train"),
-                  distill=dict(teacher=teacher, weight=config.distill_weight,
-                               temperature=config.distill_temperature)
-                  if config.distill_weight else None)
+                  distill=recovery(config, teacher)["distill"])
+
+
+def recovery(config, teacher):
+    """``Recipe`` keyword arguments of ``config``'s ADMM landing and distillation from
+    ``teacher`` (beyond the paper; ``{}`` / None where off)."""
+    return dict(admm={"landing": config.admm_landing} if config.admm_landing else {},
+                distill=dict(teacher=teacher, weight=config.distill_weight,
+                             temperature=config.distill_temperature)
+                if config.distill_weight else None)
 
 
 def _calibration_batches(train):
