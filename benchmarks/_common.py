@@ -108,7 +108,7 @@ def dense_model_and_splits(f):
     from tfautocompress.app import compress_cli
 
     model = compress_cli.load_model(f.model, f.dataset, f.data_dir, f.baseline_dir,
-                                    f.baseline_epochs, f.batch_size, f.lr, f.seed,
+                                    f.baseline_epochs, f.batch_size, f.baseline_lr, f.seed,
                                     train_size=f.train_size, validation_freq=f.validation_freq)
     splits = data.load(f.dataset, batch_size=f.batch_size, seed=f.seed, data_dir=f.data_dir,
                        image_size=tuple(model.input_shape[1:3]), channels=model.input_shape[-1],

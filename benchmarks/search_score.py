@@ -6,8 +6,9 @@ noise. This benchmark draws ``--policies`` policies at one target (the trials of
 enhanced-SA search over the filter+column space, each scored by both fast scores:
 top-1 ``accuracy`` and the true class's mean ``probability``,
 ``evaluate.true_class_probability``), then prunes the dense model to each with the
-pipeline's own step (``partial_prune``: ADMM -> hard prune -> masked retraining,
-``--admm_epochs`` + ``--retrain_epochs``) and measures the test accuracy. It prints
+pipeline's own step (``partial_prune`` with a round's ``round_recipe``: ADMM -> hard
+prune -> masked retraining, ``--admm_epochs`` + ``--retrain_epochs``, the pipeline's
+landing, distillation and learning rate) and measures the test accuracy. It prints
 Spearman's rank correlation of each fast score with that accuracy.
 
     python benchmarks/search_score.py --policies 20 --target_ratio 4 [--output r.json]
@@ -17,6 +18,7 @@ At 4x from the dense digits_vgg every policy's fast top-1 sits at 0.95-1.00 on t
 leaves every policy at chance, which no fast score can rank.
 """
 import os
+import shutil
 
 import numpy as np
 from absl import app, flags
@@ -24,9 +26,9 @@ from absl import app, flags
 import _common
 from tfautocompress import keras
 from tfautocompress.app import compress_cli
-from tfautocompress.app.pipeline import Config, step_seed
-from tfautocompress.app.progressive import Recipe, partial_prune
-from tfautocompress.baseline import compile_for_training
+from tfautocompress.app.pipeline import Config, round_recipe, step_seed
+from tfautocompress.app.progressive import partial_prune
+from tfautocompress.callbacks.distillation import teacher_targets
 from tfautocompress.evaluate import accuracy
 from tfautocompress.search import encoding, sa_oracle, tuner as tuner_lib
 from tfautocompress.space import PolicySpace
@@ -56,7 +58,7 @@ def main(argv):
     del argv
     f = FLAGS
     model, splits = _common.dense_model_and_splits(f)
-    config = Config(scheme_set=f.schemes, seed=f.seed)
+    config = Config.from_flags(f)
     space = PolicySpace.from_model(model, config.scheme_set, max_fraction=config.max_fraction)
     # trials the oracle refuses (a repeated policy) complete without a score: ask for more
     oracle = sa_oracle.EnhancedSAOracle(space, target_compression_ratio=f.target_ratio,
@@ -72,12 +74,15 @@ def main(argv):
     policies = [encoding.from_values(space, t.hyperparameters.values)
                 for t in oracle.trials.values() if t.status == "COMPLETED"][:f.policies]
     fast = {score: [tuner.evaluate(p) for p in policies] for score, tuner in tuners.items()}
-    recipe = Recipe(splits.train, splits.val, lambda m: compile_for_training(m, f.lr),
-                    f.admm_epochs, f.retrain_epochs, validation_freq=0)
+    train_splits = (splits.with_train_targets(teacher_targets(model)) if config.distill_weight
+                    else splits)
     after = []
     with _common.Stopwatch() as pruning:
         for i, policy in enumerate(policies):
             keras.utils.set_random_seed(step_seed(f.seed, i + 1))
+            folder = f"policy_{i + 1}"  # its epoch checkpoints: a fresh run, not a resume
+            shutil.rmtree(os.path.join(f.output_dir, folder), ignore_errors=True)
+            recipe = round_recipe(config, train_splits, f.output_dir, i + 1, folder, False, model)
             pruned = partial_prune(model, policy, recipe)
             after.append(accuracy(pruned.model, splits.test))
             print(f"policy {i + 1:>2}/{len(policies)}: {policy.compression_ratio():.2f}x, "

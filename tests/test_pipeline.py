@@ -14,7 +14,7 @@ from tfautocompress._keras import keras
 from tfautocompress.baseline import compile_for_training
 from tfautocompress.compact import apply_masks
 from tfautocompress.app.config import round_step
-from tfautocompress.app.pipeline import AutoCompress, Config, _recipe
+from tfautocompress.app.pipeline import AutoCompress, Config, round_recipe
 
 # Phase I stops at the target: round 1 at ~1.87x (the two rounds split 3.5x evenly),
 # round 2 searches 3.5x, and no round 3.
@@ -130,7 +130,7 @@ def test_the_last_two_rounds_split_what_is_left_evenly(previous, target, want):
 def test_each_phase_decays_its_learning_rate_to_zero_at_its_own_end(trained, tmp_path):
     model, splits = trained
     config = Config(admm_epochs=1, retrain_epochs=3, lr=3e-3)
-    recipe = _recipe(config, splits, str(tmp_path), 1, "round_1", 0, model)
+    recipe = round_recipe(config, splits, str(tmp_path), 1, "round_1", 0, model)
     batches = data.num_batches(splits.train)
     for compile_fn, epochs in ((recipe.compile_fn, 1), (recipe.retrain_compile_fn, 3)):
         optimizer = compile_fn(keras.models.clone_model(model)).optimizer

@@ -58,7 +58,7 @@ from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, wor
 from tfautocompress.search.oracle import InfeasibleTargetError
 from tfautocompress.tflite_tools import android, benchmark, latency
 
-__all__ = ["Config", "AutoCompress", "round_seed", "step_seed"]
+__all__ = ["Config", "AutoCompress", "round_recipe", "round_seed", "step_seed"]
 
 _STATE = "state.json"
 
@@ -222,7 +222,7 @@ class AutoCompress:
         if self._train_splits is None:  # the dense model's outputs, computed once a run
             self._train_splits = (self.splits.with_train_targets(teacher_targets(self.model))
                                   if self.config.distill_weight else self.splits)
-        return _recipe(self.config, self._train_splits, self.output_dir, step, folder,
+        return round_recipe(self.config, self._train_splits, self.output_dir, step, folder,
                        self.verbose, self.model)
 
     def _drop_checkpoints(self, folder):
@@ -457,8 +457,10 @@ def _write_step(path, step, record):
     artifacts.write_json(os.path.join(path, "metrics.json"), record)
 
 
-def _recipe(config, splits, output_dir, step, folder, verbose, teacher):
-    """Adam with a cosine decay over each phase: the last epoch's weights are
+def round_recipe(config, splits, output_dir, step, folder, verbose, teacher):
+    """The ``Recipe`` of a pipeline step (round ``step``, kept in ``output_dir/folder``).
+
+    Adam with a cosine decay over each phase: the last epoch's weights are
     settled, so a round's accuracy does not hinge on a noisy final step. Each
     phase trains on its own freshly shuffled data and keeps epoch checkpoints in
     ``folder/train`` (a killed step resumes at its last finished epoch); with
