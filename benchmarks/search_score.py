@@ -13,9 +13,11 @@ Spearman's rank correlation of each fast score with that accuracy.
 
     python benchmarks/search_score.py --policies 20 --target_ratio 4 [--output r.json]
 
-At 4x from the dense digits_vgg every policy's fast top-1 sits at 0.95-1.00 on the
-216 validation images (the saturated case); at 16x in one step magnitude pruning
-leaves every policy at chance, which no fast score can rank.
+The digits baseline pruned in one step to 4x (20 policies, seed 0, 2 + 2 epochs; about
+5 minutes): the fast top-1 spreads over 0.49-0.86 and the test accuracy after ADMM
+and retraining over 0.93-0.99; Spearman +0.10 for top-1, +0.09 for the probability.
+Neither ranks these one-step policies; the pipeline's rounds (2x from the previous
+round's model) are the saturated case, where its end-to-end runs decide.
 """
 import os
 import shutil

@@ -36,6 +36,7 @@ def test_example_runs_the_paper_recipe(tmp_path):
     config = report["config"]
     assert (config["lr"], config["admm"], config["objective"]) == (1e-3, {"rho": 1e-4}, "params")
     assert config["distill_weight"] == 0.0  # the paper's recipe does not distil
+    assert config["search_score"] == "accuracy"  # and its search ranks by top-1
     assert report["rounds"][0]["conv_params_ratio"] > 1.5  # one round ~2x, as in the paper
     assert report["final"]["conv_params_ratio"] >= report["rounds"][0]["conv_params_ratio"] * 0.999
     assert "report:" in done.stdout

@@ -99,11 +99,12 @@ def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, se
 # The paper's CIFAR-10 setting (§4): Adam at lr 1e-3, ADMM rho_0 = 1e-4 with
 # multi-rho, SA cooling eta = 0.7 and Boltzmann k = 1e-3 (the oracle's defaults),
 # up to 8 progressive rounds of 200 epochs (ADMM + masked retraining), objective
-# CONV weight parameters, combined filter + column pruning, no distillation. Short runs: add
-# --steps_per_epoch, --rounds, ... A search worker waits up to a day between
-# rounds (200 epochs of ADMM + retraining).
+# CONV weight parameters, combined filter + column pruning, top-1 as the search's
+# score, no distillation. Short runs: add --steps_per_epoch, --rounds, ... A search
+# worker waits up to a day between rounds (200 epochs of ADMM + retraining).
 PAPER_CIFAR10 = dict(dataset="cifar10", baseline_epochs=200, batch_size=128, lr=1e-3,
                      baseline_lr=1e-3, distill_weight=0.0, admm_landing=0.0,
+                     search_score="accuracy",
                      rho=1e-4, rounds=8, admm_epochs=100, retrain_epochs=100,
                      search_trials=45, max_accuracy_drop=0.5, objective="params",
                      schemes="filter+column", worker_timeout=86400.0)
