@@ -28,9 +28,8 @@ from absl import app, flags
 import _common
 from tfautocompress import keras
 from tfautocompress.app import compress_cli
-from tfautocompress.app.pipeline import Config, round_recipe, step_seed
+from tfautocompress.app.pipeline import Config, round_recipe, step_seed, training_splits
 from tfautocompress.app.progressive import partial_prune
-from tfautocompress.callbacks.distillation import teacher_targets
 from tfautocompress.evaluate import accuracy
 from tfautocompress.search import encoding, sa_oracle, tuner as tuner_lib
 from tfautocompress.space import PolicySpace
@@ -76,8 +75,7 @@ def main(argv):
     policies = [encoding.from_values(space, t.hyperparameters.values)
                 for t in oracle.trials.values() if t.status == "COMPLETED"][:f.policies]
     fast = {score: [tuner.evaluate(p) for p in policies] for score, tuner in tuners.items()}
-    train_splits = (splits.with_train_targets(teacher_targets(model)) if config.distill_weight
-                    else splits)
+    train_splits = training_splits(config, splits, model)
     after = []
     with _common.Stopwatch() as pruning:
         for i, policy in enumerate(policies):

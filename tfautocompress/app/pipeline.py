@@ -58,7 +58,8 @@ from tfautocompress.search import sa_oracle, thresholds, tuner as tuner_lib, wor
 from tfautocompress.search.oracle import InfeasibleTargetError
 from tfautocompress.tflite_tools import android, benchmark, latency
 
-__all__ = ["Config", "AutoCompress", "round_recipe", "round_seed", "step_seed"]
+__all__ = ["Config", "AutoCompress", "round_recipe", "training_splits", "round_seed",
+           "step_seed"]
 
 _STATE = "state.json"
 
@@ -220,10 +221,9 @@ class AutoCompress:
 
     def _recipe(self, step, folder):
         if self._train_splits is None:  # the dense model's outputs, computed once a run
-            self._train_splits = (self.splits.with_train_targets(teacher_targets(self.model))
-                                  if self.config.distill_weight else self.splits)
+            self._train_splits = training_splits(self.config, self.splits, self.model)
         return round_recipe(self.config, self._train_splits, self.output_dir, step, folder,
-                       self.verbose, self.model)
+                            self.verbose, self.model)
 
     def _drop_checkpoints(self, folder):
         """Remove a finished step's epoch checkpoints (``folder/train``)."""
@@ -469,6 +469,8 @@ def round_recipe(config, splits, output_dir, step, folder, verbose, teacher):
     phases = {"admm": 1, "retrain": 2}
     batches = data.num_batches(splits.train)
 
+    extra = recovery(config, teacher)
+
     def decayed(epochs):  # compiles for a phase of ``epochs``, decaying to 0 at its end
         steps = epochs * batches if batches else None
         return lambda m: compile_for_training(m, config.lr, decay_steps=steps)
@@ -476,12 +478,19 @@ def round_recipe(config, splits, output_dir, step, folder, verbose, teacher):
     return Recipe(splits.train, splits.val, decayed(config.admm_epochs),
                   retrain_compile_fn=decayed(config.retrain_epochs),
                   admm_epochs=config.admm_epochs, retrain_epochs=config.retrain_epochs,
-                  admm={**recovery(config, teacher)["admm"], **config.admm},
+                  admm={**extra["admm"], **config.admm},
                   verbose=2 if verbose else 0,
                   train_for=lambda phase: splits.reshuffled(seed * 10 + phases[phase]).train,
                   validation_freq=config.validation_freq,
                   checkpoint_dir=os.path.join(output_dir, folder, "train"),
-                  distill=recovery(config, teacher)["distill"])
+                  distill=extra["distill"])
+
+
+def training_splits(config, splits, teacher):
+    """``splits`` whose training examples carry ``teacher``'s outputs when ``config``
+    distils (computed once here, read by the ``Distiller`` at every step), else ``splits``."""
+    return (splits.with_train_targets(teacher_targets(teacher)) if config.distill_weight
+            else splits)
 
 
 def recovery(config, teacher):
