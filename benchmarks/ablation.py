@@ -78,9 +78,7 @@ def largest(rounds, key):
 
 def variant_row(bench, folder, targets, settings):
     """One variant's figures (see the module's doc)."""
-    ratio, nominal = table.ladder(targets)
-    report, seconds, _ = compare.autocompress_pipeline(
-        bench, folder, max(targets), ratio, len(nominal), **settings)
+    report, seconds, _, nominal = table.pipeline_through(bench, folder, targets, **settings)
     rounds = report["rounds"]
     row = {"wall_s": round(seconds, 1),
            "max_residual": largest(rounds, "admm_residuals"),

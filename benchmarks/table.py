@@ -5,8 +5,8 @@ subset of Fashion-MNIST's training images; validation 9,000 and test the officia
 10,000 images, always whole), shared by every method; per CONV-params target
 (``--targets``) every one-round method of ``compare.py`` with the same ADMM and
 retraining epochs and the same search trials; and one progressive AutoCompress run
-per seed whose rounds pass through every target (rounds of ~2x:
-``ladder``), so its row at a lower target is that round's model and at the
+per seed whose rounds land on every target (rounds of ~2x, the lower targets
+as milestones: ``ladder``), so its row at a lower target is that round's model and at the
 highest target the purified, compacted result. Table cells are the mean ± sample
 std over the seeds of the test accuracy, and the means of the CONV params / MACs
 ratios and the host TFLite fp32 latency (1 thread) of the compacted model; the
@@ -62,17 +62,16 @@ SCRATCH_SOURCES = {"scratch": "autocompress_filter",
 
 
 def ladder(targets):
-    """``(round_ratio, nominal targets of the rounds)``: rounds of ~2x each whose
-    product is the lowest target, then the pipeline's rounds (``config.round_step``)
-    up to the highest (10, 30: 2.15x, 4.64x, 10x, then 17.3x and 30x, the last two
-    splitting what is left)."""
-    low, high = min(targets), max(targets)
-    ratio = low ** (1.0 / max(1, round(math.log2(low))))
+    """``(round_ratio, nominal targets of the rounds)``: the pipeline's rounds
+    (``config.round_step``) of a ~2x ``round_ratio`` whose power is the lowest target,
+    landing on each target, the lower ones as milestones (10, 30: 2.15x, 4.64x, 10x,
+    then 17.3x and 30x, the last two splitting what is left)."""
+    ratio = min(targets) ** (1.0 / max(1, round(math.log2(min(targets)))))
     nominal, reached = [], 1.0
-    while reached < high * (1 - 1e-9):
-        step, last = round_step(reached, high, ratio)
-        reached = high if last else reached * step
-        nominal.append(round(reached, 6))
+    for goal in sorted(targets):
+        while reached < goal * (1 - 1e-9):
+            reached *= round_step(reached, goal, ratio)[0]
+            nominal.append(round(reached, 6))
     return ratio, nominal
 
 
@@ -125,6 +124,17 @@ def run_method(bench, cells, method, target):
     return row
 
 
+def pipeline_through(bench, folder, targets, **settings):
+    """``(report, wall_s, trials evaluated per round, nominal targets of the rounds)``
+    of ``compare.autocompress_pipeline`` in ``folder`` through every target (``ladder``;
+    ``settings``: other ``Config`` fields)."""
+    ratio, nominal = ladder(targets)
+    report, seconds, evaluated = compare.autocompress_pipeline(
+        bench, folder, max(targets), ratio, len(nominal), milestones=sorted(targets)[:-1],
+        **settings)
+    return report, seconds, evaluated, nominal
+
+
 def run_pipeline(bench, cells, targets):
     """The AutoCompress rows of one seed: one per round (nominal target), the
     highest one on the purified, compacted model. Kept per ladder
@@ -133,16 +143,10 @@ def run_pipeline(bench, cells, targets):
     done = cells.get(None, name)
     if done is not None:
         return done["rows"]
-    ratio, nominal = ladder(targets)
     folder = os.path.join(cells.folder, name)
-    report, seconds, evaluated = compare.autocompress_pipeline(
-        bench, folder, max(targets), ratio, len(nominal))
+    report, seconds, evaluated, nominal = pipeline_through(bench, folder, targets)
     rows = [dict(row, target=target) for row, target in
             zip(_measured_rounds(bench, PIPELINE, folder, report, seconds, evaluated), nominal)]
-    if rows and report["rounds"][-1]["search_target_ratio"] == max(targets):
-        # reached ratios drift from the nominal ones: a round may end on the highest
-        # target before the ladder does (3x, 6x: 1.74x, 3.32x, then 6x)
-        rows[-1]["target"] = max(targets)
     cells.put(None, name, {"rows": rows, "phase1_end": report["phase1_end"]})
     return rows
 
@@ -155,11 +159,9 @@ def run_params_pipeline(bench, cells, speeds):
     name = f"{PARAMS_PIPELINE}_{PARAMS_REACH:g}x"
     done = cells.get(None, name)
     if done is None:
-        ratio, nominal = ladder([PARAMS_REACH])
         folder = os.path.join(cells.folder, name)
-        report, seconds, evaluated = compare.autocompress_pipeline(
-            bench, folder, PARAMS_REACH, ratio, len(nominal), objective="params",
-            scheme_set="filter")
+        report, seconds, evaluated, _ = pipeline_through(bench, folder, [PARAMS_REACH],
+                                                         objective="params", scheme_set="filter")
         done = cells.put(None, name, {
             "rows": _measured_rounds(bench, PARAMS_PIPELINE, folder, report, seconds,
                                      evaluated),

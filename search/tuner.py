@@ -68,10 +68,7 @@ class PruningTuner(base_tuner.BaseTuner):
                  batch_size=256, calibration_data=None,
                  calibration_batches=CALIBRATION_BATCHES, log=None, objective="params",
                  score="accuracy", **kwargs):
-        if score not in SCORES:
-            raise ValueError(f"PruningTuner score={score!r} unknown; use one of "
-                             f"{', '.join(SCORES)}.")
-        self._score = SCORES[score]
+        self._score = _check_score(score)
         self.space = space if space is not None else getattr(oracle, "space", None)
         if not isinstance(self.space, space_lib.PolicySpace):
             raise TypeError("PruningTuner needs a space.PolicySpace: pass space= or an "
@@ -97,8 +94,10 @@ class PruningTuner(base_tuner.BaseTuner):
         self.oracle = workers.round_client(self.oracle)
 
     # --------------------------------------------------------- evaluation ---
-    def evaluate(self, policy):
-        """Validation-subset score (a Python float) of ``policy``'s magnitude masks."""
+    def evaluate(self, policy, score=None):
+        """Validation-subset score (a Python float) of ``policy``'s magnitude masks, by
+        the tuner's score or by ``score`` (a name in ``SCORES``)."""
+        score = self._score if score is None else _check_score(score)
         kernels = {name: self._dense[(name, _kernel_attr(self.graph.layers[name]))][1]
                    for name in policy.schemes()}
         masks = masks_lib.magnitude_masks(self.model, policy, graph=self.graph,
@@ -111,14 +110,10 @@ class PruningTuner(base_tuner.BaseTuner):
             if self.calibration is not None:
                 touched += [(v, v.numpy()) for v in self.calibration.variables]
                 self.calibration()
-            return self.score()
+            return score(self.model, (self._x, self._y), self._batch_size)
         finally:
             for variable, dense in touched:
                 variable.assign(dense)
-
-    def score(self):
-        """The score of the model as it is now on the cached validation subset."""
-        return self._score(self.model, (self._x, self._y), self._batch_size)
 
     def _apply(self, name, mask):
         layout = layer_kinds.layout_of(self.graph.layers[name])
@@ -170,6 +165,13 @@ class PruningTuner(base_tuner.BaseTuner):
         """The best ``PruningPolicy`` found (asks the chief oracle in distributed mode)."""
         trials = self.oracle.get_best_trials(self.oracle.max_trials or 10**6)
         return oracle_lib.best_policy(self.space, trials)
+
+
+def _check_score(score):
+    if score not in SCORES:
+        raise ValueError(f"PruningTuner score={score!r} unknown; use one of "
+                         f"{', '.join(SCORES)}.")
+    return SCORES[score]
 
 
 def _kernel_attr(layer):

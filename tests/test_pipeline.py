@@ -16,11 +16,11 @@ from tfautocompress.compact import apply_masks
 from tfautocompress.app.config import round_step
 from tfautocompress.app.pipeline import AutoCompress, Config, round_recipe
 
-# Phase I stops at the target: round 1 at ~1.87x (the two rounds split 3.5x evenly),
-# round 2 searches 3.5x, and no round 3.
-TINY = Config(max_rounds=3, target_compression_ratio=3.5, admm_epochs=1, retrain_epochs=1,
-              search_trials=2, purification_trials=2, max_accuracy_drop=100.0,
-              export_tflite=True, seed=1)
+# Phase I lands on the milestone and stops at the target: round 1 searches 2x, round 2
+# 3.5x, and no round 3.
+TINY = Config(max_rounds=3, target_compression_ratio=3.5, milestones=[2.0], admm_epochs=1,
+              retrain_epochs=1, search_trials=2, purification_trials=2,
+              max_accuracy_drop=100.0, export_tflite=True, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
     assert os.path.getmtime(round_1 / "metrics.json") == stamp  # round 1 was not redone
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert report["phase1_end"] == "target 3.5x reached"
-    assert report["rounds"][1]["search_target_ratio"] == pytest.approx(3.5)
+    assert [r["search_target_ratio"] for r in report["rounds"]] == pytest.approx([2.0, 3.5])
     assert report["rounds"][1]["conv_params_ratio"] > report["rounds"][0]["conv_params_ratio"] > 1.5
     for entry in [report["baseline"], report["final"], *report["rounds"]]:
         for key in ("val_accuracy", "test_accuracy", "conv_params_ratio", "conv_macs_ratio",
@@ -116,15 +116,33 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("previous, target, want", [
-    (1.0, None, (2.0, False)),  # no target: rounds of round_ratio
-    (1.0, 5.0, (2.0, False)),  # three rounds left: this one at round_ratio
-    (2.1, 5.0, (pytest.approx((5.0 / 2.1) ** 0.5), False)),  # two left: split evenly
-    (1.0, 3.0, (pytest.approx(3.0 ** 0.5), False)),
+    (1.0, None, (2.0, False)),  # no target: rounds of round_ratio (the search varies them)
+    (1.0, 5.0, (pytest.approx(5.0 ** (1 / 3)), True)),  # three rounds left: a third each
+    (2.1, 5.0, (pytest.approx((5.0 / 2.1) ** 0.5), True)),  # two left: split evenly
+    (1.0, 3.0, (pytest.approx(3.0 ** 0.5), True)),
     (2.5, 5.0, (pytest.approx(2.0), True)),  # within round_ratio: the target itself
     (4.8, 10.0, (pytest.approx(10.0 / 4.8), True)),  # 5 % over round_ratio still ends
 ])
-def test_the_last_two_rounds_split_what_is_left_evenly(previous, target, want):
+def test_rounds_toward_a_target_split_what_is_left_evenly(previous, target, want):
     assert round_step(previous, target, 2.0) == want
+
+
+def test_the_rounds_land_on_each_milestone_then_on_the_target():
+    reached, ladder = 1.0, []
+    for goal in (10.0, 30.0):
+        while reached < goal * (1 - 1e-9):
+            ratio, exact = round_step(reached, goal, 10.0 ** (1 / 3))
+            assert exact
+            reached *= ratio
+            ladder.append(reached)
+    assert ladder == pytest.approx([10 ** (1 / 3), 10 ** (2 / 3), 10.0, 300 ** 0.5, 30.0])
+
+
+def test_milestones_are_ratios_below_the_target():
+    assert Config(target_compression_ratio=30, milestones=["10", 5]).milestones == [5.0, 10.0]
+    for bad in ([30], [1.0], ["ten"]):
+        with pytest.raises(ValueError, match="milestones"):
+            Config(target_compression_ratio=30, milestones=bad)
 
 
 def test_each_phase_decays_its_learning_rate_to_zero_at_its_own_end(trained, tmp_path):
@@ -156,6 +174,7 @@ def test_config_errors_name_the_setting():
 @pytest.mark.parametrize("flag,message", [("--objective=flops", "--objective"),
                                           ("--target_ratio=0.5", "--target_ratio"),
                                           ("--validation_freq=-1", "--validation_freq"),
+                                          ("--milestones=2,x", "--milestones"),
                                           ("--model=no_such_model", "--model")])
 def test_compress_command_rejects_bad_flags_by_name(flag, message, tmp_path):
     import subprocess

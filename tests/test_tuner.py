@@ -188,7 +188,7 @@ def test_calibrated_statistics_match_a_numpy_reference(trained, tmp_path, monkey
     bn = next(l for l in model.layers[3:] if isinstance(l, keras.layers.BatchNormalization))
     seen = {}
 
-    def capture():  # inside the trial: masked weights, calibrated statistics
+    def capture(*args):  # the score, inside the trial: masked weights, calibrated statistics
         seen["mean"], seen["var"] = bn.moving_mean.numpy(), bn.moving_variance.numpy()
         probe = keras.Model(model.inputs, bn.input)
         inputs = [probe(x, training=True).numpy().astype(np.float64) for x in batches]
@@ -196,7 +196,7 @@ def test_calibrated_statistics_match_a_numpy_reference(trained, tmp_path, monkey
         seen["ref_var"] = np.mean([i.var(axis=(0, 1, 2)) for i in inputs], axis=0)
         return 0.0
 
-    monkeypatch.setattr(tuner, "score", capture)
+    monkeypatch.setattr(tuner, "_score", capture)
     tuner.evaluate(_quarter_filters(space))
     np.testing.assert_allclose(seen["mean"], seen["ref_mean"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(seen["var"], seen["ref_var"], rtol=1e-4, atol=1e-5)

@@ -66,6 +66,21 @@ def _define():
     flags.register_validator("pixel_max", lambda v: v in (None, 1, 255),
                              "--pixel_max must be 1 or 255.")
     flags.register_validator("round_ratio", lambda v: v > 1.0, "--round_ratio must be > 1.")
+    flags.register_multi_flags_validator(
+        ["milestones", "target_ratio"],
+        lambda v: _config_accepts(milestones=v["milestones"],
+                                  target_compression_ratio=v["target_ratio"]),
+        "--milestones must be compression ratios > 1 and below --target_ratio, e.g. "
+        "--milestones 10 --target_ratio 30.")
+
+
+def _config_accepts(**settings):
+    """Whether ``config.Config`` takes these settings (a flag validator's check is Config's)."""
+    try:
+        config.Config(**settings)
+    except ValueError:
+        return False
+    return True
 
 
 def load_model(spec, dataset, data_dir, baseline_dir, epochs, batch_size, lr, seed,

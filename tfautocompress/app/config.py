@@ -9,6 +9,7 @@ library's (``cost.OBJECTIVES``, ``space.SCHEME_SETS``, ``compact.COLUMNS``,
 ``distribute.DISTRIBUTIONS``; tests/test_cli.py checks that they agree).
 """
 import dataclasses
+import math
 
 from absl import flags
 
@@ -31,19 +32,21 @@ def round_seed(seed, k):
 
 
 def round_step(previous, target, round_ratio):
-    """``(ratio, last)``: the round after ``previous`` x aims at ``previous * ratio``, or
-    at ``target`` itself when ``last``. Rounds of ``round_ratio`` (5 % over it ends on the
-    target); when two rounds are left, they split what is left evenly, so that the last
-    is never a small step: 5x from 2.1x is 3.24x then 5x, not 4.2x then a 1.2x step that
-    a latency target's tiles may only take as a jump (one tile of digits_vgg's first conv
-    halves the second's input: 4.3x to 6.3x)."""
+    """``(ratio, exact)``: the round after ``previous`` x aims at ``previous * ratio``.
+
+    Without a ``target``, rounds of ``round_ratio``, to which the search adds the
+    paper's small variance (``exact`` False). Toward a ``target`` (a milestone or the
+    final one), the rounds left, counted in steps of ``round_ratio`` (5 % over it
+    still counts as one), split what is left evenly and exactly, so that the rounds
+    land on the target with no drift and the last is never a small step: 5x from
+    2.1x is 3.24x then 5x, not 4.2x then a 1.2x step that a latency target's tiles
+    may only take as a jump (one tile of digits_vgg's first conv halves the second's
+    input: 4.3x to 6.3x); 30x from 1x by 2.154 with a milestone at 10x is 2.154x,
+    4.64x, 10x, 17.3x, 30x."""
     if target is None:
         return round_ratio, False
-    if previous * round_ratio * 1.05 >= target:
-        return target / previous, True
-    if previous * round_ratio ** 2 >= target:
-        return (target / previous) ** 0.5, False
-    return round_ratio, False
+    left = math.ceil(math.log(target / previous) / math.log(round_ratio * 1.05) - 1e-9)
+    return (target / previous) ** (1.0 / max(1, left)), True
 
 
 def step_seed(seed, step):
@@ -57,8 +60,8 @@ def _setting(default, help_text=None, flag=None, choices=None, **bounds):
     field's name; ``choices``: an enum flag; ``bounds``: absl's lower/upper_bound)."""
     metadata = {} if help_text is None else dict(help=help_text, flag=flag, choices=choices,
                                                  bounds=bounds)
-    if isinstance(default, dict):
-        return dataclasses.field(default_factory=dict, metadata=metadata)
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=type(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -69,6 +72,7 @@ class Config:
     ``max_accuracy_drop``: percentage points of validation accuracy the result may
     lose against the baseline (1.0 = one point). ``target_compression_ratio``:
     dense / kept (N x) on ``objective``; None = as far as the bound allows.
+    ``milestones``: lower ratios the rounds land on exactly on the way (``round_step``).
     ``admm``: keyword arguments of ``callbacks.admm.ADMM`` (rho, rho_factor, ...).
     ``bn_momentum``: BatchNormalization momentum while pruning (None keeps the
     model's): after a hard prune the moving statistics must follow the pruned
@@ -108,6 +112,9 @@ class Config:
     target_compression_ratio: float = _setting(
         None, "Stop Phase I at this compression ratio (dense / kept, N x); default: as far "
         "as the accuracy bound allows.", flag="target_ratio")
+    milestones: list = _setting(
+        [], "Compression ratios Phase I's rounds land on exactly on the way (each one's "
+        "model kept in its round folder), e.g. 10 with --target_ratio 30.")
     max_accuracy_drop: float = _setting(
         1.0, "Allowed validation-accuracy loss in percentage points vs. the baseline.",
         lower_bound=0.0, upper_bound=100.0)
@@ -192,6 +199,11 @@ class Config:
     def __post_init__(self):
         if self.scheme_set is None:
             self.scheme_set = "filter" if self.objective == "latency" else "filter+column"
+        try:
+            self.milestones = sorted(float(m) for m in self.milestones)
+        except (TypeError, ValueError):
+            raise ValueError(f"Config.milestones={self.milestones!r}: give compression "
+                             "ratios (numbers > 1), e.g. [10].") from None
         for name, accepted in (("objective", OBJECTIVES), ("scheme_set", SCHEME_SETS),
                                ("search_score", SEARCH_SCORES),
                                ("latency_device", LATENCY_DEVICES),
@@ -221,14 +233,17 @@ class Config:
                   "distill_temperature": self.distill_temperature > 0,
                   "bn_momentum": self.bn_momentum is None or 0 <= self.bn_momentum < 1,
                   "target_compression_ratio": self.target_compression_ratio is None
-                  or self.target_compression_ratio > 1}
+                  or self.target_compression_ratio > 1,
+                  "milestones": all(1 < m < (self.target_compression_ratio or math.inf)
+                                    for m in self.milestones)}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"Config.{name}={getattr(self, name)!r} is out of range: "
                                  "rounds, trials, search_parallel and ADMM epochs >= 1, "
                                  "retrain epochs and validation_freq >= 0, "
                                  "max_accuracy_drop in [0, 100] percentage points, "
-                                 "round_ratio and target_compression_ratio > 1, lr > 0, "
+                                 "round_ratio and target_compression_ratio > 1, "
+                                 "milestones > 1 and below the target, lr > 0, "
                                  "distill_weight and admm_landing in [0, 1], "
                                  "bn_momentum in [0, 1) or None.")
 
@@ -263,5 +278,8 @@ def define_flags(names=None, flag_values=flags.FLAGS):
                               flag_values=flag_values)
             continue
         define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
-                  float: flags.DEFINE_float, str: flags.DEFINE_string}[field.type]
-        define(name, field.default, meta["help"], flag_values=flag_values, **meta["bounds"])
+                  float: flags.DEFINE_float, str: flags.DEFINE_string,
+                  list: flags.DEFINE_list}[field.type]
+        default = (field.default if field.default is not dataclasses.MISSING
+                   else field.default_factory())
+        define(name, default, meta["help"], flag_values=flag_values, **meta["bounds"])

@@ -4,7 +4,9 @@
     report = ac.run()
 
 Phase I round k: the enhanced SA (``search.EnhancedSAOracle`` + ``PruningTuner``)
-picks a policy reaching ~``round_ratio`` x the previous round's compression ratio;
+picks a policy reaching ~``round_ratio`` x the previous round's compression ratio
+(toward the target, and ``Config.milestones`` on the way, even steps that land on
+each exactly: ``config.round_step``);
 ``app.progressive.partial_prune`` runs ADMM -> hard prune -> masked retraining
 from the previous round. A round is kept if its validation accuracy stays within
 ``max_accuracy_drop`` (percentage points) of the baseline's; the first round that
@@ -214,7 +216,7 @@ class AutoCompress:
                                  "rerun with a new output_dir.") from None
         return self._steps[folder]
 
-    def _current(self):
+    def current_step(self):
         """The ``PartialModel`` of the last accepted round, or None (the baseline)."""
         accepted = self._accepted()
         return self._step(accepted[-1]["dir"], accepted[-1]) if accepted else None
@@ -250,7 +252,7 @@ class AutoCompress:
             return self._end_phase1(f"target {target}x reached")
         start = time.perf_counter()
         self._seed(k)
-        current = self._current()
+        current = self.current_step()
         try:
             policy, searched, schedule = self._search(k, current)
         except InfeasibleTargetError as err:
@@ -285,14 +287,22 @@ class AutoCompress:
             return self._end_phase1(f"round {k} broke the accuracy bound")
         return True
 
+    def next_goal(self):
+        """The ratio the rounds aim at next: the first milestone above the last
+        accepted round's ratio (1 % under it counts as reached), else the target
+        (None: none)."""
+        previous = self._previous_ratio()
+        return next((m for m in self.config.milestones if m > previous * 1.01),
+                    self.config.target_compression_ratio)
+
     def search_tuner(self, k, current=None):
         """Round ``k``'s ``(EnhancedSAOracle, PruningTuner)`` on the state as it is
         (``current``: the last accepted round's ``PartialModel``, looked up if None);
         keras-tuner search workers build theirs with it too."""
-        cfg, current = self.config, current or self._current()
+        cfg, current = self.config, current or self.current_step()
         model, previous = (current.model if current else self.model), self._previous_ratio()
-        ratio, last = round_step(previous, cfg.target_compression_ratio, cfg.round_ratio)
-        kwargs = {"target_compression_ratio": cfg.target_compression_ratio} if last else {}
+        ratio, exact = round_step(previous, self.next_goal(), cfg.round_ratio)
+        kwargs = {"target_compression_ratio": previous * ratio} if exact else {}
         # This round's space (§3.5): floors at what the last accepted round removed.
         space = self._space(model, current.policy if current else None, self._latency_model())
         oracle = sa_oracle.EnhancedSAOracle(
@@ -329,7 +339,7 @@ class AutoCompress:
         if self.state["purification"] is None:
             start = time.perf_counter()
             self._seed(100)
-            current = self._current()
+            current = self.current_step()
             model, masks = (current.model, current.masks) if current else (self.model, {})
             masks, rounds = self._purification_rounds(model, masks)
             if rounds and self.config.retrain_epochs:
