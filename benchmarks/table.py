@@ -69,8 +69,8 @@ def ladder(targets):
     ratio = min(targets) ** (1.0 / max(1, round(math.log2(min(targets)))))
     nominal, reached = [], 1.0
     for goal in sorted(targets):
-        while reached < goal * (1 - 1e-9):
-            reached *= round_step(reached, goal, ratio)[0]
+        while reached < goal:
+            reached = round_step(reached, goal, ratio)[0]
             nominal.append(round(reached, 6))
     return ratio, nominal
 

@@ -116,12 +116,12 @@ def test_pipeline_runs_resumes_and_reports(trained, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("previous, target, want", [
-    (1.0, None, (2.0, False)),  # no target: rounds of round_ratio (the search varies them)
+    (1.5, None, (3.0, False)),  # no target: round_ratio x the last (the search varies it)
     (1.0, 5.0, (pytest.approx(5.0 ** (1 / 3)), True)),  # three rounds left: a third each
-    (2.1, 5.0, (pytest.approx((5.0 / 2.1) ** 0.5), True)),  # two left: split evenly
+    (2.1, 5.0, (pytest.approx((5.0 * 2.1) ** 0.5), True)),  # two left: split evenly
     (1.0, 3.0, (pytest.approx(3.0 ** 0.5), True)),
-    (2.5, 5.0, (pytest.approx(2.0), True)),  # within round_ratio: the target itself
-    (4.8, 10.0, (pytest.approx(10.0 / 4.8), True)),  # 5 % over round_ratio still ends
+    (2.5, 5.0, (5.0, True)),  # within round_ratio: the target itself
+    (4.8, 10.0, (10.0, True)),  # 5 % over round_ratio still ends
 ])
 def test_rounds_toward_a_target_split_what_is_left_evenly(previous, target, want):
     assert round_step(previous, target, 2.0) == want
@@ -130,12 +130,12 @@ def test_rounds_toward_a_target_split_what_is_left_evenly(previous, target, want
 def test_the_rounds_land_on_each_milestone_then_on_the_target():
     reached, ladder = 1.0, []
     for goal in (10.0, 30.0):
-        while reached < goal * (1 - 1e-9):
-            ratio, exact = round_step(reached, goal, 10.0 ** (1 / 3))
+        while reached < goal:
+            reached, exact = round_step(reached, goal, 10.0 ** (1 / 3))
             assert exact
-            reached *= ratio
             ladder.append(reached)
     assert ladder == pytest.approx([10 ** (1 / 3), 10 ** (2 / 3), 10.0, 300 ** 0.5, 30.0])
+    assert ladder[2] == 10.0 and ladder[4] == 30.0  # exactly: no extra round for round-off
 
 
 def test_milestones_are_ratios_below_the_target():

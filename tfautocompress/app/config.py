@@ -32,9 +32,9 @@ def round_seed(seed, k):
 
 
 def round_step(previous, target, round_ratio):
-    """``(ratio, exact)``: the round after ``previous`` x aims at ``previous * ratio``.
+    """``(aim, exact)``: the ratio (dense / kept) the round after ``previous`` x aims at.
 
-    Without a ``target``, rounds of ``round_ratio``, to which the search adds the
+    Without a ``target``, ``previous * round_ratio``, to which the search adds the
     paper's small variance (``exact`` False). Toward a ``target`` (a milestone or the
     final one), the rounds left, counted in steps of ``round_ratio`` (5 % over it
     still counts as one), split what is left evenly and exactly, so that the rounds
@@ -44,9 +44,11 @@ def round_step(previous, target, round_ratio):
     input: 4.3x to 6.3x); 30x from 1x by 2.154 with a milestone at 10x is 2.154x,
     4.64x, 10x, 17.3x, 30x."""
     if target is None:
-        return round_ratio, False
+        return previous * round_ratio, False
     left = math.ceil(math.log(target / previous) / math.log(round_ratio * 1.05) - 1e-9)
-    return (target / previous) ** (1.0 / max(1, left)), True
+    if left <= 1:
+        return float(target), True
+    return previous * (target / previous) ** (1.0 / left), True
 
 
 def step_seed(seed, step):

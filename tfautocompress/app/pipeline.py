@@ -301,14 +301,15 @@ class AutoCompress:
         keras-tuner search workers build theirs with it too."""
         cfg, current = self.config, current or self.current_step()
         model, previous = (current.model if current else self.model), self._previous_ratio()
-        ratio, exact = round_step(previous, self.next_goal(), cfg.round_ratio)
-        kwargs = {"target_compression_ratio": previous * ratio} if exact else {}
+        aim, exact = round_step(previous, self.next_goal(), cfg.round_ratio)
+        kwargs = {"target_compression_ratio": aim} if exact else {}
         # This round's space (§3.5): floors at what the last accepted round removed.
         space = self._space(model, current.policy if current else None, self._latency_model())
         oracle = sa_oracle.EnhancedSAOracle(
             space, cfg.objective, previous_compression_ratio=previous,
-            round_ratio=ratio, max_trials=cfg.search_trials, seed=round_seed(cfg.seed, k),
-            parallel=cfg.search_parallel, tag=f"round_{k}", **kwargs)
+            round_ratio=aim / previous, max_trials=cfg.search_trials,
+            seed=round_seed(cfg.seed, k), parallel=cfg.search_parallel, tag=f"round_{k}",
+            **kwargs)
         if self._calibration is None:
             self._calibration = _calibration_batches(self.splits.train)
         tuner = tuner_lib.PruningTuner(oracle, model, self.splits.val, subset_size=cfg.search_subset,
