@@ -28,7 +28,7 @@ what a name measured:
   paper                  the paper's ADMM and recovery: no landing, no
                          distillation, lr 1e-3, top-1
 
-The first six (``--variants``' default) take about 32 minutes on 2 cores.
+The first six (``--variants``' default) take about 30 minutes on 2 cores.
 
 Per variant: test accuracy at each target (the round whose nominal target it is; the
 highest on the purified, compacted model), the CONV params ratio reached, the largest
