@@ -135,13 +135,14 @@ def next_round(f, model, splits):
     shutil.copytree(f.start, os.path.join(out, folder),
                     ignore=shutil.ignore_patterns("search", "train"))
     artifacts.write_json(os.path.join(out, "state.json"),
-                         dict(state, config=dataclasses.asdict(config), rounds=state["rounds"][:k],
-                              phase1_end=None, purification=None, final=None))
+                         dict(state, config=dataclasses.asdict(config),
+                              rounds=state["rounds"][:k], phase1_end=None, purification=None,
+                              final=None))
     pipe = AutoCompress(model, splits, out, config, verbose=0)
-    if round(accuracy(pipe.model, splits.test), 6) != round(state["baseline"]["test_accuracy"], 6):
+    dense, run_dense = accuracy(pipe.model, splits.test), state["baseline"]["test_accuracy"]
+    if round(dense, 6) != round(run_dense, 6):
         raise app.UsageError(f"--start {f.start}: the dense model is not that run's (test "
-                             f"accuracy {accuracy(pipe.model, splits.test):.4f}, the run's "
-                             f"{state['baseline']['test_accuracy']:.4f}); pass its "
+                             f"accuracy {dense:.4f}, the run's {run_dense:.4f}); pass its "
                              "--baseline_dir, --model, --dataset and --seed.")
     return Draw(config, k + 1, pipe.current_step(), pipe.model, *pipe.search_tuner(k + 1))
 
